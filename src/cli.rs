@@ -1,0 +1,315 @@
+//! The command line: `serve`, `site …`, `secret generate`. Prints text, or with `--json` exactly
+//! one JSON object on stdout, so scripts can read it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::config::{self, Config, SecretSource};
+use crate::domain::secret::Secret;
+use crate::server;
+use crate::service::{sites, Context};
+use crate::store::{DatabaseUrl, PoolSettings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokenwarden",
+    version,
+    about = "OAuth 2.0 authorization server for sites"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Database: postgres://…, sqlite://PATH, or a file path (SQLite)
+    #[arg(long, global = true, env = "TOKENWARDEN_DATABASE_URL", default_value = config::DEFAULT_DATABASE_URL)]
+    database: String,
+    /// File holding the server secret (created if missing). Default with SQLite: next to the
+    /// database file. Ignored when TOKENWARDEN_SECRET is set.
+    #[arg(long, global = true, env = "TOKENWARDEN_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Most database connections per process
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENWARDEN_DB_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    db_max_connections: u32,
+    /// How long a request waits for a database connection before it is answered 503, in ms
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENWARDEN_DB_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    db_timeout_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server
+    Serve(ServeArgs),
+    /// Manage sites (the OAuth clients)
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Server secret utilities
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "TOKENWARDEN_BIND", default_value = config::DEFAULT_BIND)]
+    bind: SocketAddr,
+    /// Create a "Demo Store" site on first start and print its credentials
+    #[arg(long)]
+    demo: bool,
+    /// HTTP worker threads (default: one per core)
+    #[arg(long, env = "TOKENWARDEN_WORKERS")]
+    workers: Option<usize>,
+    /// Largest accepted request body, in bytes
+    #[arg(long, env = "TOKENWARDEN_MAX_BODY_BYTES", default_value_t = config::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum SiteCommand {
+    /// Create a site; prints its site key and auth key (shown this once only)
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sites
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a site's auth key; prints the new one, the old one stops working
+    RotateAuthKey {
+        site_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a site: it cannot get tokens and all its tokens stop working
+    Disable {
+        site_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a disabled site again
+    Enable {
+        site_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Print a new random server secret, for TOKENWARDEN_SECRET or a secret file
+    Generate,
+}
+
+/// Parses the command line, runs the command, and turns failure into a message and exit code 1.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<(), String> {
+    let config = config_from(&cli.global)?;
+    match cli.command {
+        Command::Serve(args) => serve(config, args),
+        Command::Site(command) => site(&config, command),
+        Command::Secret(SecretCommand::Generate) => {
+            let secret = config::generate_encoded_secret().map_err(|e| e.to_string())?;
+            println!("{}", secret.expose());
+            Ok(())
+        }
+    }
+}
+
+fn config_from(global: &GlobalArgs) -> Result<Config, String> {
+    let database = DatabaseUrl::parse(&global.database).map_err(|e| e.to_string())?;
+    let secret = match (std::env::var("TOKENWARDEN_SECRET"), &global.secret_file) {
+        (Ok(value), _) => SecretSource::Value(Secret::new(value)),
+        (Err(_), Some(path)) => SecretSource::File(path.clone()),
+        (Err(_), None) => SecretSource::NextToDatabase,
+    };
+    Ok(Config {
+        bind: config::DEFAULT_BIND
+            .parse()
+            .map_err(|e: std::net::AddrParseError| e.to_string())?,
+        database,
+        secret,
+        pool: PoolSettings {
+            max_connections: global.db_max_connections.max(1),
+            connection_timeout: Duration::from_millis(global.db_timeout_ms.max(1)),
+            ..PoolSettings::default()
+        },
+        max_body_bytes: config::DEFAULT_MAX_BODY_BYTES,
+        workers: None,
+    })
+}
+
+fn serve(mut config: Config, args: ServeArgs) -> Result<(), String> {
+    config.bind = args.bind;
+    config.workers = args.workers;
+    config.max_body_bytes = args.max_body_bytes;
+    let context = server::open_context(&config).map_err(|e| e.to_string())?;
+    let system = actix_web::rt::System::new();
+    let address = system.block_on(async {
+        let (server, address) =
+            server::start(&config, context.clone()).map_err(|e| e.to_string())?;
+        log::info!(
+            "tokenwarden listening on http://{address} (database {:?})",
+            config.database
+        );
+        if args.demo {
+            print_demo_site(&context, address)?;
+        }
+        server.await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(address)
+    })?;
+    log::info!("tokenwarden on {address} stopped");
+    Ok(())
+}
+
+const DEMO_SITE_NAME: &str = "Demo Store";
+
+/// `serve --demo`: creates the demo site once; later starts can only name it, because its auth key
+/// is stored hashed.
+fn print_demo_site(context: &Context, address: SocketAddr) -> Result<(), String> {
+    let existing = sites::find_by_name(context, DEMO_SITE_NAME).map_err(|e| e.to_string())?;
+    match existing {
+        Some(site) => println!(
+            "Demo site \"{DEMO_SITE_NAME}\" exists: site key {}. Its auth key was printed when it \
+             was created; get a new one with `tokenwarden site rotate-auth-key {}`.",
+            site.site_key, site.site_key
+        ),
+        None => {
+            let (_, credentials) = sites::create(context, DEMO_SITE_NAME, Utc::now().naive_utc())
+                .map_err(|e| e.to_string())?;
+            println!(
+                "Created demo site \"{DEMO_SITE_NAME}\" (the auth key is shown this once only):\n  \
+                 site key: {}\n  auth key: {}\nGet its primary token:\n  curl -s -X POST \
+                 http://{address}/oauth2/token -d grant_type=client_credentials -d client_id={} \
+                 -d client_secret={}",
+                credentials.site_key,
+                credentials.auth_key.expose(),
+                credentials.site_key,
+                credentials.auth_key.expose()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn site(config: &Config, command: SiteCommand) -> Result<(), String> {
+    let context = server::open_context(config).map_err(|e| e.to_string())?;
+    let context = &context;
+    let fail = |e: crate::service::ServiceError| e.to_string();
+    match command {
+        SiteCommand::Create { name, json } => {
+            let (site, credentials) =
+                sites::create(context, &name, Utc::now().naive_utc()).map_err(fail)?;
+            let output = json!({
+                "site_key": credentials.site_key,
+                "auth_key": credentials.auth_key.expose(),
+                "name": site.name,
+            });
+            print_output(json, &output, || {
+                format!(
+                    "Created site \"{}\"\nsite key: {}\nauth key: {}\n(the auth key is shown \
+                     this once only; store it now)",
+                    site.name,
+                    credentials.site_key,
+                    credentials.auth_key.expose()
+                )
+            });
+        }
+        SiteCommand::List { json } => {
+            let summaries = sites::list(context).map_err(fail)?;
+            let rows: Vec<Value> = summaries
+                .iter()
+                .map(|summary| {
+                    json!({
+                        "site_key": summary.site.site_key,
+                        "name": summary.site.name,
+                        "enabled": summary.site.enabled,
+                        "token_count": summary.token_count,
+                        "created_at": summary.site.created_at.and_utc().to_rfc3339(),
+                    })
+                })
+                .collect();
+            print_output(json, &json!({ "sites": rows }), || {
+                let mut text = format!("{:<26} {:<8} {:>6}  NAME", "SITE KEY", "ENABLED", "TOKENS");
+                for summary in &summaries {
+                    text.push_str(&format!(
+                        "\n{:<26} {:<8} {:>6}  {}",
+                        summary.site.site_key,
+                        if summary.site.enabled { "yes" } else { "no" },
+                        summary.token_count,
+                        summary.site.name
+                    ));
+                }
+                text
+            });
+        }
+        SiteCommand::RotateAuthKey { site_key, json } => {
+            let auth_key = sites::rotate_auth_key(context, &site_key).map_err(fail)?;
+            let output = json!({ "site_key": site_key, "auth_key": auth_key.expose() });
+            print_output(json, &output, || {
+                format!(
+                    "New auth key for {site_key}: {}\n(the old auth key no longer works)",
+                    auth_key.expose()
+                )
+            });
+        }
+        SiteCommand::Disable { site_key, json } => {
+            sites::set_enabled(context, &site_key, false).map_err(fail)?;
+            let output = json!({ "site_key": site_key, "enabled": false });
+            print_output(json, &output, || format!("Site {site_key} disabled"));
+        }
+        SiteCommand::Enable { site_key, json } => {
+            sites::set_enabled(context, &site_key, true).map_err(fail)?;
+            let output = json!({ "site_key": site_key, "enabled": true });
+            print_output(json, &output, || format!("Site {site_key} enabled"));
+        }
+    }
+    Ok(())
+}
+
+fn print_output(json: bool, value: &Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}

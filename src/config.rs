@@ -1,0 +1,192 @@
+//! Configuration as one value, loaded once at the edge (defaults < environment < flags, through
+//! clap in `cli`) and passed down; no globals. Also where the server secret comes from.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::crypto::{RandomnessUnavailable, ServerSecret, SECRET_LEN};
+use crate::domain::secret::Secret;
+use crate::store::{DatabaseUrl, PoolSettings};
+
+/// Default address: loopback only, so a first `serve` exposes nothing to the network.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tokenwarden.db";
+/// Largest request body accepted; OAuth requests are a few hundred bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Where the server secret (the root of every key in `crypto::Keys`) comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// `TOKENWARDEN_SECRET`: 32 bytes, base64url. Every node of a cluster must use the same.
+    Value(Secret),
+    /// `--secret-file`: a file holding that value; created (mode 0600) if missing.
+    File(PathBuf),
+    /// SQLite default: `<database file>.secret` next to the database, created (0600) if missing.
+    NextToDatabase,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub database: DatabaseUrl,
+    pub secret: SecretSource,
+    pub pool: PoolSettings,
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; `None` lets actix use one per core.
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    /// Loopback on an OS-chosen port, the given database, a fixed test secret.
+    pub fn for_tests(database: DatabaseUrl) -> Self {
+        Self {
+            bind: "127.0.0.1:0".parse().expect("a valid literal address"),
+            database,
+            secret: SecretSource::Value(Secret::new(URL_SAFE_NO_PAD.encode([42u8; SECRET_LEN]))),
+            pool: PoolSettings::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            workers: Some(2),
+        }
+    }
+
+    /// Reads, or on first use creates, the server secret.
+    pub fn server_secret(&self) -> Result<ServerSecret, ConfigError> {
+        match &self.secret {
+            SecretSource::Value(value) => decode_secret(value.expose().trim()),
+            SecretSource::File(path) => load_or_create_secret_file(path),
+            SecretSource::NextToDatabase => match &self.database {
+                DatabaseUrl::Sqlite(path) => load_or_create_secret_file(&secret_path_for(path)),
+                DatabaseUrl::Postgres(_) => Err(ConfigError::SecretRequired),
+            },
+        }
+    }
+}
+
+/// `data/tokenwarden.db` keeps its secret in `data/tokenwarden.secret`.
+pub fn secret_path_for(database_path: &Path) -> PathBuf {
+    database_path.with_extension("secret")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "a PostgreSQL deployment needs an explicit server secret shared by every node: set \
+         TOKENWARDEN_SECRET or --secret-file (generate one with `tokenwarden secret generate`)"
+    )]
+    SecretRequired,
+    #[error("the server secret must be {SECRET_LEN} bytes encoded as base64url")]
+    MalformedSecret,
+    #[error("cannot read or create the secret file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Randomness(#[from] RandomnessUnavailable),
+}
+
+/// A newly generated secret, encoded for `TOKENWARDEN_SECRET` or a secret file.
+pub fn generate_encoded_secret() -> Result<Secret, RandomnessUnavailable> {
+    Ok(Secret::new(
+        URL_SAFE_NO_PAD.encode(ServerSecret::generate()?.expose()),
+    ))
+}
+
+fn decode_secret(encoded: &str) -> Result<ServerSecret, ConfigError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| ConfigError::MalformedSecret)?;
+    let bytes: [u8; SECRET_LEN] = bytes.try_into().map_err(|_| ConfigError::MalformedSecret)?;
+    Ok(ServerSecret::from_bytes(bytes))
+}
+
+/// Two processes starting at once (a server and a CLI command) must end up with the same secret:
+/// the file is created with `O_EXCL`, and whoever loses the race reads the winner's.
+fn load_or_create_secret_file(path: &Path) -> Result<ServerSecret, ConfigError> {
+    let file_error = |source| ConfigError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let encoded = generate_encoded_secret()?;
+            file.write_all(format!("{}\n", encoded.expose()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(file_error)?;
+            log::info!("generated a new server secret in {}", path.display());
+            decode_secret(encoded.expose())
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            let mode = fs::metadata(path).map_err(file_error)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "the secret file {} is readable by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            let encoded = fs::read_to_string(path).map_err(file_error)?;
+            decode_secret(encoded.trim())
+        }
+        Err(err) => Err(file_error(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_are_created_private_and_read_back_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tw.secret");
+        let first = load_or_create_secret_file(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let second = load_or_create_secret_file(&path).unwrap();
+        assert_eq!(first.expose(), second.expose());
+    }
+
+    #[test]
+    fn malformed_secrets_are_refused() {
+        for bad in ["", "short", &"A".repeat(44), "!!!!"] {
+            assert!(matches!(
+                decode_secret(bad),
+                Err(ConfigError::MalformedSecret)
+            ));
+        }
+        let good = generate_encoded_secret().unwrap();
+        assert!(decode_secret(good.expose()).is_ok());
+    }
+
+    #[test]
+    fn postgres_needs_an_explicit_secret() {
+        let mut config = Config::for_tests(DatabaseUrl::Postgres("postgres://h/db".into()));
+        config.secret = SecretSource::NextToDatabase;
+        assert!(matches!(
+            config.server_secret(),
+            Err(ConfigError::SecretRequired)
+        ));
+    }
+
+    #[test]
+    fn the_secret_file_sits_next_to_the_database() {
+        assert_eq!(
+            secret_path_for(Path::new("data/tokenwarden.db")),
+            PathBuf::from("data/tokenwarden.secret")
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! Pure types and rules: no actix, no diesel, no I/O.
+//!
+//! What a token looks like ([`token`]), how many a site may hold ([`slots`]), what a site key and a
+//! site name are ([`site`]), what a token request says ([`request`]), what is recorded in a token's
+//! history ([`history`]) and the OAuth 2.0 error vocabulary ([`oauth_error`]).
+
+pub mod history;
+pub mod oauth_error;
+pub mod request;
+pub mod secret;
+pub mod site;
+pub mod slots;
+pub mod token;

@@ -1,0 +1,398 @@
+//! What an OAuth request says, parsed strictly from untrusted bytes.
+//!
+//! Every parser here is total: any input yields a value or an [`OAuthError`], never a panic. The
+//! HTTP layer hands in the raw body and `Authorization` header; services receive only the typed
+//! requests below.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use super::oauth_error::{OAuthError, OAuthErrorCode};
+use super::secret::Secret;
+
+/// Parameters of an `application/x-www-form-urlencoded` body.
+///
+/// RFC 6749 3.1: "Parameters sent without a value MUST be treated as if they were omitted from the
+/// request" and "Request and response parameters MUST NOT be included more than once."
+#[derive(Debug, Default)]
+pub struct Params(BTreeMap<String, String>);
+
+impl Params {
+    /// Decodes a form body: `+` is a space, `%XX` a byte, and the decoded bytes must be UTF-8.
+    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let mut seen = BTreeMap::<String, Option<String>>::new();
+        for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &[][..]),
+            };
+            let name = form_decode(name)?;
+            let value = form_decode(value)?;
+            if seen.contains_key(&name) {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {} is repeated",
+                    printable(&name)
+                )));
+            }
+            seen.insert(name, (!value.is_empty()).then_some(value));
+        }
+        Ok(Self(
+            seen.into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect(),
+        ))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is required")))
+    }
+}
+
+fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+    String::from_utf8(bytes)
+        .map_err(|_| OAuthError::invalid_request("the request body is not valid UTF-8"))
+}
+
+/// A parameter name as it may be echoed in an error description: ASCII letters, digits and `_`
+/// only (RFC 6749 5.2 limits `error_description` to printable ASCII), shortened.
+fn printable(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "(empty name)".into()
+    } else {
+        cleaned
+    }
+}
+
+/// How a client presented its credentials (RFC 6749 2.3.1; RFC 8414 names them
+/// `client_secret_basic` and `client_secret_post`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    Basic,
+    Body,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub secret: Secret,
+    pub method: ClientAuthMethod,
+}
+
+/// What the `Authorization` header said, before it is combined with the body.
+#[derive(Debug)]
+pub enum AuthorizationHeader {
+    Absent,
+    Basic(ClientCredentials),
+    /// A scheme other than Basic: an unsupported authentication method (RFC 6749 5.2
+    /// `invalid_client`).
+    OtherScheme,
+}
+
+impl AuthorizationHeader {
+    /// Parses the header of RFC 7617, with the RFC 6749 2.3.1 rule that client id and secret are
+    /// form-urlencoded before they are joined by `:` and base64-encoded.
+    pub fn parse(header: Option<&[u8]>) -> Result<Self, OAuthError> {
+        let Some(header) = header else {
+            return Ok(Self::Absent);
+        };
+        let malformed = || OAuthError::invalid_request("malformed HTTP Basic authorization header");
+        let header = std::str::from_utf8(header).map_err(|_| malformed())?.trim();
+        let (scheme, encoded) = header.split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Ok(Self::OtherScheme);
+        }
+        let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+        let at = decoded
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(malformed)?;
+        let client_id = form_decode(&decoded[..at]).map_err(|_| malformed())?;
+        let secret = form_decode(&decoded[at + 1..]).map_err(|_| malformed())?;
+        if client_id.is_empty() || secret.is_empty() {
+            return Err(malformed());
+        }
+        Ok(Self::Basic(ClientCredentials {
+            client_id,
+            secret: Secret::new(secret),
+            method: ClientAuthMethod::Basic,
+        }))
+    }
+}
+
+/// Decides which credentials a request carries.
+///
+/// RFC 6749 2.3: "The client MUST NOT use more than one authentication method in each request."
+/// RFC 6749 2.3.1: body parameters `client_id` and `client_secret`, both required.
+pub fn client_credentials(
+    header: AuthorizationHeader,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
+    let body = (params.get("client_id"), params.get("client_secret"));
+    match (header, body) {
+        (AuthorizationHeader::Basic(_), (Some(_), _) | (_, Some(_))) => Err(
+            OAuthError::invalid_request("client credentials must be sent in only one way"),
+        ),
+        (AuthorizationHeader::Basic(credentials), (None, None)) => Ok(credentials),
+        (AuthorizationHeader::OtherScheme, _) => Err(OAuthError::new(
+            OAuthErrorCode::InvalidClient,
+            "unsupported client authentication method: use HTTP Basic or client_id and \
+             client_secret in the body",
+        )),
+        (AuthorizationHeader::Absent, (Some(client_id), Some(secret))) => Ok(ClientCredentials {
+            client_id: client_id.to_string(),
+            secret: Secret::new(secret),
+            method: ClientAuthMethod::Body,
+        }),
+        (AuthorizationHeader::Absent, _) => Err(OAuthError::invalid_client()),
+    }
+}
+
+/// A scope as RFC 6749 3.3 defines it: space-delimited tokens of `%x21 / %x23-5B / %x5D-7E`.
+pub fn parse_scope(raw: &str) -> Result<Vec<String>, OAuthError> {
+    let valid_char = |c: char| matches!(c, '\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');
+    let mut tokens: Vec<String> = raw
+        .split(' ')
+        .filter(|token| !token.is_empty())
+        .map(str::to_string)
+        .collect();
+    if tokens.is_empty() || tokens.iter().any(|token| !token.chars().all(valid_char)) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidScope,
+            "scope is malformed",
+        ));
+    }
+    tokens.sort();
+    tokens.dedup();
+    Ok(tokens)
+}
+
+/// An access token request with the client credentials grant (RFC 6749 4.4.2).
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub credentials: ClientCredentials,
+    /// The requested scope, normalised (sorted, without duplicates); `None` when absent.
+    pub scope: Option<Vec<String>>,
+}
+
+impl TokenRequest {
+    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+        match params.require("grant_type")? {
+            "client_credentials" => {}
+            _ => {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::UnsupportedGrantType,
+                    "only grant_type=client_credentials is supported",
+                ))
+            }
+        }
+        let scope = params.get("scope").map(parse_scope).transpose()?;
+        let credentials = client_credentials(header, params)?;
+        Ok(Self { credentials, scope })
+    }
+}
+
+/// `POST /oauth2/invalidate_token`: a site invalidates its own primary token.
+#[derive(Debug)]
+pub struct InvalidateRequest {
+    pub credentials: ClientCredentials,
+    pub access_token: Secret,
+}
+
+impl InvalidateRequest {
+    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+        let access_token = Secret::new(params.require("access_token")?);
+        let credentials = client_credentials(header, params)?;
+        Ok(Self {
+            credentials,
+            access_token,
+        })
+    }
+}
+
+/// `POST /oauth2/revoke` (RFC 7009 2.1).
+#[derive(Debug)]
+pub struct RevocationRequest {
+    pub credentials: ClientCredentials,
+    pub token: Secret,
+}
+
+impl RevocationRequest {
+    /// `token_type_hint` is optional and advisory: RFC 7009 2.1 lets the server search all its
+    /// token types regardless, and an unknown hint value is ignored, so it is not even read.
+    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+        let token = Secret::new(params.require("token")?);
+        let credentials = client_credentials(header, params)?;
+        Ok(Self { credentials, token })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user_pass: &str) -> String {
+        format!("Basic {}", STANDARD.encode(user_pass))
+    }
+
+    #[test]
+    fn form_bodies_decode_plus_percent_and_drop_empty_values() {
+        let params =
+            Params::parse(b"grant_type=client_credentials&scope=a+b%20c&empty=&flag").unwrap();
+        assert_eq!(params.get("grant_type"), Some("client_credentials"));
+        assert_eq!(params.get("scope"), Some("a b c"));
+        assert_eq!(params.get("empty"), None);
+        assert_eq!(params.get("flag"), None);
+        assert!(Params::parse(b"").unwrap().get("x").is_none());
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused_even_when_empty() {
+        for body in [&b"a=1&a=2"[..], b"a=&a=2", b"a=1&a"] {
+            let err = Params::parse(body).unwrap_err();
+            assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+            assert!(err.description.contains("repeated"));
+        }
+    }
+
+    #[test]
+    fn non_utf8_bodies_are_refused() {
+        for body in [&b"a=%FF"[..], b"a=\xff", b"%C3=1"] {
+            assert_eq!(
+                Params::parse(body).unwrap_err().code,
+                OAuthErrorCode::InvalidRequest
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_parameter_names_are_echoed_safely() {
+        let err = Params::parse(b"%22%3Cx%3E=1&%22%3Cx%3E=2").unwrap_err();
+        assert_eq!(err.description, "parameter ??x? is repeated");
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let header = basic("site%3Aone:p%40ss+word");
+        let AuthorizationHeader::Basic(credentials) =
+            AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
+        else {
+            panic!("expected Basic credentials")
+        };
+        assert_eq!(credentials.client_id, "site:one");
+        assert_eq!(credentials.secret.expose(), "p@ss word");
+        assert_eq!(credentials.method, ClientAuthMethod::Basic);
+    }
+
+    #[test]
+    fn malformed_basic_headers_are_invalid_requests() {
+        for header in [
+            "Basic".to_string(),
+            "Basic !!!".to_string(),
+            basic("no-colon"),
+            basic(":secret"),
+            basic("id:"),
+            format!("Basic {}", STANDARD.encode(b"id:\xff")),
+        ] {
+            let err = AuthorizationHeader::parse(Some(header.as_bytes())).unwrap_err();
+            assert_eq!(err.code, OAuthErrorCode::InvalidRequest, "{header}");
+        }
+        let err = AuthorizationHeader::parse(Some(b"Basic \xff")).unwrap_err();
+        assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn other_schemes_are_unsupported_methods() {
+        let header = AuthorizationHeader::parse(Some(b"Bearer abc")).unwrap();
+        let err = client_credentials(header, &Params::default()).unwrap_err();
+        assert_eq!(err.code, OAuthErrorCode::InvalidClient);
+    }
+
+    #[test]
+    fn credentials_in_both_places_are_refused() {
+        let header = AuthorizationHeader::parse(Some(basic("a:b").as_bytes())).unwrap();
+        let params = Params::parse(b"client_id=a").unwrap();
+        let err = client_credentials(header, &params).unwrap_err();
+        assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn missing_or_partial_credentials_fail_authentication() {
+        for body in [&b""[..], b"client_id=a", b"client_secret=b"] {
+            let params = Params::parse(body).unwrap();
+            let err = client_credentials(AuthorizationHeader::Absent, &params).unwrap_err();
+            assert_eq!(err, OAuthError::invalid_client());
+        }
+    }
+
+    #[test]
+    fn token_requests_check_grant_type_and_scope() {
+        let parse = |body: &[u8]| {
+            TokenRequest::parse(AuthorizationHeader::Absent, &Params::parse(body).unwrap())
+        };
+        assert_eq!(
+            parse(b"client_id=a&client_secret=b").unwrap_err().code,
+            OAuthErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            parse(b"grant_type=password&client_id=a&client_secret=b")
+                .unwrap_err()
+                .code,
+            OAuthErrorCode::UnsupportedGrantType
+        );
+        assert_eq!(
+            parse(b"grant_type=client_credentials&scope=%22&client_id=a&client_secret=b")
+                .unwrap_err()
+                .code,
+            OAuthErrorCode::InvalidScope
+        );
+        let request =
+            parse(b"grant_type=client_credentials&scope=b+a+b&client_id=a&client_secret=s")
+                .unwrap();
+        assert_eq!(request.scope, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(request.credentials.method, ClientAuthMethod::Body);
+    }
+
+    #[test]
+    fn scope_tokens_follow_rfc_6749_section_3_3() {
+        assert_eq!(parse_scope("read  write").unwrap(), vec!["read", "write"]);
+        for bad in ["", "   ", "a\\b", "a\"b", "caf\u{e9}", "a\tb"] {
+            assert_eq!(
+                parse_scope(bad).unwrap_err().code,
+                OAuthErrorCode::InvalidScope,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalidate_and_revoke_require_their_token_parameter() {
+        let params = Params::parse(b"client_id=a&client_secret=b").unwrap();
+        let err = InvalidateRequest::parse(AuthorizationHeader::Absent, &params).unwrap_err();
+        assert_eq!(err.description, "parameter access_token is required");
+        let err = RevocationRequest::parse(AuthorizationHeader::Absent, &params).unwrap_err();
+        assert_eq!(err.description, "parameter token is required");
+    }
+}

@@ -1,0 +1,100 @@
+//! Sites and their public identifier, the site key (the OAuth `client_id`).
+
+use super::secret::Secret;
+
+/// Prefix of every site key; site keys are public, so they carry no checksum.
+pub const SITE_KEY_PREFIX: &str = "site_";
+/// Longest site name accepted, in characters.
+pub const MAX_SITE_NAME_CHARS: usize = 100;
+
+/// A site as the rest of the program sees it (no credentials in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub id: i64,
+    pub site_key: String,
+    pub name: String,
+    pub enabled: bool,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// A new site's credentials, shown to the operator once.
+#[derive(Debug)]
+pub struct SiteCredentials {
+    pub site_key: String,
+    pub auth_key: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SiteNameError {
+    #[error("name must not be empty")]
+    Empty,
+    #[error("name must be at most {MAX_SITE_NAME_CHARS} characters")]
+    TooLong,
+    #[error("name must not contain control characters")]
+    ControlCharacter,
+}
+
+/// Trims and checks a site name: it shows up in token descriptions and admin pages.
+pub fn validate_site_name(name: &str) -> Result<String, SiteNameError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(SiteNameError::Empty);
+    }
+    if name.chars().count() > MAX_SITE_NAME_CHARS {
+        return Err(SiteNameError::TooLong);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(SiteNameError::ControlCharacter);
+    }
+    Ok(name.to_string())
+}
+
+/// The fixed description of a site's primary token.
+pub fn primary_token_description(site_name: &str) -> String {
+    format!("{site_name} Primary Token")
+}
+
+/// Builds a site key from random bytes drawn by the caller.
+pub fn site_key_from_random(random: &[u8; 15]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    format!("{SITE_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_site_name("  Demo Store "), Ok("Demo Store".into()));
+        assert_eq!(validate_site_name("   "), Err(SiteNameError::Empty));
+        assert_eq!(
+            validate_site_name(&"x".repeat(101)),
+            Err(SiteNameError::TooLong)
+        );
+        assert_eq!(validate_site_name(&"é".repeat(100)), Ok("é".repeat(100)));
+        assert_eq!(
+            validate_site_name("a\nb"),
+            Err(SiteNameError::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn site_keys_are_prefixed_and_url_safe() {
+        let key = site_key_from_random(&[0xFF; 15]);
+        assert!(key.starts_with(SITE_KEY_PREFIX));
+        assert_eq!(key.len(), SITE_KEY_PREFIX.len() + 20);
+        assert!(key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+    }
+
+    #[test]
+    fn primary_description_follows_the_site_name() {
+        assert_eq!(
+            primary_token_description("Demo Store"),
+            "Demo Store Primary Token"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The format of every secret tokenwarden mints: access tokens and client secrets alike.
+//!
+//! `<prefix><body><checksum>`: a fixed 4-character prefix naming the kind (so secret scanners can
+//! recognise a leaked value and people can tell an auth key from a token), 43 base64url characters
+//! carrying 256 random bits, and 6 base64url characters of CRC-32 over prefix and body. The
+//! checksum lets malformed and mistyped values be refused without a database query; it is not a
+//! security control (the 256 random bits are). Full description: `docs/token-format.md`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::secret::Secret;
+
+/// Random bytes in every minted value (RFC 6749 10.10 asks for unguessable tokens; RFC 9700 does
+/// not set a number, 256 bits is far beyond any online guessing).
+pub const RANDOM_BYTES: usize = 32;
+const PREFIX_LEN: usize = 4;
+const BODY_LEN: usize = 43;
+const CHECKSUM_LEN: usize = 6;
+/// Length of every well-formed value.
+pub const VALUE_LEN: usize = PREFIX_LEN + BODY_LEN + CHECKSUM_LEN;
+/// How many trailing characters an admin view may show of a value.
+pub const HINT_LEN: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecretKind {
+    /// A site's primary access token, issued by `/oauth2/token`.
+    PrimaryToken,
+    /// A non-primary access token, created in the admin scope.
+    SecondaryToken,
+    /// A short-lived token that unlocks the admin API.
+    AdminToken,
+    /// A site's client secret (its auth key).
+    AuthKey,
+    /// A resource server's client secret, for introspection.
+    ResourceServerSecret,
+    /// An admin principal's client secret.
+    AdminSecret,
+}
+
+impl SecretKind {
+    const ALL: [SecretKind; 6] = [
+        SecretKind::PrimaryToken,
+        SecretKind::SecondaryToken,
+        SecretKind::AdminToken,
+        SecretKind::AuthKey,
+        SecretKind::ResourceServerSecret,
+        SecretKind::AdminSecret,
+    ];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SecretKind::PrimaryToken => "twp_",
+            SecretKind::SecondaryToken => "tws_",
+            SecretKind::AdminToken => "twa_",
+            SecretKind::AuthKey => "twk_",
+            SecretKind::ResourceServerSecret => "twr_",
+            SecretKind::AdminSecret => "twm_",
+        }
+    }
+
+    fn from_prefix(prefix: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.prefix() == prefix)
+    }
+}
+
+/// The presented string is not a value tokenwarden could have minted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the value is not in tokenwarden's token format")]
+pub struct MalformedValue;
+
+/// Builds a value of `kind` from fresh random bytes (the caller draws them from the CSPRNG).
+pub fn mint(kind: SecretKind, random: &[u8; RANDOM_BYTES]) -> Secret {
+    let mut value = String::with_capacity(VALUE_LEN);
+    value.push_str(kind.prefix());
+    URL_SAFE_NO_PAD.encode_string(random, &mut value);
+    let checksum = checksum(&value);
+    value.push_str(&checksum);
+    Secret::new(value)
+}
+
+/// Checks the format and the checksum; says which kind of value it is. Touches nothing else.
+pub fn recognise(value: &str) -> Result<SecretKind, MalformedValue> {
+    if value.len() != VALUE_LEN || !value.is_ascii() {
+        return Err(MalformedValue);
+    }
+    let kind = SecretKind::from_prefix(&value[..PREFIX_LEN]).ok_or(MalformedValue)?;
+    let (signed, presented_checksum) = value.split_at(PREFIX_LEN + BODY_LEN);
+    let body = &signed[PREFIX_LEN..];
+    if !body.bytes().all(is_base64url) || checksum(signed) != presented_checksum {
+        return Err(MalformedValue);
+    }
+    Ok(kind)
+}
+
+/// The last characters of a value, which admin views may show next to the prefix.
+pub fn hint(value: &Secret) -> String {
+    let value = value.expose();
+    value[value.len().saturating_sub(HINT_LEN)..].to_string()
+}
+
+/// What an admin sees instead of a value: prefix and last four characters.
+pub fn masked(kind: SecretKind, hint: &str) -> String {
+    format!("{}…{}", kind.prefix(), hint)
+}
+
+fn is_base64url(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'
+}
+
+fn checksum(signed: &str) -> String {
+    URL_SAFE_NO_PAD.encode(crc32(signed.as_bytes()).to_be_bytes())
+}
+
+/// CRC-32 (IEEE 802.3, the zlib polynomial), bit by bit: values are 47 bytes, a table is not worth it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: SecretKind) -> String {
+        mint(kind, &[7u8; RANDOM_BYTES]).expose().to_string()
+    }
+
+    #[test]
+    fn crc32_matches_the_reference_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn minted_values_have_the_documented_shape_and_are_recognised() {
+        for kind in SecretKind::ALL {
+            let value = sample(kind);
+            assert_eq!(value.len(), VALUE_LEN);
+            assert!(value.starts_with(kind.prefix()));
+            assert_eq!(recognise(&value), Ok(kind));
+        }
+    }
+
+    #[test]
+    fn any_single_character_change_is_refused() {
+        let value = sample(SecretKind::PrimaryToken);
+        for position in PREFIX_LEN..VALUE_LEN {
+            let mut bytes = value.clone().into_bytes();
+            bytes[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
+            let altered = String::from_utf8(bytes).unwrap();
+            assert_eq!(
+                recognise(&altered),
+                Err(MalformedValue),
+                "position {position}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_length_prefix_alphabet_and_non_ascii_are_refused() {
+        let value = sample(SecretKind::SecondaryToken);
+        assert_eq!(recognise(""), Err(MalformedValue));
+        assert_eq!(recognise(&value[..VALUE_LEN - 1]), Err(MalformedValue));
+        assert_eq!(recognise(&format!("{value}A")), Err(MalformedValue));
+        assert_eq!(
+            recognise(&value.replacen("tws_", "xyz_", 1)),
+            Err(MalformedValue)
+        );
+        assert_eq!(recognise(&value.replacen('_', "=", 1)), Err(MalformedValue));
+        let with_plus = format!(
+            "tws_{}{}",
+            "+".repeat(BODY_LEN),
+            &value[PREFIX_LEN + BODY_LEN..]
+        );
+        assert_eq!(recognise(&with_plus), Err(MalformedValue));
+        let non_ascii = format!("tws_é{}", &value[PREFIX_LEN + 2..]);
+        assert_eq!(recognise(&non_ascii), Err(MalformedValue));
+    }
+
+    #[test]
+    fn masking_shows_only_prefix_and_hint() {
+        let value = mint(SecretKind::PrimaryToken, &[9u8; RANDOM_BYTES]);
+        let hint = hint(&value);
+        assert_eq!(hint.len(), HINT_LEN);
+        assert!(value.expose().ends_with(&hint));
+        assert_eq!(
+            masked(SecretKind::PrimaryToken, &hint),
+            format!("twp_…{hint}")
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error answer has the RFC 6749 5.2 shape, `{"error": …, "error_description": …}`, is
+//! `application/json`, and carries `Cache-Control: no-store` like every OAuth answer. A 5xx logs its
+//! whole cause chain and tells the client only `server_error` / `temporarily_unavailable`.
+
+use std::fmt::Write as _;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+/// Realm announced with `invalid_client` (RFC 6749 5.2, RFC 7617).
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"tokenwarden\"";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    UnreadableBody,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the blocking thread pool is gone")]
+    BlockingPoolGone,
+}
+
+/// The RFC 6749 5.2 error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// An RFC error code such as `invalid_request` or `invalid_client`.
+    pub error: String,
+    /// Human-readable ASCII explanation; never contains a secret.
+    pub error_description: String,
+}
+
+/// Status, error code and description of every error the server can answer with.
+fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
+    match error {
+        ApiError::OAuth(oauth) | ApiError::Service(ServiceError::OAuth(oauth)) => (
+            oauth_status(oauth.code),
+            oauth.code.as_str(),
+            oauth.description.to_string(),
+        ),
+        ApiError::PayloadTooLarge { limit } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the request body must not exceed {limit} bytes"),
+        ),
+        ApiError::UnreadableBody => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request body could not be read".into(),
+        ),
+        ApiError::NotFound => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no endpoint at this path".into(),
+        ),
+        ApiError::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not accept that HTTP method".into(),
+        ),
+        ApiError::Service(ServiceError::Store(store)) if is_unavailable(store) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the database is unavailable; retry shortly".into(),
+        ),
+        ApiError::Service(_) | ApiError::BlockingPoolGone => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request".into(),
+        ),
+    }
+}
+
+/// RFC 6749 5.2: 400 unless client authentication failed (401); RFC 6750 3.1 for resource access.
+fn oauth_status(code: OAuthErrorCode) -> StatusCode {
+    match code {
+        OAuthErrorCode::InvalidClient | OAuthErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        OAuthErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
+        OAuthErrorCode::InvalidRequest
+        | OAuthErrorCode::UnsupportedGrantType
+        | OAuthErrorCode::InvalidScope
+        | OAuthErrorCode::UnauthorizedClient
+        | OAuthErrorCode::UnsupportedTokenType => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Failures that say "try again later" rather than "this server is broken".
+fn is_unavailable(error: &StoreError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        StoreError::Unavailable(_) => true,
+        StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+        StoreError::Query(Error::DatabaseError(_, info)) => {
+            info.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        classify(self).0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, error, error_description) = classify(self);
+        if status.is_server_error() {
+            log::error!("{status}: {}", cause_chain(self));
+        }
+        let mut response = HttpResponse::build(status);
+        response
+            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+            .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+        if status == StatusCode::UNAUTHORIZED && error == OAuthErrorCode::InvalidClient.as_str() {
+            // RFC 6749 5.2 asks for the challenge when the client used Basic; RFC 9110 15.5.2
+            // requires one on every 401, so it is always sent.
+            response.insert_header((header::WWW_AUTHENTICATE, BASIC_CHALLENGE));
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.insert_header((header::ALLOW, "POST"));
+        }
+        response.json(ErrorBody {
+            error: error.to_string(),
+            error_description,
+        })
+    }
+}
+
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(chain, ": {cause}");
+        source = cause.source();
+    }
+    chain
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        ApiError::BlockingPoolGone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_errors_get_their_rfc_status() {
+        let cases = [
+            (OAuthError::invalid_request("x"), 400),
+            (OAuthError::invalid_client(), 401),
+            (
+                OAuthError::new(OAuthErrorCode::UnsupportedGrantType, "x"),
+                400,
+            ),
+            (OAuthError::new(OAuthErrorCode::InvalidScope, "x"), 400),
+            (OAuthError::new(OAuthErrorCode::InsufficientScope, "x"), 403),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::from(error).status_code().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn invalid_client_carries_a_basic_challenge() {
+        let response = ApiError::from(OAuthError::invalid_client()).error_response();
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            BASIC_CHALLENGE
+        );
+        assert_eq!(
+            response.headers().get(header::CACHE_CONTROL).unwrap(),
+            "no-store"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_and_other_failures_a_500() {
+        let pool_timeout = diesel::r2d2::Pool::builder()
+            .connection_timeout(std::time::Duration::from_millis(10))
+            .build_unchecked(
+                diesel::r2d2::ConnectionManager::<diesel::PgConnection>::new(
+                    "postgres://127.0.0.1:1/none",
+                ),
+            )
+            .get()
+            .err()
+            .expect("nothing listens on port 1");
+        let unavailable =
+            ApiError::from(ServiceError::Store(StoreError::Unavailable(pool_timeout)));
+        assert_eq!(unavailable.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        let broken = ApiError::from(ServiceError::Invariant("test"));
+        assert_eq!(broken.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,0 +1,179 @@
+//! Handlers of the OAuth 2.0 endpoints: parse, call the service in `web::block`, answer.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Serialize;
+
+use super::body::read_form;
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::request::{InvalidateRequest, RevocationRequest, TokenRequest};
+use crate::service::{primary_token, token_grant};
+
+/// A successful access token response (RFC 6749 5.1).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The bearer token (RFC 6750).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until expiry; absent for a primary token, which never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// The granted scope, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Answer to a successful `/oauth2/invalidate_token`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InvalidatedResponse {
+    /// Always `true`: the token is (now, or already) invalid.
+    pub invalidated: bool,
+}
+
+/// Issue the site's primary token (client credentials grant).
+///
+/// RFC 6749 4.4. Client authentication by HTTP Basic or `client_id`/`client_secret` in the body
+/// (RFC 6749 2.3.1), not both. The same primary token is returned on every call until it is
+/// invalidated; it carries no `expires_in` because it never expires.
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    tag = "oauth2",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The site's primary token", body = TokenResponse),
+        (status = 400, description = "Malformed request, unsupported grant type or invalid scope", body = super::error::ErrorBody),
+        (status = 401, description = "Client authentication failed", body = super::error::ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Basic realm=\"tokenwarden\""))),
+        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
+    ),
+    security((), ("client_secret_basic" = []))
+)]
+pub async fn token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let token_request = TokenRequest::parse(authorization, &params)?;
+    let context = state.context.clone();
+    let now = Utc::now().naive_utc();
+    let issued = web::block(move || token_grant::issue(&context, &token_request, now)).await??;
+    Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
+        access_token: issued.access_token.expose().to_string(),
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        scope: issued.scope,
+    }))
+}
+
+/// Invalidate the site's primary token.
+///
+/// The next `/oauth2/token` mints a new value. Repeating the call for an already invalidated
+/// primary token is harmless. Any token that is not this site's primary token gets the same
+/// `invalid_request`, whatever it is.
+#[utoipa::path(
+    post,
+    path = "/oauth2/invalidate_token",
+    tag = "oauth2",
+    request_body(content = InvalidateForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The token is invalid from now on", body = InvalidatedResponse),
+        (status = 400, description = "Not this site's primary token, or a malformed request", body = super::error::ErrorBody),
+        (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
+        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
+    ),
+    security((), ("client_secret_basic" = []))
+)]
+pub async fn invalidate_token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let invalidate = InvalidateRequest::parse(authorization, &params)?;
+    let context = state.context.clone();
+    let now = Utc::now().naive_utc();
+    web::block(move || primary_token::invalidate(&context, &invalidate, now)).await??;
+    Ok(no_store(HttpResponse::Ok()).json(InvalidatedResponse { invalidated: true }))
+}
+
+/// Token revocation (RFC 7009).
+///
+/// Invalidates the site's primary token; any other token, valid or not, is answered 200 as RFC 7009
+/// 2.2 requires.
+#[utoipa::path(
+    post,
+    path = "/oauth2/revoke",
+    tag = "oauth2",
+    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke"),
+        (status = 400, description = "Malformed request", body = super::error::ErrorBody),
+        (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
+        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
+    ),
+    security((), ("client_secret_basic" = []))
+)]
+pub async fn revoke(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let revocation = RevocationRequest::parse(authorization, &params)?;
+    let context = state.context.clone();
+    let now = Utc::now().naive_utc();
+    web::block(move || primary_token::revoke(&context, &revocation, now)).await??;
+    Ok(no_store(HttpResponse::Ok()).finish())
+}
+
+/// RFC 6749 5.1: responses carrying tokens or credentials must not be cached.
+fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+    builder
+}
+
+/// Form fields of `/oauth2/token` (documentation only; parsing is `domain::request`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// Must be `client_credentials`.
+    grant_type: String,
+    /// Site key, when not sent by HTTP Basic.
+    client_id: Option<String>,
+    /// Auth key, when not sent by HTTP Basic.
+    client_secret: Option<String>,
+    /// Not available to site credentials.
+    scope: Option<String>,
+}
+
+/// Form fields of `/oauth2/invalidate_token`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct InvalidateForm {
+    /// The site's current primary token.
+    access_token: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// Form fields of `/oauth2/revoke` (RFC 7009 2.1).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RevokeForm {
+    /// The token to revoke.
+    token: String,
+    /// `access_token` or `refresh_token`; advisory only.
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}

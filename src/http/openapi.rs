@@ -1,0 +1,43 @@
+//! `GET /openapi.json`: the OpenAPI 3 description of every endpoint, generated from the handlers'
+//! annotations so it cannot drift from the route table.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::error::ErrorBody;
+use super::oauth::{
+    self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tokenwarden",
+        description = "OAuth 2.0 authorization server: primary tokens for sites (RFC 6749 4.4), \
+                       invalidation and revocation (RFC 7009)."
+    ),
+    paths(oauth::token, oauth::invalidate_token, oauth::revoke),
+    components(schemas(TokenForm, InvalidateForm, RevokeForm, TokenResponse, InvalidatedResponse, ErrorBody)),
+    modifiers(&ClientAuthentication),
+    tags((name = "oauth2", description = "OAuth 2.0 endpoints for integrators"))
+)]
+pub struct ApiDoc;
+
+/// Declares HTTP Basic client authentication (RFC 6749 2.3.1 `client_secret_basic`).
+struct ClientAuthentication;
+
+impl Modify for ClientAuthentication {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "client_secret_basic",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+            );
+        }
+    }
+}
+
+pub async fn serve() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

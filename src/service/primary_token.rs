@@ -1,0 +1,136 @@
+//! A site's primary token: handed out unchanged until invalidated, then minted anew.
+//!
+//! Issuance is reached through `token_grant` (the OAuth flow); invalidation through
+//! `/oauth2/invalidate_token` and RFC 7009 revocation.
+
+use chrono::NaiveDateTime;
+
+use super::{authenticate_site, Context, ServiceError};
+use crate::crypto;
+use crate::domain::history::Actor;
+use crate::domain::oauth_error::OAuthError;
+use crate::domain::request::{InvalidateRequest, RevocationRequest};
+use crate::domain::secret::Secret;
+use crate::domain::site::{primary_token_description, Site};
+use crate::domain::token::{self, SecretKind};
+use crate::store::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
+
+/// The one answer for every token that is not this site's primary token (unknown, another site's,
+/// a non-primary one, malformed), so the endpoint reveals nothing about other tokens.
+pub const NOT_THIS_SITES_PRIMARY: &str = "access_token is not this site's primary token";
+
+/// Returns the site's active primary token, minting one if it has none.
+///
+/// The common case (a primary exists) is one indexed read and one AES-GCM open. Minting is decided
+/// by the database (see `Store::mint_primary_token`), so concurrent first requests all get the
+/// value that won.
+pub fn get_or_mint(
+    context: &Context,
+    site: &Site,
+    now: NaiveDateTime,
+) -> Result<Secret, ServiceError> {
+    if let Some(current) = context.store.active_primary_token(site.id)? {
+        return unseal(context, site, &current);
+    }
+    let value = token::mint(SecretKind::PrimaryToken, &crypto::random_bytes()?);
+    let value_digest = context.keys.token_digest(value.expose());
+    let offered = NewPrimaryValue {
+        sealed_value: context.keys.seal(
+            value.expose().as_bytes(),
+            &seal_context(site.id, &value_digest),
+        )?,
+        value_hint: token::hint(&value),
+        description: primary_token_description(&site.name),
+        value_digest,
+    };
+    match context
+        .store
+        .mint_primary_token(site.id, &offered, &site_actor(site), now)?
+    {
+        PrimaryTokenOutcome::Minted => {
+            log::info!("minted a new primary token for site {}", site.site_key);
+            Ok(value)
+        }
+        PrimaryTokenOutcome::AlreadyActive(current) => unseal(context, site, &current),
+    }
+}
+
+/// `POST /oauth2/invalidate_token`: the site invalidates its current primary token. Repeating it
+/// for a value that was this site's primary is harmless.
+pub fn invalidate(
+    context: &Context,
+    request: &InvalidateRequest,
+    now: NaiveDateTime,
+) -> Result<(), ServiceError> {
+    let site = authenticate_site(
+        context,
+        &request.credentials.client_id,
+        &request.credentials.secret,
+    )?;
+    match invalidate_for_site(context, &site, &request.access_token, now)? {
+        InvalidationOutcome::Invalidated | InvalidationOutcome::AlreadyInvalid => Ok(()),
+        InvalidationOutcome::NotThisSitesPrimary => {
+            Err(OAuthError::invalid_request(NOT_THIS_SITES_PRIMARY).into())
+        }
+    }
+}
+
+/// `POST /oauth2/revoke` (RFC 7009 2.2): invalidates the site's primary token; any other token is
+/// answered with success too, because "invalid tokens do not cause an error response since the
+/// client cannot handle such an error in a reasonable way".
+pub fn revoke(
+    context: &Context,
+    request: &RevocationRequest,
+    now: NaiveDateTime,
+) -> Result<(), ServiceError> {
+    let site = authenticate_site(
+        context,
+        &request.credentials.client_id,
+        &request.credentials.secret,
+    )?;
+    invalidate_for_site(context, &site, &request.token, now)?;
+    Ok(())
+}
+
+fn invalidate_for_site(
+    context: &Context,
+    site: &Site,
+    presented: &Secret,
+    now: NaiveDateTime,
+) -> Result<InvalidationOutcome, ServiceError> {
+    if token::recognise(presented.expose()) != Ok(SecretKind::PrimaryToken) {
+        return Ok(InvalidationOutcome::NotThisSitesPrimary);
+    }
+    let digest = context.keys.token_digest(presented.expose());
+    let outcome =
+        context
+            .store
+            .invalidate_primary_token(site.id, &digest, &site_actor(site), now)?;
+    if outcome == InvalidationOutcome::Invalidated {
+        log::info!("site {} invalidated its primary token", site.site_key);
+    }
+    Ok(outcome)
+}
+
+fn unseal(context: &Context, site: &Site, token: &PrimaryToken) -> Result<Secret, ServiceError> {
+    let sealed = token.sealed_value.as_deref().unwrap_or_default();
+    let plain = context
+        .keys
+        .open(sealed, &seal_context(site.id, &token.value_digest))?;
+    String::from_utf8(plain)
+        .map(Secret::new)
+        .map_err(|_| crypto::UnsealFailed.into())
+}
+
+/// Binds a sealed primary token to its site and digest: copied into another row, it won't open.
+fn seal_context(site_id: i64, value_digest: &[u8]) -> Vec<u8> {
+    let mut context = format!("primary token of site {site_id}:").into_bytes();
+    context.extend_from_slice(value_digest);
+    context
+}
+
+fn site_actor(site: &Site) -> Actor {
+    Actor::Site {
+        site_key: site.site_key.clone(),
+    }
+}

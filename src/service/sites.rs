@@ -1,0 +1,60 @@
+//! Operator use cases for sites (the `tokenwarden site …` commands and `serve --demo`).
+
+use chrono::NaiveDateTime;
+
+use super::{Context, ServiceError};
+use crate::crypto;
+use crate::domain::secret::Secret;
+use crate::domain::site::{site_key_from_random, validate_site_name, Site, SiteCredentials};
+use crate::domain::token::{self, SecretKind};
+use crate::store::SiteSummary;
+
+/// Creates a site with fresh credentials; the auth key exists in clear only in the return value.
+pub fn create(
+    context: &Context,
+    name: &str,
+    now: NaiveDateTime,
+) -> Result<(Site, SiteCredentials), ServiceError> {
+    let name = validate_site_name(name)?;
+    let site_key = site_key_from_random(&crypto::random_bytes()?);
+    let auth_key = new_auth_key()?;
+    let digest = context.keys.client_secret_digest(auth_key.expose());
+    let site = context.store.insert_site(&site_key, &name, &digest, now)?;
+    log::info!("created site {} ({})", site.site_key, site.name);
+    Ok((site, SiteCredentials { site_key, auth_key }))
+}
+
+pub fn list(context: &Context) -> Result<Vec<SiteSummary>, ServiceError> {
+    Ok(context.store.list_sites()?)
+}
+
+pub fn find_by_name(context: &Context, name: &str) -> Result<Option<Site>, ServiceError> {
+    Ok(context.store.site_by_name(name)?)
+}
+
+/// Replaces a site's auth key; the old one stops working with the next request.
+pub fn rotate_auth_key(context: &Context, site_key: &str) -> Result<Secret, ServiceError> {
+    let auth_key = new_auth_key()?;
+    let digest = context.keys.client_secret_digest(auth_key.expose());
+    if !context.store.replace_auth_key_digest(site_key, &digest)? {
+        return Err(ServiceError::UnknownSite(site_key.to_string()));
+    }
+    log::info!("rotated the auth key of site {site_key}");
+    Ok(auth_key)
+}
+
+/// A disabled site cannot authenticate, and every token of it is refused, at once.
+pub fn set_enabled(context: &Context, site_key: &str, enabled: bool) -> Result<(), ServiceError> {
+    if !context.store.set_site_enabled(site_key, enabled)? {
+        return Err(ServiceError::UnknownSite(site_key.to_string()));
+    }
+    log::info!(
+        "{} site {site_key}",
+        if enabled { "enabled" } else { "disabled" }
+    );
+    Ok(())
+}
+
+fn new_auth_key() -> Result<Secret, ServiceError> {
+    Ok(token::mint(SecretKind::AuthKey, &crypto::random_bytes()?))
+}

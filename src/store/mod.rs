@@ -1,0 +1,288 @@
+//! The only diesel code: connection pools for both backends, the schema, migrations and queries.
+//!
+//! Callers above this module never learn which backend they are on. Each query body is written
+//! once and compiled once per backend by [`with_connection!`] and [`write_transaction!`]: an enum of
+//! two pools rather than `diesel::MultiConnection`, so PostgreSQL errors keep their real message
+//! ("connection refused") and dialect features (`ON CONFLICT`, `RETURNING`) stay available.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub mod schema;
+mod sites;
+mod tokens;
+
+pub use sites::{SiteAuthentication, SiteSummary};
+pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had within the pool's timeout: the database is down or saturated.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[from] diesel::r2d2::PoolError),
+    #[error("a database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database migrations failed: {0}")]
+    Migration(String),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// A write kept losing a race it is designed to retry; should not happen outside a bug.
+    #[error("a concurrent update kept conflicting with {0}")]
+    Contention(&'static str),
+}
+
+/// Where the data lives, parsed from `--database` / `TOKENWARDEN_DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; `sqlite://PATH`, `sqlite:PATH` or a bare
+    /// path is an SQLite file (created on first use).
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_string()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path == ":memory:" || path.contains("://") {
+            return Err(StoreError::InvalidUrl(
+                "expected postgres://…, sqlite://PATH or a file path".into(),
+            ));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// Shows the URL without any password, so it can be logged.
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "postgres://<unparsable>".into();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = authority.split('?').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let tail = tail.split('?').next().unwrap_or_default();
+            format!("{scheme}://{user}:<redacted>@{host}{tail}")
+        }
+        None => format!(
+            "{scheme}://{authority}{}",
+            tail.split('?').next().unwrap_or_default()
+        ),
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub connection_timeout: Duration,
+    /// SQLite only: how long a writer waits for the file lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connection_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pools {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// Handle to the database; cheap to clone (the pools are reference-counted).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pools: Pools,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pools {
+            Pools::Sqlite(_) => f.write_str("Store(sqlite)"),
+            Pools::Postgres(_) => f.write_str("Store(postgres)"),
+        }
+    }
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend is in use; the body
+/// is compiled once per backend.
+macro_rules! with_connection {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::store::Pools::Sqlite(pool) => {
+                let $conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
+                $body
+            }
+            $crate::store::Pools::Postgres(pool) => {
+                let $conn: &mut diesel::pg::PgConnection = &mut *pool.get()?;
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`with_connection!`], inside a transaction that may write. On SQLite it is `BEGIN
+/// IMMEDIATE`: a deferred transaction that reads and then writes fails at once with `SQLITE_BUSY`
+/// when another connection committed in between, whatever the busy timeout.
+macro_rules! write_transaction {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.pools {
+            $crate::store::Pools::Sqlite(pool) => {
+                let conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
+                conn.immediate_transaction(|$conn| $body)
+            }
+            $crate::store::Pools::Postgres(pool) => {
+                let conn: &mut diesel::pg::PgConnection = &mut *pool.get()?;
+                conn.transaction(|$conn| $body)
+            }
+        }
+    };
+}
+
+pub(crate) use {with_connection, write_transaction};
+
+/// Sets the pragmas every SQLite connection needs: WAL so readers never wait for the writer, a busy
+/// timeout so writers queue instead of failing, and foreign keys (off by default in SQLite).
+#[derive(Debug)]
+struct SqlitePragmas {
+    busy_timeout: Duration,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA foreign_keys = ON;",
+            self.busy_timeout.as_millis()
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl Store {
+    /// Opens the pool and applies pending migrations.
+    pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let store = match url {
+            DatabaseUrl::Sqlite(path) => {
+                let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+                let pool = Pool::builder()
+                    .max_size(settings.max_connections)
+                    .connection_timeout(settings.connection_timeout)
+                    .connection_customizer(Box::new(SqlitePragmas {
+                        busy_timeout: settings.busy_timeout,
+                    }))
+                    .build(manager)?;
+                Store {
+                    pools: Pools::Sqlite(pool),
+                }
+            }
+            DatabaseUrl::Postgres(url) => {
+                let manager = ConnectionManager::<PgConnection>::new(url);
+                let pool = Pool::builder()
+                    .max_size(settings.max_connections)
+                    .connection_timeout(settings.connection_timeout)
+                    .build(manager)?;
+                Store {
+                    pools: Pools::Postgres(pool),
+                }
+            }
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pools {
+            Pools::Sqlite(pool) => pool
+                .get()?
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(drop),
+            Pools::Postgres(pool) => pool
+                .get()?
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(drop),
+        }
+        .map_err(|err| StoreError::Migration(err.to_string()))
+    }
+
+    /// Round-trips a trivial query: is the database reachable right now?
+    pub fn ping(&self) -> Result<(), StoreError> {
+        with_connection!(self, |conn| conn.batch_execute("SELECT 1")?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_the_backend_by_scheme() {
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u@h/db").unwrap(),
+            DatabaseUrl::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgresql://h/db").unwrap(),
+            DatabaseUrl::Postgres("postgresql://h/db".into())
+        );
+        for (url, path) in [
+            ("sqlite://data/tw.db", "data/tw.db"),
+            ("sqlite:///var/lib/tw.db", "/var/lib/tw.db"),
+            ("sqlite:tw.db", "tw.db"),
+            ("tw.db", "tw.db"),
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(url).unwrap(),
+                DatabaseUrl::Sqlite(path.into())
+            );
+        }
+        for bad in ["", "sqlite://", ":memory:", "mysql://h/db"] {
+            assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_postgres_passwords() {
+        let url = DatabaseUrl::parse("postgres://app:s3cr%40t@db.internal:5432/tw?sslmode=require")
+            .unwrap();
+        let shown = format!("{url:?}");
+        assert_eq!(shown, "postgres://app:<redacted>@db.internal:5432/tw");
+        let url = DatabaseUrl::parse("postgres://db.internal/tw?password=s3cret").unwrap();
+        assert_eq!(format!("{url:?}"), "postgres://db.internal/tw");
+    }
+}

@@ -1,0 +1,47 @@
+//! Table definitions shared by both backends: only column types SQLite and PostgreSQL both map
+//! (`BigInt`, `Integer`, `Text`, `Binary`, `Bool`, `Timestamp` holding UTC).
+
+diesel::table! {
+    sites (id) {
+        id -> BigInt,
+        site_key -> Text,
+        name -> Text,
+        auth_key_digest -> Binary,
+        enabled -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tokens (id) {
+        id -> BigInt,
+        site_id -> BigInt,
+        slot -> Integer,
+        description -> Text,
+        value_digest -> Binary,
+        sealed_value -> Nullable<Binary>,
+        value_hint -> Text,
+        active -> Bool,
+        generated_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        scope -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    token_events (id) {
+        id -> BigInt,
+        token_id -> BigInt,
+        occurred_at -> Timestamp,
+        event -> Text,
+        actor_kind -> Text,
+        actor_name -> Text,
+        value_digest -> Nullable<Binary>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(tokens -> sites (site_id));
+diesel::joinable!(token_events -> tokens (token_id));
+diesel::allow_tables_to_appear_in_same_query!(sites, tokens, token_events);

@@ -1,0 +1,156 @@
+//! Queries on `sites`.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{sites, tokens};
+use super::{with_connection, Store, StoreError};
+use crate::domain::site::Site;
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = sites)]
+struct SiteRow {
+    id: i64,
+    site_key: String,
+    name: String,
+    enabled: bool,
+    created_at: NaiveDateTime,
+}
+
+impl From<SiteRow> for Site {
+    fn from(row: SiteRow) -> Self {
+        Site {
+            id: row.id,
+            site_key: row.site_key,
+            name: row.name,
+            enabled: row.enabled,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = sites)]
+struct NewSiteRow<'a> {
+    site_key: &'a str,
+    name: &'a str,
+    auth_key_digest: &'a [u8],
+    enabled: bool,
+    created_at: NaiveDateTime,
+}
+
+/// What client authentication needs to know about a site.
+#[derive(Debug)]
+pub struct SiteAuthentication {
+    pub site: Site,
+    pub auth_key_digest: Vec<u8>,
+}
+
+/// A site with how many token slots it uses.
+#[derive(Debug)]
+pub struct SiteSummary {
+    pub site: Site,
+    pub token_count: i64,
+}
+
+impl Store {
+    pub fn insert_site(
+        &self,
+        site_key: &str,
+        name: &str,
+        auth_key_digest: &[u8],
+        now: NaiveDateTime,
+    ) -> Result<Site, StoreError> {
+        let row = NewSiteRow {
+            site_key,
+            name,
+            auth_key_digest,
+            enabled: true,
+            created_at: now,
+        };
+        with_connection!(self, |conn| {
+            let inserted = diesel::insert_into(sites::table)
+                .values(&row)
+                .returning(SiteRow::as_returning())
+                .get_result(conn)?;
+            Ok(Site::from(inserted))
+        })
+    }
+
+    pub fn site_authentication(
+        &self,
+        site_key: &str,
+    ) -> Result<Option<SiteAuthentication>, StoreError> {
+        with_connection!(self, |conn| {
+            let found = sites::table
+                .filter(sites::site_key.eq(site_key))
+                .select((SiteRow::as_select(), sites::auth_key_digest))
+                .first::<(SiteRow, Vec<u8>)>(conn)
+                .optional()?;
+            Ok(found.map(|(row, auth_key_digest)| SiteAuthentication {
+                site: row.into(),
+                auth_key_digest,
+            }))
+        })
+    }
+
+    pub fn site_by_name(&self, name: &str) -> Result<Option<Site>, StoreError> {
+        with_connection!(self, |conn| {
+            let found = sites::table
+                .filter(sites::name.eq(name))
+                .order(sites::id)
+                .select(SiteRow::as_select())
+                .first(conn)
+                .optional()?;
+            Ok(found.map(Site::from))
+        })
+    }
+
+    pub fn list_sites(&self) -> Result<Vec<SiteSummary>, StoreError> {
+        with_connection!(self, |conn| {
+            let rows = sites::table
+                .order(sites::id)
+                .select(SiteRow::as_select())
+                .load(conn)?;
+            let counts: HashMap<i64, i64> = tokens::table
+                .group_by(tokens::site_id)
+                .select((tokens::site_id, diesel::dsl::count_star()))
+                .load::<(i64, i64)>(conn)?
+                .into_iter()
+                .collect();
+            Ok(rows
+                .into_iter()
+                .map(|row| SiteSummary {
+                    token_count: counts.get(&row.id).copied().unwrap_or(0),
+                    site: row.into(),
+                })
+                .collect())
+        })
+    }
+
+    /// Replaces the stored auth key digest; `false` when no such site exists.
+    pub fn replace_auth_key_digest(
+        &self,
+        site_key: &str,
+        auth_key_digest: &[u8],
+    ) -> Result<bool, StoreError> {
+        with_connection!(self, |conn| {
+            let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
+                .set(sites::auth_key_digest.eq(auth_key_digest))
+                .execute(conn)?;
+            Ok(updated == 1)
+        })
+    }
+
+    /// Enables or disables a site; `false` when no such site exists.
+    pub fn set_site_enabled(&self, site_key: &str, enabled: bool) -> Result<bool, StoreError> {
+        with_connection!(self, |conn| {
+            let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
+                .set(sites::enabled.eq(enabled))
+                .execute(conn)?;
+            Ok(updated == 1)
+        })
+    }
+}
