@@ -6,14 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::config::{self, Config, SecretSource};
 use crate::domain::secret::Secret;
 use crate::server;
-use crate::service::{sites, Context};
+use crate::service::{resource_servers, sites, Context};
 use crate::store::{DatabaseUrl, PoolSettings};
 
 #[derive(Debug, Parser)]
@@ -38,6 +37,9 @@ struct GlobalArgs {
     /// database file. Ignored when TOKENWARDEN_SECRET is set.
     #[arg(long, global = true, env = "TOKENWARDEN_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// Print exactly one JSON object on stdout instead of text (for scripts)
+    #[arg(long, global = true)]
+    json: bool,
     /// Most database connections per process
     #[arg(
         long,
@@ -63,6 +65,9 @@ enum Command {
     /// Manage sites (the OAuth clients)
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Manage resource servers (the APIs that introspect tokens)
+    #[command(subcommand)]
+    ResourceServer(ResourceServerCommand),
     /// Server secret utilities
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -82,6 +87,19 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes
     #[arg(long, env = "TOKENWARDEN_MAX_BODY_BYTES", default_value_t = config::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Issuer identifier published in /.well-known/oauth-authorization-server (default:
+    /// http://<bound address>); set it to the public https URL behind a proxy
+    #[arg(long, env = "TOKENWARDEN_ISSUER")]
+    issuer: Option<String>,
+    /// Answer introspection from memory when possible (exact either way)
+    #[arg(long, env = "TOKENWARDEN_INTROSPECTION_CACHE", default_value = "on", value_parser = ["on", "off"])]
+    introspection_cache: String,
+    /// Most entries in the introspection cache
+    #[arg(long, env = "TOKENWARDEN_CACHE_CAPACITY", default_value_t = config::DEFAULT_CACHE_CAPACITY)]
+    cache_capacity: usize,
+    /// Seconds between batched writes of tokens' last-used times
+    #[arg(long, env = "TOKENWARDEN_USAGE_FLUSH_SECS", default_value_t = config::DEFAULT_USAGE_FLUSH_SECS)]
+    usage_flush_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,32 +108,28 @@ enum SiteCommand {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long)]
-        json: bool,
     },
     /// List sites
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Replace a site's auth key; prints the new one, the old one stops working
-    RotateAuthKey {
-        site_key: String,
-        #[arg(long)]
-        json: bool,
-    },
+    RotateAuthKey { site_key: String },
     /// Disable a site: it cannot get tokens and all its tokens stop working
-    Disable {
-        site_key: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Disable { site_key: String },
     /// Enable a disabled site again
-    Enable {
-        site_key: String,
+    Enable { site_key: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ResourceServerCommand {
+    /// Create a resource server; prints its client id and secret (shown this once only)
+    Create {
         #[arg(long)]
-        json: bool,
+        name: String,
     },
+    /// List resource servers
+    List,
+    /// Delete a resource server: its credentials stop working at once
+    Delete { client_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,7 +160,8 @@ fn execute(cli: Cli) -> Result<(), String> {
     let config = config_from(&cli.global)?;
     match cli.command {
         Command::Serve(args) => serve(config, args),
-        Command::Site(command) => site(&config, command),
+        Command::Site(command) => site(&config, command, cli.global.json),
+        Command::ResourceServer(command) => resource_server(&config, command, cli.global.json),
         Command::Secret(SecretCommand::Generate) => {
             let secret = config::generate_encoded_secret().map_err(|e| e.to_string())?;
             println!("{}", secret.expose());
@@ -175,6 +190,10 @@ fn config_from(global: &GlobalArgs) -> Result<Config, String> {
         },
         max_body_bytes: config::DEFAULT_MAX_BODY_BYTES,
         workers: None,
+        issuer: None,
+        introspection_cache: true,
+        cache_capacity: config::DEFAULT_CACHE_CAPACITY,
+        usage_flush_interval: Duration::from_secs(config::DEFAULT_USAGE_FLUSH_SECS),
     })
 }
 
@@ -182,11 +201,15 @@ fn serve(mut config: Config, args: ServeArgs) -> Result<(), String> {
     config.bind = args.bind;
     config.workers = args.workers;
     config.max_body_bytes = args.max_body_bytes;
+    config.issuer = args.issuer;
+    config.introspection_cache = args.introspection_cache == "on";
+    config.cache_capacity = args.cache_capacity;
+    config.usage_flush_interval = Duration::from_secs(args.usage_flush_secs.max(1));
     let context = server::open_context(&config).map_err(|e| e.to_string())?;
     let system = actix_web::rt::System::new();
     let address = system.block_on(async {
-        let (server, address) =
-            server::start(&config, context.clone()).map_err(|e| e.to_string())?;
+        let started = server::start(&config, context.clone()).map_err(|e| e.to_string())?;
+        let address = started.address;
         log::info!(
             "tokenwarden listening on http://{address} (database {:?})",
             config.database
@@ -194,7 +217,9 @@ fn serve(mut config: Config, args: ServeArgs) -> Result<(), String> {
         if args.demo {
             print_demo_site(&context, address)?;
         }
-        server.await.map_err(|e| e.to_string())?;
+        let outcome = started.server.await;
+        started.background.shutdown();
+        outcome.map_err(|e| e.to_string())?;
         Ok::<_, String>(address)
     })?;
     log::info!("tokenwarden on {address} stopped");
@@ -214,7 +239,7 @@ fn print_demo_site(context: &Context, address: SocketAddr) -> Result<(), String>
             site.site_key, site.site_key
         ),
         None => {
-            let (_, credentials) = sites::create(context, DEMO_SITE_NAME, Utc::now().naive_utc())
+            let (_, credentials) = sites::create(context, DEMO_SITE_NAME, crate::clock::now())
                 .map_err(|e| e.to_string())?;
             println!(
                 "Created demo site \"{DEMO_SITE_NAME}\" (the auth key is shown this once only):\n  \
@@ -231,14 +256,14 @@ fn print_demo_site(context: &Context, address: SocketAddr) -> Result<(), String>
     Ok(())
 }
 
-fn site(config: &Config, command: SiteCommand) -> Result<(), String> {
+fn site(config: &Config, command: SiteCommand, json: bool) -> Result<(), String> {
     let context = server::open_context(config).map_err(|e| e.to_string())?;
     let context = &context;
     let fail = |e: crate::service::ServiceError| e.to_string();
     match command {
-        SiteCommand::Create { name, json } => {
+        SiteCommand::Create { name } => {
             let (site, credentials) =
-                sites::create(context, &name, Utc::now().naive_utc()).map_err(fail)?;
+                sites::create(context, &name, crate::clock::now()).map_err(fail)?;
             let output = json!({
                 "site_key": credentials.site_key,
                 "auth_key": credentials.auth_key.expose(),
@@ -254,7 +279,7 @@ fn site(config: &Config, command: SiteCommand) -> Result<(), String> {
                 )
             });
         }
-        SiteCommand::List { json } => {
+        SiteCommand::List => {
             let summaries = sites::list(context).map_err(fail)?;
             let rows: Vec<Value> = summaries
                 .iter()
@@ -282,7 +307,7 @@ fn site(config: &Config, command: SiteCommand) -> Result<(), String> {
                 text
             });
         }
-        SiteCommand::RotateAuthKey { site_key, json } => {
+        SiteCommand::RotateAuthKey { site_key } => {
             let auth_key = sites::rotate_auth_key(context, &site_key).map_err(fail)?;
             let output = json!({ "site_key": site_key, "auth_key": auth_key.expose() });
             print_output(json, &output, || {
@@ -292,15 +317,73 @@ fn site(config: &Config, command: SiteCommand) -> Result<(), String> {
                 )
             });
         }
-        SiteCommand::Disable { site_key, json } => {
+        SiteCommand::Disable { site_key } => {
             sites::set_enabled(context, &site_key, false).map_err(fail)?;
             let output = json!({ "site_key": site_key, "enabled": false });
             print_output(json, &output, || format!("Site {site_key} disabled"));
         }
-        SiteCommand::Enable { site_key, json } => {
+        SiteCommand::Enable { site_key } => {
             sites::set_enabled(context, &site_key, true).map_err(fail)?;
             let output = json!({ "site_key": site_key, "enabled": true });
             print_output(json, &output, || format!("Site {site_key} enabled"));
+        }
+    }
+    Ok(())
+}
+
+fn resource_server(
+    config: &Config,
+    command: ResourceServerCommand,
+    json: bool,
+) -> Result<(), String> {
+    let context = server::open_context(config).map_err(|e| e.to_string())?;
+    let context = &context;
+    let fail = |e: crate::service::ServiceError| e.to_string();
+    match command {
+        ResourceServerCommand::Create { name } => {
+            let (created, secret) =
+                resource_servers::create(context, &name, crate::clock::now()).map_err(fail)?;
+            let output = json!({
+                "client_id": created.client_id,
+                "client_secret": secret.expose(),
+                "name": created.name,
+            });
+            print_output(json, &output, || {
+                format!(
+                    "Created resource server \"{}\"\nclient id: {}\nclient secret: {}\n(the \
+                     secret is shown this once only; store it now)",
+                    created.name,
+                    created.client_id,
+                    secret.expose()
+                )
+            });
+        }
+        ResourceServerCommand::List => {
+            let servers = resource_servers::list(context).map_err(fail)?;
+            let rows: Vec<Value> = servers
+                .iter()
+                .map(|server| {
+                    json!({
+                        "client_id": server.client_id,
+                        "name": server.name,
+                        "created_at": server.created_at.and_utc().to_rfc3339(),
+                    })
+                })
+                .collect();
+            print_output(json, &json!({ "resource_servers": rows }), || {
+                let mut text = format!("{:<24}  NAME", "CLIENT ID");
+                for server in &servers {
+                    text.push_str(&format!("\n{:<24}  {}", server.client_id, server.name));
+                }
+                text
+            });
+        }
+        ResourceServerCommand::Delete { client_id } => {
+            resource_servers::delete(context, &client_id).map_err(fail)?;
+            let output = json!({ "client_id": client_id, "deleted": true });
+            print_output(json, &output, || {
+                format!("Resource server {client_id} deleted")
+            });
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,6 +21,10 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tokenwarden.db";
 /// Largest request body accepted; OAuth requests are a few hundred bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+/// Default bound of the introspection cache, in entries (~300 bytes each).
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+/// Default interval of `last_used_at` writes.
+pub const DEFAULT_USAGE_FLUSH_SECS: u64 = 2;
 
 /// Where the server secret (the root of every key in `crypto::Keys`) comes from.
 #[derive(Debug, Clone)]
@@ -28,7 +33,8 @@ pub enum SecretSource {
     Value(Secret),
     /// `--secret-file`: a file holding that value; created (mode 0600) if missing.
     File(PathBuf),
-    /// SQLite default: `<database file>.secret` next to the database, created (0600) if missing.
+    /// SQLite default: the database path with its extension replaced by `.secret`
+    /// (`data/tokenwarden.db` → `data/tokenwarden.secret`), created (0600) if missing.
     NextToDatabase,
 }
 
@@ -41,6 +47,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// HTTP worker threads; `None` lets actix use one per core.
     pub workers: Option<usize>,
+    /// The issuer identifier published in the RFC 8414 metadata; `None` derives `http://<bind>`.
+    pub issuer: Option<String>,
+    /// Whether introspection may answer from memory (exact either way; see `store::ChangeFeed`).
+    pub introspection_cache: bool,
+    /// Most tokens (and unknown values) the introspection cache holds.
+    pub cache_capacity: usize,
+    /// How often batched `last_used_at` times are written.
+    pub usage_flush_interval: Duration,
 }
 
 impl Config {
@@ -53,7 +67,20 @@ impl Config {
             pool: PoolSettings::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             workers: Some(2),
+            issuer: None,
+            introspection_cache: true,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            usage_flush_interval: Duration::from_millis(200),
         }
+    }
+
+    /// The issuer identifier (RFC 8414 2): configured, or derived from the bound address.
+    pub fn issuer(&self, bound: SocketAddr) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// Reads, or on first use creates, the server secret.
@@ -108,41 +135,49 @@ fn decode_secret(encoded: &str) -> Result<ServerSecret, ConfigError> {
     Ok(ServerSecret::from_bytes(bytes))
 }
 
-/// Two processes starting at once (a server and a CLI command) must end up with the same secret:
-/// the file is created with `O_EXCL`, and whoever loses the race reads the winner's.
+/// Two processes starting at once (a server and a CLI command) must end up with the same secret,
+/// and neither may read a half-written file. The secret is written to a private temporary file,
+/// synced, then hard-linked to `path`, which fails if `path` exists: the name only ever appears
+/// with its full content, and whoever loses the race reads the winner's.
 fn load_or_create_secret_file(path: &Path) -> Result<ServerSecret, ConfigError> {
     let file_error = |source| ConfigError::SecretFile {
         path: path.to_path_buf(),
         source,
     };
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            let encoded = generate_encoded_secret()?;
-            file.write_all(format!("{}\n", encoded.expose()).as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(file_error)?;
-            log::info!("generated a new server secret in {}", path.display());
-            decode_secret(encoded.expose())
-        }
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            let mode = fs::metadata(path).map_err(file_error)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                log::warn!(
-                    "the secret file {} is readable by other users (mode {:o}); chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                );
+    if !path.exists() {
+        let encoded = generate_encoded_secret()?;
+        let suffix: [u8; 8] = crate::crypto::random_bytes()?;
+        let staging = path.with_extension(format!("secret.{}.tmp", URL_SAFE_NO_PAD.encode(suffix)));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staging)
+            .and_then(|mut file| {
+                file.write_all(format!("{}\n", encoded.expose()).as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| fs::hard_link(&staging, path));
+        let _ = fs::remove_file(&staging);
+        match written {
+            Ok(()) => {
+                log::info!("generated a new server secret in {}", path.display());
+                return decode_secret(encoded.expose());
             }
-            let encoded = fs::read_to_string(path).map_err(file_error)?;
-            decode_secret(encoded.trim())
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(file_error(err)),
         }
-        Err(err) => Err(file_error(err)),
     }
+    let mode = fs::metadata(path).map_err(file_error)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "the secret file {} is readable by other users (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let encoded = fs::read_to_string(path).map_err(file_error)?;
+    decode_secret(encoded.trim())
 }
 
 #[cfg(test)]
@@ -158,6 +193,28 @@ mod tests {
         assert_eq!(mode, 0o600);
         let second = load_or_create_secret_file(&path).unwrap();
         assert_eq!(first.expose(), second.expose());
+    }
+
+    #[test]
+    fn concurrent_creators_all_read_the_one_complete_secret() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tw.secret");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let readers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        load_or_create_secret_file(&path).unwrap().expose().to_vec()
+                    })
+                })
+                .collect();
+            let secrets: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+            assert!(secrets.iter().all(|secret| *secret == secrets[0]));
+            let leftovers = fs::read_dir(dir.path()).unwrap().count();
+            assert_eq!(leftovers, 1, "staging files must be removed");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! follows one request through these layers.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;

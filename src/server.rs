@@ -1,16 +1,22 @@
-//! Builds the application: secret, keys, database pool and migrations, then the HTTP server.
+//! Builds the application: secret, keys, database pool and migrations, caches, background tasks,
+//! then the HTTP server.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::Logger;
+use actix_web::middleware::{from_fn, Logger};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
+use crate::http::metrics::{self, Metrics};
 use crate::http::{self, AppState};
-use crate::service::Context;
+use crate::service::introspect::Introspection;
+use crate::service::{Context, Counters};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start a background thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Loads the server secret and opens (and migrates) the database: what the server and every CLI
@@ -43,25 +51,45 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
     Ok(Context {
         store,
         keys: Arc::new(Keys::derive(&secret)),
+        introspection: Arc::new(Introspection::new(
+            config.introspection_cache,
+            config.cache_capacity,
+        )),
+        counters: Arc::new(Counters::default()),
     })
 }
 
-/// Binds the listening socket and builds the server; `await` the returned [`Server`] to run it.
-/// Binding happens here, before any `await`, so the caller learns the real port (for `:0`) at once.
-pub fn start(config: &Config, context: Context) -> Result<(Server, SocketAddr), StartError> {
+/// A running server and the background work that lives as long as it does.
+pub struct Started {
+    /// `await` it to run the server; it finishes after a stop signal.
+    pub server: Server,
+    pub address: SocketAddr,
+    /// Stop and drain with [`BackgroundTasks::shutdown`] once `server` has finished.
+    pub background: BackgroundTasks,
+}
+
+/// Binds the listening socket, starts the background tasks and builds the server. Binding happens
+/// before any `await`, so the caller learns the real port (for `:0`) at once.
+pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     let bind_error = |source| StartError::Bind {
         address: config.bind,
         source,
     };
     let listener = TcpListener::bind(config.bind).map_err(bind_error)?;
     let address = listener.local_addr().map_err(bind_error)?;
+    let background = BackgroundTasks::start(config, &context)?;
     let state = web::Data::new(AppState {
-        context,
+        context: context.clone(),
         max_body_bytes: config.max_body_bytes,
+        issuer: config.issuer(address),
+        background: background.handle(),
     });
+    let metrics = web::Data::new(Metrics::new(context));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(metrics.clone())
+            .wrap(from_fn(metrics::measure))
             .wrap(request_logger())
             .configure(http::configure)
     });
@@ -69,7 +97,11 @@ pub fn start(config: &Config, context: Context) -> Result<(Server, SocketAddr), 
         server = server.workers(workers);
     }
     let server = server.listen(listener).map_err(bind_error)?.run();
-    Ok((server, address))
+    Ok(Started {
+        server,
+        address,
+        background,
+    })
 }
 
 /// One line per request: method, path (never the query string, which could carry a token sent by
@@ -77,4 +109,95 @@ pub fn start(config: &Config, context: Context) -> Result<(Server, SocketAddr), 
 fn request_logger() -> Logger {
     Logger::new("%{method}xi %U %s %Dms")
         .custom_request_replace("method", |request| request.method().to_string())
+}
+
+enum UsageSignal {
+    FlushNow,
+    Stop,
+}
+
+/// The `last_used_at` flusher thread and (PostgreSQL) the change listener.
+pub struct BackgroundTasks {
+    usage: mpsc::Sender<UsageSignal>,
+    flusher: Option<JoinHandle<()>>,
+    stop_listener: Arc<AtomicBool>,
+}
+
+/// What request handlers may ask of the background tasks.
+#[derive(Debug, Clone)]
+pub struct BackgroundHandle {
+    usage: mpsc::Sender<UsageSignal>,
+}
+
+impl std::fmt::Debug for UsageSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UsageSignal::FlushNow => "FlushNow",
+            UsageSignal::Stop => "Stop",
+        })
+    }
+}
+
+impl BackgroundHandle {
+    /// The usage batch is full: write it now rather than at the next tick.
+    pub fn flush_usage_now(&self) {
+        let _ = self.usage.send(UsageSignal::FlushNow);
+    }
+}
+
+impl BackgroundTasks {
+    fn start(config: &Config, context: &Context) -> Result<Self, StartError> {
+        let stop_listener = Arc::new(AtomicBool::new(false));
+        context
+            .store
+            .start_change_listener(&config.database, stop_listener.clone());
+        let (usage, signals) = mpsc::channel();
+        let interval = config.usage_flush_interval.max(Duration::from_millis(10));
+        let context = context.clone();
+        let flusher = std::thread::Builder::new()
+            .name("tokenwarden-usage".into())
+            .spawn(move || loop {
+                let stop = matches!(
+                    signals.recv_timeout(interval),
+                    Ok(UsageSignal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected)
+                );
+                if let Err(error) = context.introspection.usage.flush(&context.store) {
+                    log::warn!("could not record token usage yet: {error}");
+                }
+                if stop {
+                    break;
+                }
+            })
+            .map_err(StartError::Thread)?;
+        Ok(Self {
+            usage,
+            flusher: Some(flusher),
+            stop_listener,
+        })
+    }
+
+    fn handle(&self) -> BackgroundHandle {
+        BackgroundHandle {
+            usage: self.usage.clone(),
+        }
+    }
+
+    /// Writes the last usage batch and stops the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.stop_listener.store(true, Ordering::Release);
+        let _ = self.usage.send(UsageSignal::Stop);
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

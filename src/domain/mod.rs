@@ -5,6 +5,7 @@
 //! history ([`history`]) and the OAuth 2.0 error vocabulary ([`oauth_error`]).
 
 pub mod history;
+pub mod introspection;
 pub mod oauth_error;
 pub mod request;
 pub mod secret;

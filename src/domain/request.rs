@@ -31,10 +31,7 @@ impl Params {
             let name = form_decode(name)?;
             let value = form_decode(value)?;
             if seen.contains_key(&name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {} is repeated",
-                    printable(&name)
-                )));
+                return Err(OAuthError::invalid_request(repeated(&name)));
             }
             seen.insert(name, (!value.is_empty()).then_some(value));
         }
@@ -65,24 +62,26 @@ fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
         .map_err(|_| OAuthError::invalid_request("the request body is not valid UTF-8"))
 }
 
-/// A parameter name as it may be echoed in an error description: ASCII letters, digits and `_`
-/// only (RFC 6749 5.2 limits `error_description` to printable ASCII), shortened.
-fn printable(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .take(40)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "(empty name)".into()
-    } else {
-        cleaned
+/// Parameter names of the OAuth endpoints (RFC 6749 4.4.2 and 2.3.1, RFC 7009 2.1, RFC 7662 2.1,
+/// and this server's `access_token`): the only names an error description repeats back.
+const KNOWN_PARAMETERS: [&str; 7] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "scope",
+    "access_token",
+    "token",
+    "token_type_hint",
+];
+
+/// The description of a repeated parameter. Only a known name is echoed: any other name is the
+/// client's own text, which may be a secret sent in the wrong place (a token pasted as the whole
+/// body, `twp_…&twp_…`), and RFC 6749 5.2 `error_description` is read and logged by people who
+/// must not see it.
+fn repeated(name: &str) -> String {
+    match KNOWN_PARAMETERS.iter().find(|known| **known == name) {
+        Some(known) => format!("parameter {known} is repeated"),
+        None => "a parameter is repeated".into(),
     }
 }
 
@@ -249,6 +248,22 @@ impl RevocationRequest {
     }
 }
 
+/// `POST /oauth2/introspect` (RFC 7662 2.1): a resource server asks about a token.
+#[derive(Debug)]
+pub struct IntrospectionRequest {
+    pub credentials: ClientCredentials,
+    pub token: Secret,
+}
+
+impl IntrospectionRequest {
+    /// `token_type_hint` is optional and, as for revocation, only a hint: it is not read.
+    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+        let token = Secret::new(params.require("token")?);
+        let credentials = client_credentials(header, params)?;
+        Ok(Self { credentials, token })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,9 +303,18 @@ mod tests {
     }
 
     #[test]
-    fn repeated_parameter_names_are_echoed_safely() {
-        let err = Params::parse(b"%22%3Cx%3E=1&%22%3Cx%3E=2").unwrap_err();
-        assert_eq!(err.description, "parameter ??x? is repeated");
+    fn only_known_parameter_names_are_echoed() {
+        let err = Params::parse(b"scope=a&scope=b").unwrap_err();
+        assert_eq!(err.description, "parameter scope is repeated");
+        let token = "twp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        for body in [
+            format!("{token}&{token}"),
+            format!("{token}=1&{token}=2"),
+            "%22%3Cx%3E=1&%22%3Cx%3E=2".to_string(),
+        ] {
+            let err = Params::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(err.description, "a parameter is repeated");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct SiteCredentials {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SiteNameError {
+pub enum NameError {
     #[error("name must not be empty")]
     Empty,
     #[error("name must be at most {MAX_SITE_NAME_CHARS} characters")]
@@ -34,17 +34,18 @@ pub enum SiteNameError {
     ControlCharacter,
 }
 
-/// Trims and checks a site name: it shows up in token descriptions and admin pages.
-pub fn validate_site_name(name: &str) -> Result<String, SiteNameError> {
+/// Trims and checks the name of a site or resource server: it shows up in token descriptions, admin
+/// pages and logs.
+pub fn validate_name(name: &str) -> Result<String, NameError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(SiteNameError::Empty);
+        return Err(NameError::Empty);
     }
     if name.chars().count() > MAX_SITE_NAME_CHARS {
-        return Err(SiteNameError::TooLong);
+        return Err(NameError::TooLong);
     }
     if name.chars().any(char::is_control) {
-        return Err(SiteNameError::ControlCharacter);
+        return Err(NameError::ControlCharacter);
     }
     Ok(name.to_string())
 }
@@ -56,9 +57,14 @@ pub fn primary_token_description(site_name: &str) -> String {
 
 /// Builds a site key from random bytes drawn by the caller.
 pub fn site_key_from_random(random: &[u8; 15]) -> String {
+    format!("{SITE_KEY_PREFIX}{}", encode_identifier(random))
+}
+
+/// The random part of a public client identifier: 120 bits as 20 URL-safe characters.
+pub fn encode_identifier(random: &[u8; 15]) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    format!("{SITE_KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random))
+    URL_SAFE_NO_PAD.encode(random)
 }
 
 #[cfg(test)]
@@ -67,17 +73,11 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(validate_site_name("  Demo Store "), Ok("Demo Store".into()));
-        assert_eq!(validate_site_name("   "), Err(SiteNameError::Empty));
-        assert_eq!(
-            validate_site_name(&"x".repeat(101)),
-            Err(SiteNameError::TooLong)
-        );
-        assert_eq!(validate_site_name(&"é".repeat(100)), Ok("é".repeat(100)));
-        assert_eq!(
-            validate_site_name("a\nb"),
-            Err(SiteNameError::ControlCharacter)
-        );
+        assert_eq!(validate_name("  Demo Store "), Ok("Demo Store".into()));
+        assert_eq!(validate_name("   "), Err(NameError::Empty));
+        assert_eq!(validate_name(&"x".repeat(101)), Err(NameError::TooLong));
+        assert_eq!(validate_name(&"é".repeat(100)), Ok("é".repeat(100)));
+        assert_eq!(validate_name("a\nb"), Err(NameError::ControlCharacter));
     }
 
     #[test]

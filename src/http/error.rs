@@ -30,8 +30,9 @@ pub enum ApiError {
     UnreadableBody,
     #[error("no such endpoint")]
     NotFound,
+    /// `allow` is the value of the `Allow` header: the one method the resource answers.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed { allow: &'static str },
     #[error("the blocking thread pool is gone")]
     BlockingPoolGone,
 }
@@ -68,7 +69,7 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             "not_found",
             "no endpoint at this path".into(),
         ),
-        ApiError::MethodNotAllowed => (
+        ApiError::MethodNotAllowed { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "this endpoint does not accept that HTTP method".into(),
@@ -131,8 +132,8 @@ impl ResponseError for ApiError {
             // requires one on every 401, so it is always sent.
             response.insert_header((header::WWW_AUTHENTICATE, BASIC_CHALLENGE));
         }
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            response.insert_header((header::ALLOW, "POST"));
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, *allow));
         }
         response.json(ErrorBody {
             error: error.to_string(),

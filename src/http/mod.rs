@@ -1,51 +1,73 @@
 //! The only actix code: the route table, thin handlers and the mapping of errors to responses.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
+use crate::server::BackgroundHandle;
 use crate::service::Context;
 
 mod body;
+mod discovery;
 pub mod error;
+mod introspect;
+pub mod metrics;
 mod oauth;
 pub mod openapi;
 
 use error::ApiError;
 
-/// What handlers share: the service context and the HTTP limits.
+/// What handlers share: the service context, the HTTP limits and the background tasks.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub context: Context,
     pub max_body_bytes: usize,
+    /// RFC 8414 issuer identifier, without a trailing slash.
+    pub issuer: String,
+    pub background: BackgroundHandle,
 }
 
 /// The route table, used by the server and the tests alike.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .service(post_only("/oauth2/token", oauth::token))
-        .service(post_only(
+        .service(only(Method::POST, "/oauth2/token", oauth::token))
+        .service(only(
+            Method::POST,
             "/oauth2/invalidate_token",
             oauth::invalidate_token,
         ))
-        .service(post_only("/oauth2/revoke", oauth::revoke))
-        .route("/openapi.json", web::get().to(openapi::serve))
+        .service(only(Method::POST, "/oauth2/revoke", oauth::revoke))
+        .service(only(
+            Method::POST,
+            "/oauth2/introspect",
+            introspect::introspect,
+        ))
+        .service(only(
+            Method::GET,
+            "/.well-known/oauth-authorization-server",
+            discovery::metadata,
+        ))
+        .service(only(Method::GET, "/healthz", discovery::healthz))
+        .service(only(Method::GET, "/readyz", discovery::readyz))
+        .service(only(Method::GET, "/metrics", metrics::serve))
+        .service(only(Method::GET, "/openapi.json", openapi::serve))
         .default_service(web::to(not_found));
 }
 
-fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// A resource answering one method; any other gets 405 JSON with `Allow` (RFC 9110 15.5.6).
+fn only<F, Args>(method: Method, path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    let allow = if method == Method::GET { "GET" } else { "POST" };
     web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(method_not_allowed))
+        .route(web::method(method).to(handler))
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+        }))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
 }

@@ -2,7 +2,6 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use serde::Serialize;
 
 use super::body::read_form;
@@ -61,7 +60,7 @@ pub async fn token(
     let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
     let token_request = TokenRequest::parse(authorization, &params)?;
     let context = state.context.clone();
-    let now = Utc::now().naive_utc();
+    let now = crate::clock::now();
     let issued = web::block(move || token_grant::issue(&context, &token_request, now)).await??;
     Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
         access_token: issued.access_token.expose().to_string(),
@@ -98,7 +97,7 @@ pub async fn invalidate_token(
     let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
     let invalidate = InvalidateRequest::parse(authorization, &params)?;
     let context = state.context.clone();
-    let now = Utc::now().naive_utc();
+    let now = crate::clock::now();
     web::block(move || primary_token::invalidate(&context, &invalidate, now)).await??;
     Ok(no_store(HttpResponse::Ok()).json(InvalidatedResponse { invalidated: true }))
 }
@@ -129,13 +128,15 @@ pub async fn revoke(
     let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
     let revocation = RevocationRequest::parse(authorization, &params)?;
     let context = state.context.clone();
-    let now = Utc::now().naive_utc();
+    let now = crate::clock::now();
     web::block(move || primary_token::revoke(&context, &revocation, now)).await??;
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 
 /// RFC 6749 5.1: responses carrying tokens or credentials must not be cached.
-fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+pub(super) fn no_store(
+    mut builder: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
     builder
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));

@@ -5,7 +5,9 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::discovery::{self, Health, Metadata};
 use super::error::ErrorBody;
+use super::introspect::{self, IntrospectForm, IntrospectionResponse};
 use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
@@ -15,12 +17,37 @@ use super::oauth::{
     info(
         title = "tokenwarden",
         description = "OAuth 2.0 authorization server: primary tokens for sites (RFC 6749 4.4), \
-                       invalidation and revocation (RFC 7009)."
+                       invalidation and revocation (RFC 7009), introspection for resource servers \
+                       (RFC 7662) and server metadata (RFC 8414)."
     ),
-    paths(oauth::token, oauth::invalidate_token, oauth::revoke),
-    components(schemas(TokenForm, InvalidateForm, RevokeForm, TokenResponse, InvalidatedResponse, ErrorBody)),
+    paths(
+        oauth::token,
+        oauth::invalidate_token,
+        oauth::revoke,
+        introspect::introspect,
+        discovery::metadata,
+        discovery::healthz,
+        discovery::readyz
+    ),
+    components(schemas(
+        TokenForm,
+        InvalidateForm,
+        RevokeForm,
+        IntrospectForm,
+        TokenResponse,
+        InvalidatedResponse,
+        IntrospectionResponse,
+        Metadata,
+        Health,
+        ErrorBody
+    )),
     modifiers(&ClientAuthentication),
-    tags((name = "oauth2", description = "OAuth 2.0 endpoints for integrators"))
+    tags(
+        (name = "oauth2", description = "OAuth 2.0 endpoints for integrators"),
+        (name = "resource servers", description = "Token introspection for the APIs tokens unlock"),
+        (name = "discovery", description = "Server metadata"),
+        (name = "operations", description = "Health checks")
+    )
 )]
 pub struct ApiDoc;
 

@@ -39,4 +39,4 @@ pub fn authenticate_site(
 }
 
 /// A digest no secret matches, checked against when the client id is unknown.
-const UNKNOWN_CLIENT_DIGEST: [u8; 32] = [0; 32];
+pub(super) const UNKNOWN_CLIENT_DIGEST: [u8; 32] = [0; 32];

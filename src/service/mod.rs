@@ -4,25 +4,58 @@
 //! never build an HTTP request. They run synchronously; the HTTP layer calls them inside
 //! `web::block` because every one of them may wait on the database.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::crypto::{Keys, RandomnessUnavailable, UnsealFailed};
 use crate::domain::oauth_error::OAuthError;
-use crate::domain::site::SiteNameError;
+use crate::domain::site::NameError;
 use crate::store::{Store, StoreError};
 
+mod cache;
 mod client_auth;
+pub mod introspect;
 pub mod primary_token;
+pub mod resource_servers;
 pub mod sites;
 pub mod token_grant;
+mod usage;
 
 pub use client_auth::authenticate_site;
 
-/// What every use case needs: the database and the keys derived from the server secret.
+/// What every use case needs: the database, the keys derived from the server secret, and the
+/// introspection caches (which stay empty in CLI commands).
 #[derive(Clone, Debug)]
 pub struct Context {
     pub store: Store,
     pub keys: Arc<Keys>,
+    pub introspection: Arc<introspect::Introspection>,
+    pub counters: Arc<Counters>,
+}
+
+/// Counts of token lifecycle events since start, for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    minted: AtomicU64,
+    invalidated: AtomicU64,
+}
+
+impl Counters {
+    pub fn minted(&self) -> u64 {
+        self.minted.load(Ordering::Relaxed)
+    }
+
+    pub fn invalidated(&self) -> u64 {
+        self.invalidated.load(Ordering::Relaxed)
+    }
+
+    fn count_minted(&self) {
+        self.minted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_invalidated(&self) {
+        self.invalidated.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +72,10 @@ pub enum ServiceError {
     Unseal(#[from] UnsealFailed),
     #[error("no site has the key {0}")]
     UnknownSite(String),
-    #[error("invalid site name: {0}")]
-    InvalidSiteName(#[from] SiteNameError),
+    #[error("no resource server has the client id {0}")]
+    UnknownResourceServer(String),
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] NameError),
     /// A bug: an internal assumption did not hold.
     #[error("internal invariant violated: {0}")]
     Invariant(&'static str),

@@ -48,6 +48,7 @@ pub fn get_or_mint(
         .mint_primary_token(site.id, &offered, &site_actor(site), now)?
     {
         PrimaryTokenOutcome::Minted => {
+            context.counters.count_minted();
             log::info!("minted a new primary token for site {}", site.site_key);
             Ok(value)
         }
@@ -107,6 +108,7 @@ fn invalidate_for_site(
             .store
             .invalidate_primary_token(site.id, &digest, &site_actor(site), now)?;
     if outcome == InvalidationOutcome::Invalidated {
+        context.counters.count_invalidated();
         log::info!("site {} invalidated its primary token", site.site_key);
     }
     Ok(outcome)

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::secret::Secret;
-use crate::domain::site::{site_key_from_random, validate_site_name, Site, SiteCredentials};
+use crate::domain::site::{site_key_from_random, validate_name, Site, SiteCredentials};
 use crate::domain::token::{self, SecretKind};
 use crate::store::SiteSummary;
 
@@ -15,7 +15,7 @@ pub fn create(
     name: &str,
     now: NaiveDateTime,
 ) -> Result<(Site, SiteCredentials), ServiceError> {
-    let name = validate_site_name(name)?;
+    let name = validate_name(name)?;
     let site_key = site_key_from_random(&crypto::random_bytes()?);
     let auth_key = new_auth_key()?;
     let digest = context.keys.client_secret_digest(auth_key.expose());

@@ -7,22 +7,42 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+mod changes;
+mod introspection;
+mod resource_servers;
 pub mod schema;
 mod sites;
 mod tokens;
 
+pub use changes::ChangeFeed;
+pub use resource_servers::ResourceServer;
 pub use sites::{SiteAuthentication, SiteSummary};
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// Advisory lock key serialising migrations across PostgreSQL clients (ASCII "twmigrat").
+const MIGRATION_LOCK_KEY: i64 = 0x7477_6d69_6772_6174;
+
+/// A migration error, or a database error around it, as one message.
+#[derive(Debug)]
+struct MigrationFailed(String);
+
+impl From<diesel::result::Error> for MigrationFailed {
+    fn from(error: diesel::result::Error) -> Self {
+        Self(error.to_string())
+    }
+}
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +56,8 @@ pub enum StoreError {
     Migration(String),
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
+    #[error("cannot open a change-notification connection: {0}")]
+    Listener(String),
     /// A write kept losing a race it is designed to retry; should not happen outside a bug.
     #[error("a concurrent update kept conflicting with {0}")]
     Contention(&'static str),
@@ -117,6 +139,12 @@ impl Default for PoolSettings {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    pub connections: u32,
+    pub idle_connections: u32,
+}
+
 #[derive(Clone)]
 pub(crate) enum Pools {
     Sqlite(Pool<ConnectionManager<SqliteConnection>>),
@@ -127,6 +155,7 @@ pub(crate) enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pools: Pools,
+    changes: Arc<ChangeFeed>,
 }
 
 impl fmt::Debug for Store {
@@ -155,22 +184,33 @@ macro_rules! with_connection {
     };
 }
 
-/// Like [`with_connection!`], inside a transaction that may write. On SQLite it is `BEGIN
-/// IMMEDIATE`: a deferred transaction that reads and then writes fails at once with `SQLITE_BUSY`
-/// when another connection committed in between, whatever the busy timeout.
+/// Like [`with_connection!`], inside a transaction that may change what introspection or
+/// authentication answers; the [`ChangeFeed`] hears of it once it commits.
+///
+/// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at
+/// once with `SQLITE_BUSY` when another connection committed in between, whatever the busy
+/// timeout. On PostgreSQL it also notifies every node (delivered at commit).
 macro_rules! write_transaction {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match &$store.pools {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let result = match &$store.pools {
             $crate::store::Pools::Sqlite(pool) => {
                 let conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
                 conn.immediate_transaction(|$conn| $body)
             }
             $crate::store::Pools::Postgres(pool) => {
                 let conn: &mut diesel::pg::PgConnection = &mut *pool.get()?;
-                conn.transaction(|$conn| $body)
+                conn.transaction(|$conn| {
+                    diesel::connection::SimpleConnection::batch_execute(
+                        $conn,
+                        $crate::store::changes::NOTIFY,
+                    )?;
+                    $body
+                })
             }
-        }
-    };
+        };
+        $store.note_write();
+        result
+    }};
 }
 
 pub(crate) use {with_connection, write_transaction};
@@ -194,6 +234,25 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 }
 
 impl Store {
+    /// Tells this process's change feed about a write, whether or not it committed: a spurious
+    /// advance only costs a cache refill.
+    pub(crate) fn note_write(&self) {
+        self.changes.advance();
+    }
+
+    /// The feed caches consult to stay exact.
+    pub fn changes(&self) -> &ChangeFeed {
+        &self.changes
+    }
+
+    /// Starts listening for other nodes' writes (PostgreSQL); SQLite needs no listener. The
+    /// listener stops when `stop` is set.
+    pub fn start_change_listener(&self, url: &DatabaseUrl, stop: Arc<AtomicBool>) {
+        if let DatabaseUrl::Postgres(url) = url {
+            self.changes.listen(url.clone(), stop);
+        }
+    }
+
     /// Opens the pool and applies pending migrations.
     pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, StoreError> {
         let store = match url {
@@ -208,6 +267,7 @@ impl Store {
                     .build(manager)?;
                 Store {
                     pools: Pools::Sqlite(pool),
+                    changes: Arc::new(ChangeFeed::sqlite(path.to_string_lossy().into_owned())),
                 }
             }
             DatabaseUrl::Postgres(url) => {
@@ -218,6 +278,7 @@ impl Store {
                     .build(manager)?;
                 Store {
                     pools: Pools::Postgres(pool),
+                    changes: Arc::new(ChangeFeed::postgres()),
                 }
             }
         };
@@ -225,18 +286,41 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies pending migrations, one process at a time: a server and a CLI command (or several
+    /// nodes) starting together on a fresh database would otherwise both try to create the tables.
+    /// SQLite: inside `BEGIN EXCLUSIVE`; PostgreSQL: under a transaction-scoped advisory lock.
+    /// Each migration's own transaction nests inside as a savepoint.
     fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pools {
-            Pools::Sqlite(pool) => pool
-                .get()?
-                .run_pending_migrations(SQLITE_MIGRATIONS)
-                .map(drop),
-            Pools::Postgres(pool) => pool
-                .get()?
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(drop),
+        let failed =
+            |err: Box<dyn std::error::Error + Send + Sync>| MigrationFailed(err.to_string());
+        let outcome: Result<(), MigrationFailed> = match &self.pools {
+            Pools::Sqlite(pool) => pool.get()?.exclusive_transaction(|conn| {
+                conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(drop)
+                    .map_err(failed)
+            }),
+            Pools::Postgres(pool) => pool.get()?.transaction(|conn| {
+                conn.batch_execute(&format!(
+                    "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                ))?;
+                conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(drop)
+                    .map_err(failed)
+            }),
+        };
+        outcome.map_err(|MigrationFailed(message)| StoreError::Migration(message))
+    }
+
+    /// Connections the pool holds now, for metrics.
+    pub fn pool_state(&self) -> PoolState {
+        let state = match &self.pools {
+            Pools::Sqlite(pool) => pool.state(),
+            Pools::Postgres(pool) => pool.state(),
+        };
+        PoolState {
+            connections: state.connections,
+            idle_connections: state.idle_connections,
         }
-        .map_err(|err| StoreError::Migration(err.to_string()))
     }
 
     /// Round-trips a trivial query: is the database reachable right now?

@@ -44,4 +44,14 @@ diesel::table! {
 
 diesel::joinable!(tokens -> sites (site_id));
 diesel::joinable!(token_events -> tokens (token_id));
-diesel::allow_tables_to_appear_in_same_query!(sites, tokens, token_events);
+
+diesel::table! {
+    resource_servers (id) {
+        id -> BigInt,
+        client_id -> Text,
+        name -> Text,
+        secret_digest -> Binary,
+        created_at -> Timestamp,
+    }
+}
+diesel::allow_tables_to_appear_in_same_query!(sites, tokens, token_events, resource_servers);

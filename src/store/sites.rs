@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{sites, tokens};
-use super::{with_connection, Store, StoreError};
+use super::{with_connection, write_transaction, Store, StoreError};
 use crate::domain::site::Site;
 
 #[derive(Queryable, Selectable)]
@@ -70,7 +70,7 @@ impl Store {
             enabled: true,
             created_at: now,
         };
-        with_connection!(self, |conn| {
+        write_transaction!(self, |conn| {
             let inserted = diesel::insert_into(sites::table)
                 .values(&row)
                 .returning(SiteRow::as_returning())
@@ -136,7 +136,7 @@ impl Store {
         site_key: &str,
         auth_key_digest: &[u8],
     ) -> Result<bool, StoreError> {
-        with_connection!(self, |conn| {
+        write_transaction!(self, |conn| {
             let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
                 .set(sites::auth_key_digest.eq(auth_key_digest))
                 .execute(conn)?;
@@ -146,7 +146,7 @@ impl Store {
 
     /// Enables or disables a site; `false` when no such site exists.
     pub fn set_site_enabled(&self, site_key: &str, enabled: bool) -> Result<bool, StoreError> {
-        with_connection!(self, |conn| {
+        write_transaction!(self, |conn| {
             let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
                 .set(sites::enabled.eq(enabled))
                 .execute(conn)?;

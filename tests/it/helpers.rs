@@ -40,7 +40,8 @@ pub struct TestDatabase {
     /// What `--database` takes.
     pub url: String,
     pub dir: TempDir,
-    postgres: Option<PostgresDatabase>,
+    /// Drops the PostgreSQL database when the test ends.
+    _postgres: Option<PostgresDatabase>,
 }
 
 struct PostgresDatabase {
@@ -68,7 +69,7 @@ impl TestDatabase {
                 backend,
                 url: format!("sqlite://{}", dir.path().join("tokenwarden.db").display()),
                 dir,
-                postgres: None,
+                _postgres: None,
             }),
             Backend::Postgres => {
                 let admin_url = match std::env::var("TOKENWARDEN_TEST_POSTGRES_URL") {
@@ -93,7 +94,7 @@ impl TestDatabase {
                     backend,
                     url,
                     dir,
-                    postgres: Some(PostgresDatabase { admin_url, name }),
+                    _postgres: Some(PostgresDatabase { admin_url, name }),
                 })
             }
         }
@@ -108,8 +109,26 @@ impl TestDatabase {
         (self.backend == Backend::Sqlite).then(|| self.dir.path().join("tokenwarden.db"))
     }
 
-    pub fn is_postgres(&self) -> bool {
-        self.postgres.is_some()
+    /// Runs `SELECT COUNT(*) AS n …` (the query must name its count `n`) on this database.
+    pub fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let query = diesel::sql_query(sql);
+        let result = match self.database_url() {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
+                    .expect("open the SQLite test database");
+                diesel::RunQueryDsl::get_result::<Count>(query, &mut conn)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(&url).expect("connect to the test database");
+                diesel::RunQueryDsl::get_result::<Count>(query, &mut conn)
+            }
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}")).n
     }
 }
 
@@ -135,6 +154,19 @@ fn replace_database_name(url: &str, name: &str) -> String {
 /// A running server on its own database.
 pub struct TestApp {
     pub db: TestDatabase,
+    node: TestNode,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = TestNode;
+
+    fn deref(&self) -> &TestNode {
+        &self.node
+    }
+}
+
+/// One server (a "node") on some database, running in this process.
+pub struct TestNode {
     pub base_url: String,
     pub context: Context,
     pub client: Client,
@@ -160,6 +192,14 @@ impl TestApp {
 
     /// Starts the server with a tweaked configuration.
     pub fn spawn_with(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        let node = TestNode::spawn(&db, adjust);
+        Self { db, node }
+    }
+}
+
+impl TestNode {
+    /// Starts another server on `db`, as a second node behind a load balancer would be.
+    pub fn spawn(db: &TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_tests(db.database_url());
         config.secret = SecretSource::Value(Secret::new(test_secret()));
         adjust(&mut config);
@@ -168,17 +208,17 @@ impl TestApp {
         let server_context = context.clone();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let (server, address) =
+                let started =
                     tokenwarden::server::start(&config, server_context).expect("start the server");
                 sender
-                    .send((server.handle(), address))
+                    .send((started.server.handle(), started.address))
                     .expect("report the address");
-                server.await.expect("the server runs");
+                started.server.await.expect("the server runs");
+                started.background.shutdown();
             })
         });
         let (handle, address) = receiver.recv().expect("the server started");
         Self {
-            db,
             base_url: format!("http://{address}"),
             context,
             client: Client::builder().build().expect("an HTTP client"),
@@ -192,8 +232,8 @@ impl TestApp {
     }
 
     pub fn create_site(&self, name: &str) -> SiteKeys {
-        let (_, credentials) = sites::create(&self.context, name, chrono::Utc::now().naive_utc())
-            .expect("create a site");
+        let (_, credentials) =
+            sites::create(&self.context, name, tokenwarden::clock::now()).expect("create a site");
         SiteKeys {
             site_key: credentials.site_key,
             auth_key: credentials.auth_key.expose().to_string(),
@@ -240,7 +280,7 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
+impl Drop for TestNode {
     fn drop(&mut self) {
         actix_web::rt::System::new().block_on(self.handle.stop(false));
         if let Some(thread) = self.thread.take() {
@@ -301,4 +341,87 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A resource server's credentials.
+#[derive(Debug, Clone)]
+pub struct ResourceServerKeys {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+impl TestNode {
+    pub fn create_resource_server(&self, name: &str) -> ResourceServerKeys {
+        let (created, secret) = tokenwarden::service::resource_servers::create(
+            &self.context,
+            name,
+            tokenwarden::clock::now(),
+        )
+        .expect("create a resource server");
+        ResourceServerKeys {
+            client_id: created.client_id,
+            client_secret: secret.expose().to_string(),
+        }
+    }
+
+    /// Introspects `token` as `resource_server`; panics unless the answer is 200 JSON.
+    pub fn introspect(&self, resource_server: &ResourceServerKeys, token: &str) -> Value {
+        let response = self.post_form(
+            "/oauth2/introspect",
+            Some((&resource_server.client_id, &resource_server.client_secret)),
+            &format!("token={token}"),
+        );
+        assert_eq!(response.status(), 200);
+        response.json().expect("a JSON body")
+    }
+}
+
+/// The real binary serving on a database, as a separate process (a second node, or the server a
+/// CLI command runs beside). Killed when dropped.
+pub struct ServerProcess {
+    pub base_url: String,
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    pub fn start(database_url: &str, extra_args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+            .args(["--database", database_url, "serve", "--bind"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
+            .env("TOKENWARDEN_SECRET", test_secret())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the tokenwarden binary");
+        let process = Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let client = Client::new();
+        while client
+            .get(format!("{}/healthz", process.base_url))
+            .send()
+            .map_or(true, |response| response.status() != 200)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server process did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        process
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,5 +1,15 @@
 //! Integration tests: the real server over real HTTP, on SQLite and (when configured) PostgreSQL.
 //! One test binary with modules, so linking happens once.
 
+mod bad_input;
+mod cli;
+mod client_library;
+mod concurrency;
+mod discovery;
 mod helpers;
+mod introspection;
+mod invalidate;
+mod logs;
+mod openapi;
+mod secrets_at_rest;
 mod token;

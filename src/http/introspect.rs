@@ -1,0 +1,113 @@
+//! `POST /oauth2/introspect` (RFC 7662).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::body::read_form;
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::request::IntrospectionRequest;
+use crate::service::introspect;
+
+/// RFC 7662 2.2. For an inactive token only `active: false` is sent: "the authorization server
+/// SHOULD NOT include any additional information about an inactive token".
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IntrospectionResponse {
+    pub active: bool,
+    /// Always `Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// The site key of the token's site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The site key again: the site is the resource owner in the client credentials grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// When the current value was generated (seconds since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Only for tokens that expire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Only for tokens that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `primary` or `secondary`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site_name: Option<String>,
+}
+
+/// Introspect a token (resource servers only).
+///
+/// RFC 7662: the resource server authenticates with its own credentials (HTTP Basic or body).
+/// Unknown, invalidated, expired or malformed tokens and tokens of disabled sites all get
+/// `{"active": false}` and nothing else.
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    tag = "resource servers",
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The token's state", body = IntrospectionResponse),
+        (status = 400, description = "Malformed request", body = super::error::ErrorBody),
+        (status = 401, description = "Resource server authentication failed", body = super::error::ErrorBody),
+        (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
+    ),
+    security(("client_secret_basic" = []))
+)]
+pub async fn introspect(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let introspection = IntrospectionRequest::parse(authorization, &params)?;
+    let context = state.context.clone();
+    let now = crate::clock::now();
+    let outcome =
+        web::block(move || introspect::introspect(&context, &introspection, now)).await??;
+    if outcome.flush_due {
+        state.background.flush_usage_now();
+    }
+    let body = match outcome.active {
+        None => IntrospectionResponse {
+            active: false,
+            token_type: None,
+            client_id: None,
+            sub: None,
+            iat: None,
+            exp: None,
+            scope: None,
+            token_kind: None,
+            site_name: None,
+        },
+        Some(token) => IntrospectionResponse {
+            active: true,
+            token_type: Some("Bearer"),
+            client_id: Some(token.site_key.clone()),
+            sub: Some(token.site_key),
+            iat: Some(token.issued_at),
+            exp: token.expires_at,
+            scope: token.scope,
+            token_kind: Some(token.kind.as_str()),
+            site_name: Some(token.site_name),
+        },
+    };
+    Ok(super::oauth::no_store(HttpResponse::Ok()).json(body))
+}
+
+/// Form fields of `/oauth2/introspect` (RFC 7662 2.1).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct IntrospectForm {
+    /// The token to check.
+    token: String,
+    /// Advisory only.
+    token_type_hint: Option<String>,
+    /// Resource server client id, when not sent by HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}

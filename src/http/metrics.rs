@@ -1,0 +1,159 @@
+//! `GET /metrics` in Prometheus text format, and the middleware that measures every request.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::ContentType;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::service::Context;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// The route pattern, never the raw path (which could carry anything a client sends).
+    endpoint: String,
+    status: u16,
+}
+
+/// The registry and the request metrics; shared by all workers.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new(context: Context) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs to ~1.6 s.
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        let mut registry = Registry::with_prefix("tokenwarden");
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by endpoint and status",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(ServiceCollector { context }));
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+        }
+    }
+
+    fn observe(&self, endpoint: String, status: u16, seconds: f64) {
+        let labels = RequestLabels { endpoint, status };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+}
+
+/// Counts and times every request under its route pattern.
+pub async fn measure(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let endpoint = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let response = next.call(request).await;
+    if let Some(metrics) = metrics {
+        let status = match &response {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        metrics.observe(endpoint, status.as_u16(), started.elapsed().as_secs_f64());
+    }
+    response
+}
+
+pub async fn serve(metrics: web::Data<Metrics>) -> HttpResponse {
+    let mut text = String::new();
+    let registry = metrics.registry.lock().unwrap_or_else(|p| p.into_inner());
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(ContentType(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    .parse()
+                    .expect("a valid media type literal"),
+            ))
+            .body(text),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+/// Reads service counters, cache counters and pool state at scrape time.
+#[derive(Debug)]
+struct ServiceCollector {
+    context: Context,
+}
+
+impl Collector for ServiceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters = &self.context.counters;
+        let (hits, misses) = self.context.introspection.cache_counts();
+        let pool = self.context.store.pool_state();
+        for (name, help, value) in [
+            ("tokens_minted", "Token values minted", counters.minted()),
+            (
+                "tokens_invalidated",
+                "Tokens invalidated",
+                counters.invalidated(),
+            ),
+            (
+                "introspection_cache_hits",
+                "Introspections answered from memory",
+                hits,
+            ),
+            (
+                "introspection_cache_misses",
+                "Introspections that read the database",
+                misses,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in [
+            (
+                "db_pool_connections",
+                "Open database connections",
+                pool.connections,
+            ),
+            (
+                "db_pool_idle_connections",
+                "Idle database connections",
+                pool.idle_connections,
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::from(value));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! A bounded map whose entries are valid only under the generation they were filled in.
+//!
+//! Exactness comes from the store's `ChangeFeed`: callers read the generation before they query the
+//! database and store the answer under it; any later write moves the generation on and every older
+//! entry stops being served. Capacity bounds memory whatever keys an attacker sends: when full, the
+//! map is emptied (a refill costs one query per key, and a full map under attack would be useless
+//! anyway).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+#[derive(Debug)]
+pub struct GenerationCache<K, V> {
+    entries: RwLock<HashMap<K, (u64, V)>>,
+    capacity: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The value cached for `key` if it was filled under `generation`.
+    pub fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let found = entries
+            .get(key)
+            .filter(|(filled_under, _)| *filled_under == generation)
+            .map(|(_, value)| value.clone());
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    pub fn put(&self, key: K, generation: u64, value: V) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.clear();
+        }
+        entries.insert(key, (generation, value));
+    }
+
+    /// (hits, misses) since start, for metrics.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_serve_only_their_own_generation() {
+        let cache = GenerationCache::new(10);
+        cache.put("a", 1, 10);
+        assert_eq!(cache.get(&"a", 1), Some(10));
+        assert_eq!(cache.get(&"a", 2), None);
+        assert_eq!(cache.get(&"b", 1), None);
+        assert_eq!(cache.counts(), (1, 2));
+    }
+
+    #[test]
+    fn the_map_never_grows_past_its_capacity() {
+        let cache = GenerationCache::new(3);
+        for key in 0..100 {
+            cache.put(key, 0, key);
+            assert!(cache.entries.read().unwrap().len() <= 3);
+        }
+        assert_eq!(cache.get(&99, 0), Some(99));
+    }
+}

@@ -1,0 +1,426 @@
+//! Secrets never reach a log, even at `RUST_LOG=trace`: the real binary serves every endpoint and
+//! runs the credential-printing CLI commands while its output is captured, then no auth key, token
+//! value, Basic header or server secret may appear in it, whole or in part.
+
+use std::cell::Cell;
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::Value;
+use tokenwarden::config;
+
+use crate::cli::{free_port, run, tokenwarden, Running};
+use crate::helpers::{Backend, TestDatabase};
+
+#[test]
+fn sqlite_logs_at_trace_hold_no_secrets() {
+    logs_hold_no_secrets(Backend::Sqlite);
+}
+
+#[test]
+fn postgres_logs_at_trace_hold_no_secrets() {
+    logs_hold_no_secrets(Backend::Postgres);
+}
+
+/// One request log line per request: `METHOD PATH STATUS LATENCYms`, path without query string.
+const EXPECTED_REQUEST_LINES: [&str; 16] = [
+    "POST /oauth2/token 200 ",
+    "POST /oauth2/token 401 ",
+    "POST /oauth2/token 400 ",
+    "POST /oauth2/invalidate_token 200 ",
+    "POST /oauth2/invalidate_token 400 ",
+    "POST /oauth2/revoke 200 ",
+    "POST /oauth2/revoke 401 ",
+    "GET /openapi.json 200 ",
+    "GET /no-such-path 404 ",
+    "GET /oauth2/token 405 ",
+    "POST /oauth2/introspect 200 ",
+    "POST /oauth2/introspect 401 ",
+    "GET /.well-known/oauth-authorization-server 200 ",
+    "GET /healthz 200 ",
+    "GET /readyz 200 ",
+    "GET /metrics 200 ",
+];
+
+fn logs_hold_no_secrets(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend) else {
+        return;
+    };
+    let secret = config::generate_encoded_secret().expect("randomness");
+    let secret = secret.expose().to_string();
+    let traced = |args: &[&str]| {
+        let mut command = tokenwarden(&db.url);
+        command
+            .env("TOKENWARDEN_SECRET", &secret)
+            .env("RUST_LOG", "trace")
+            .args(args);
+        command
+    };
+    // Auth keys and token values, as they are handed out.
+    let mut minted: Vec<String> = Vec::new();
+    let mut cli_stderr = String::new();
+
+    let created = run(&mut traced(&[
+        "site",
+        "create",
+        "--name",
+        "Log Store",
+        "--json",
+    ]));
+    assert!(created.status.success(), "{created:?}");
+    cli_stderr.push_str(&created.stderr);
+    let created: Value = serde_json::from_str(&created.stdout).expect("one JSON object");
+    let site_key = created["site_key"].as_str().unwrap().to_string();
+    let first_key = created["auth_key"].as_str().unwrap().to_string();
+    minted.push(first_key.clone());
+
+    let server_log = db.dir.path().join("server.log");
+    let address: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = traced(&["serve", "--workers", "1", "--bind", &address.to_string()])
+        .stdin(Stdio::null())
+        .stdout(File::create(db.dir.path().join("server.stdout")).unwrap())
+        .stderr(File::create(&server_log).unwrap())
+        .spawn()
+        .expect("the server starts");
+    let mut server = Running(child);
+    server.wait_until_listening(address);
+
+    let http = Http {
+        client: Client::new(),
+        base: format!("http://{address}"),
+        requests: Cell::new(0),
+    };
+    let body_auth = |auth_key: &str| {
+        format!("grant_type=client_credentials&client_id={site_key}&client_secret={auth_key}")
+    };
+
+    // Tokens by body and by Basic, invalidated, revoked and minted again.
+    let first_token = http.token(http.form("/oauth2/token", None, &body_auth(&first_key)));
+    let by_basic = http.form(
+        "/oauth2/token",
+        Some((&site_key, &first_key)),
+        "grant_type=client_credentials",
+    );
+    assert_eq!(http.token(by_basic), first_token);
+    let invalidated = http.form(
+        "/oauth2/invalidate_token",
+        Some((&site_key, &first_key)),
+        &format!("access_token={first_token}"),
+    );
+    assert_eq!(http.status(invalidated), 200);
+    let second_token = http.token(http.form("/oauth2/token", None, &body_auth(&first_key)));
+    assert_ne!(second_token, first_token);
+    let revoked = http.form(
+        "/oauth2/revoke",
+        None,
+        &format!("client_id={site_key}&client_secret={first_key}&token={second_token}"),
+    );
+    assert_eq!(http.status(revoked), 200);
+
+    // A new auth key from the CLI; the old one is now a wrong key, by body and by Basic.
+    let rotated = run(&mut traced(&[
+        "site",
+        "rotate-auth-key",
+        &site_key,
+        "--json",
+    ]));
+    assert!(rotated.status.success(), "{rotated:?}");
+    cli_stderr.push_str(&rotated.stderr);
+    let rotated: Value = serde_json::from_str(&rotated.stdout).expect("one JSON object");
+    let new_key = rotated["auth_key"].as_str().unwrap().to_string();
+    minted.push(new_key.clone());
+    let third_token = http.token(http.form(
+        "/oauth2/token",
+        Some((&site_key, &new_key)),
+        "grant_type=client_credentials",
+    ));
+    assert_ne!(third_token, second_token);
+    minted.extend([first_token, second_token.clone(), third_token.clone()]);
+    for response in [
+        http.form("/oauth2/token", None, &body_auth(&first_key)),
+        http.form(
+            "/oauth2/token",
+            Some((&site_key, &first_key)),
+            "grant_type=client_credentials",
+        ),
+        http.form(
+            "/oauth2/revoke",
+            Some((&site_key, &first_key)),
+            &format!("token={third_token}"),
+        ),
+    ] {
+        assert_eq!(http.status(response), 401);
+    }
+
+    // Bad requests that carry secrets: repeated, conflicting, unknown or misplaced.
+    let bad_requests = [
+        http.form(
+            "/oauth2/token",
+            None,
+            &format!("{}&client_secret={new_key}", body_auth(&new_key)),
+        ),
+        http.form(
+            "/oauth2/token",
+            Some((&site_key, &new_key)),
+            &body_auth(&new_key),
+        ),
+        http.form(
+            "/oauth2/token",
+            Some((&site_key, &new_key)),
+            "grant_type=password",
+        ),
+        http.raw(
+            http.client
+                .post(http.url("/oauth2/token"))
+                .header("Authorization", format!("Basic {new_key}"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body("grant_type=client_credentials"),
+        ),
+        http.form(
+            "/oauth2/invalidate_token",
+            Some((&site_key, &new_key)),
+            &format!("access_token={third_token}&access_token={third_token}"),
+        ),
+        http.form(
+            "/oauth2/invalidate_token",
+            Some((&site_key, &new_key)),
+            &format!("access_token={second_token}x"),
+        ),
+    ];
+    for response in bad_requests {
+        assert_eq!(http.status(response), 400);
+    }
+    assert_eq!(
+        http.status(http.raw(http.client.get(http.url("/openapi.json")))),
+        200
+    );
+    let not_found = http
+        .client
+        .get(http.url(&format!("/no-such-path?access_token={third_token}")))
+        .bearer_auth(&third_token);
+    assert_eq!(http.status(http.raw(not_found)), 404);
+    let wrong_method = http
+        .client
+        .get(http.url(&format!("/oauth2/token?client_secret={new_key}")));
+    assert_eq!(http.status(http.raw(wrong_method)), 405);
+    // A resource server from the CLI introspects the token by Basic and by body; a wrong secret.
+    let resource_server = run(&mut traced(&[
+        "resource-server",
+        "create",
+        "--name",
+        "Log API",
+        "--json",
+    ]));
+    assert!(resource_server.status.success(), "{resource_server:?}");
+    cli_stderr.push_str(&resource_server.stderr);
+    let resource_server: Value =
+        serde_json::from_str(&resource_server.stdout).expect("one JSON object");
+    let rs_id = resource_server["client_id"].as_str().unwrap().to_string();
+    let rs_secret = resource_server["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    minted.push(rs_secret.clone());
+    let introspections = [
+        http.form(
+            "/oauth2/introspect",
+            Some((&rs_id, &rs_secret)),
+            &format!("token={third_token}"),
+        ),
+        http.form(
+            "/oauth2/introspect",
+            None,
+            &format!("client_id={rs_id}&client_secret={rs_secret}&token={third_token}"),
+        ),
+        http.form(
+            "/oauth2/introspect",
+            Some((&rs_id, &new_key)),
+            &format!("token={third_token}"),
+        ),
+    ];
+    let statuses: Vec<u16> = introspections.into_iter().map(|r| http.status(r)).collect();
+    assert_eq!(statuses, [200, 200, 401]);
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert_eq!(
+            http.status(http.raw(http.client.get(http.url(path)))),
+            200,
+            "{path}"
+        );
+    }
+    // The token survived all of that.
+    let still = http.form("/oauth2/token", None, &body_auth(&new_key));
+    assert_eq!(http.token(still), third_token);
+
+    // Request lines are logged once the response is done; wait for them before stopping.
+    let logged = wait_for(&server_log, &EXPECTED_REQUEST_LINES, http.requests.get());
+    drop(server);
+    let logged = logged + &fs::read_to_string(db.dir.path().join("server.stdout")).unwrap();
+
+    assert!(
+        logged.contains(&format!("tokenwarden listening on http://{address}")),
+        "{logged}"
+    );
+    assert!(logged.contains(" TRACE "), "RUST_LOG=trace took effect");
+    assert!(cli_stderr.contains("created site"), "{cli_stderr}");
+    assert!(cli_stderr.contains("rotated the auth key"), "{cli_stderr}");
+    assert!(
+        cli_stderr.contains("created resource server"),
+        "{cli_stderr}"
+    );
+    assert_eq!(
+        request_lines(&logged),
+        http.requests.get(),
+        "one request line per request:\n{}",
+        lines_containing(&logged, "logger")
+    );
+
+    let exposed: Vec<Exposed> = std::iter::once(Exposed::ServerSecret(secret))
+        .chain(minted.into_iter().map(Exposed::Minted))
+        .chain(
+            [&first_key, &new_key]
+                .map(|key| Exposed::BasicHeader(STANDARD.encode(format!("{site_key}:{key}")))),
+        )
+        .collect();
+    for (source, text) in [("server log", &logged), ("CLI stderr", &cli_stderr)] {
+        for secret in &exposed {
+            for (form, needle) in forms(secret) {
+                assert!(
+                    !text.contains(&needle),
+                    "the {source} shows {form} ({needle}): {}",
+                    lines_containing(text, &needle)
+                );
+            }
+        }
+    }
+}
+
+/// A client that counts its requests, so the test knows how many log lines to expect.
+struct Http {
+    client: Client,
+    base: String,
+    requests: Cell<usize>,
+}
+
+impl Http {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn raw(&self, request: RequestBuilder) -> reqwest::blocking::Response {
+        self.requests.set(self.requests.get() + 1);
+        request.send().expect("the server answers")
+    }
+
+    fn form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        body: &str,
+    ) -> reqwest::blocking::Response {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body.to_string());
+        if let Some((user, password)) = basic {
+            request = request.basic_auth(user, Some(password));
+        }
+        self.raw(request)
+    }
+
+    fn status(&self, response: reqwest::blocking::Response) -> u16 {
+        response.status().as_u16()
+    }
+
+    fn token(&self, response: reqwest::blocking::Response) -> String {
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().expect("a JSON body");
+        body["access_token"].as_str().expect("a token").to_string()
+    }
+}
+
+/// Every form in which a secret, or a recognisable piece of it, could show up in a log line.
+fn forms(secret: &Exposed) -> Vec<(String, String)> {
+    let (value, random_part) = match secret {
+        // `<prefix><43 base64url chars of randomness><checksum>`
+        Exposed::Minted(value) => (value, &value[4..47]),
+        Exposed::ServerSecret(value) => (value, value.as_str()),
+        Exposed::BasicHeader(value) => return vec![("the value".into(), value.clone())],
+    };
+    let mut forms = vec![
+        ("the value".to_string(), value.clone()),
+        ("its hex".to_string(), hex(value.as_bytes())),
+        (
+            "the hex of its random bytes".to_string(),
+            hex(&URL_SAFE_NO_PAD.decode(random_part).expect("base64url")),
+        ),
+    ];
+    // Any 12 consecutive random characters (72 bits) betray a value split across log lines or
+    // truncated.
+    for start in 0..=random_part.len() - 12 {
+        forms.push((
+            format!("characters {start}..{} of its random part", start + 12),
+            random_part[start..start + 12].to_string(),
+        ));
+    }
+    forms
+}
+
+enum Exposed {
+    /// An auth key or token value.
+    Minted(String),
+    ServerSecret(String),
+    /// `Authorization: Basic …` as sent.
+    BasicHeader(String),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn lines_containing(text: &str, needle: &str) -> String {
+    text.lines()
+        .filter(|line| line.contains(needle))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn request_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.contains(" INFO  actix_web::middleware::logger] "))
+        .count()
+}
+
+/// Rereads the log until every expected piece and `requests` request lines are in it; panics
+/// naming what is missing.
+fn wait_for(path: &Path, expected: &[&str], requests: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = fs::read_to_string(path).expect("the server log");
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|line| !text.contains(**line))
+            .collect();
+        if missing.is_empty() && request_lines(&text) >= requests {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request lines missing: {missing:?}, {} of {requests} logged\n{}",
+            request_lines(&text),
+            lines_containing(&text, "logger")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

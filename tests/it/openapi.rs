@@ -1,0 +1,59 @@
+//! `GET /openapi.json` describes every endpoint, with the form bodies and error shape they use.
+
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+crate::on_both_backends!(the_openapi_document_covers_every_endpoint);
+
+fn the_openapi_document_covers_every_endpoint(app: TestApp) {
+    let response = app.client.get(app.url("/openapi.json")).send().unwrap();
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/oauth2/token",
+        "/oauth2/invalidate_token",
+        "/oauth2/revoke",
+        "/oauth2/introspect",
+    ] {
+        let post = &document["paths"][path]["post"];
+        assert!(post.is_object(), "{path} is not documented");
+        assert!(
+            post["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object(),
+            "{path} does not document its form body"
+        );
+        for status in ["200", "400", "401", "413"] {
+            assert!(
+                post["responses"][status].is_object(),
+                "{path} lacks {status}"
+            );
+        }
+    }
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            document["paths"][path]["get"].is_object(),
+            "{path} is not documented"
+        );
+    }
+    assert!(document["paths"]["/readyz"]["get"]["responses"]["503"].is_object());
+    let schemas = &document["components"]["schemas"];
+    for schema in [
+        "TokenResponse",
+        "ErrorBody",
+        "TokenForm",
+        "IntrospectForm",
+        "IntrospectionResponse",
+        "Metadata",
+    ] {
+        assert!(schemas[schema].is_object(), "schema {schema} missing");
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["client_secret_basic"]["scheme"],
+        "basic"
+    );
+}
