@@ -87,6 +87,11 @@ pub async fn measure(
     response
 }
 
+/// Prometheus metrics (OpenMetrics text): requests and latency per endpoint and status, tokens
+/// minted and invalidated, introspection cache hits and misses, database pool state.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text exposition",
+        content_type = "application/openmetrics-text")))]
 pub async fn serve(metrics: web::Data<Metrics>) -> HttpResponse {
     let mut text = String::new();
     let registry = metrics.registry.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,6 +8,7 @@ use utoipa::{Modify, OpenApi};
 use super::discovery::{self, Health, Metadata};
 use super::error::ErrorBody;
 use super::introspect::{self, IntrospectForm, IntrospectionResponse};
+use super::metrics;
 use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
@@ -27,7 +28,9 @@ use super::oauth::{
         introspect::introspect,
         discovery::metadata,
         discovery::healthz,
-        discovery::readyz
+        discovery::readyz,
+        metrics::serve,
+        serve
     ),
     components(schemas(
         TokenForm,
@@ -65,6 +68,9 @@ impl Modify for ClientAuthentication {
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 description of every endpoint")))]
 pub async fn serve() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

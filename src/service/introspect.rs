@@ -56,14 +56,15 @@ pub fn introspect(
     request: &IntrospectionRequest,
     now: NaiveDateTime,
 ) -> Result<Introspected, ServiceError> {
-    // Read once, before any query: answers cached under an older generation are stale.
+    // Read once, before any query: answers cached under an older generation are stale. Without
+    // caches there is nothing to check (and on SQLite no `PRAGMA` to pay for).
+    let caches = &context.introspection;
     let changes = context.store.changes();
-    let generation = if changes.is_live() {
+    let generation = if caches.tokens.is_some() && changes.is_live() {
         Some(changes.generation()?)
     } else {
         None
     };
-    let caches = &context.introspection;
     let credentials = &request.credentials;
     let stored_secret = cached(
         caches.resource_servers.as_ref(),

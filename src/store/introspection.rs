@@ -62,8 +62,9 @@ impl Store {
     }
 
     /// Records when tokens were last used, in one transaction, never moving a time backwards.
-    /// Deliberately not a `write_transaction!`: usage does not change any answer, so caches need
-    /// not hear of it.
+    /// Deliberately not a `write_transaction!`: usage does not change any answer, so PostgreSQL
+    /// nodes are not notified. SQLite's `PRAGMA data_version` cannot tell this write from others,
+    /// so there each flush (every few seconds) costs one cache refill per token in use.
     pub fn record_token_use(&self, uses: &[(i64, NaiveDateTime)]) -> Result<(), StoreError> {
         with_connection!(self, |conn| {
             conn.transaction(|conn| {

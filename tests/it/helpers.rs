@@ -153,8 +153,10 @@ fn replace_database_name(url: &str, name: &str) -> String {
 
 /// A running server on its own database.
 pub struct TestApp {
-    pub db: TestDatabase,
+    /// Declared first so it is dropped first: the server stops (and flushes its usage batch)
+    /// before its database is dropped.
     node: TestNode,
+    pub db: TestDatabase,
 }
 
 impl std::ops::Deref for TestApp {
@@ -193,7 +195,7 @@ impl TestApp {
     /// Starts the server with a tweaked configuration.
     pub fn spawn_with(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         let node = TestNode::spawn(&db, adjust);
-        Self { db, node }
+        Self { node, db }
     }
 }
 

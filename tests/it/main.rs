@@ -6,6 +6,7 @@ mod cli;
 mod client_library;
 mod concurrency;
 mod discovery;
+mod examples;
 mod helpers;
 mod introspection;
 mod invalidate;

@@ -34,6 +34,8 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         "/.well-known/oauth-authorization-server",
         "/healthz",
         "/readyz",
+        "/metrics",
+        "/openapi.json",
     ] {
         assert!(
             document["paths"][path]["get"].is_object(),
