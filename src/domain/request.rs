@@ -85,19 +85,12 @@ fn repeated(name: &str) -> String {
     }
 }
 
-/// How a client presented its credentials (RFC 6749 2.3.1; RFC 8414 names them
-/// `client_secret_basic` and `client_secret_post`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthMethod {
-    Basic,
-    Body,
-}
-
+/// A client's id and secret, from HTTP Basic or the body (RFC 6749 2.3.1; RFC 8414 names the two
+/// methods `client_secret_basic` and `client_secret_post`).
 #[derive(Debug, Clone)]
 pub struct ClientCredentials {
     pub client_id: String,
     pub secret: Secret,
-    pub method: ClientAuthMethod,
 }
 
 /// What the `Authorization` header said, before it is combined with the body.
@@ -136,7 +129,6 @@ impl AuthorizationHeader {
         Ok(Self::Basic(ClientCredentials {
             client_id,
             secret: Secret::new(secret),
-            method: ClientAuthMethod::Basic,
         }))
     }
 }
@@ -163,7 +155,6 @@ pub fn client_credentials(
         (AuthorizationHeader::Absent, (Some(client_id), Some(secret))) => Ok(ClientCredentials {
             client_id: client_id.to_string(),
             secret: Secret::new(secret),
-            method: ClientAuthMethod::Body,
         }),
         (AuthorizationHeader::Absent, _) => Err(OAuthError::invalid_client()),
     }
@@ -327,7 +318,6 @@ mod tests {
         };
         assert_eq!(credentials.client_id, "site:one");
         assert_eq!(credentials.secret.expose(), "p@ss word");
-        assert_eq!(credentials.method, ClientAuthMethod::Basic);
     }
 
     #[test]
@@ -396,7 +386,7 @@ mod tests {
             parse(b"grant_type=client_credentials&scope=b+a+b&client_id=a&client_secret=s")
                 .unwrap();
         assert_eq!(request.scope, Some(vec!["a".to_string(), "b".to_string()]));
-        assert_eq!(request.credentials.method, ClientAuthMethod::Body);
+        assert_eq!(request.credentials.secret.expose(), "s");
     }
 
     #[test]

@@ -1,0 +1,488 @@
+//! Seeds a fresh database for `scripts/bench` and writes the files its load generator reads.
+//!
+//! Sites and their non-primary tokens are written in batched multi-row inserts inside a few
+//! transactions (a million tokens in well under a minute), in exactly the row shape the store
+//! writes (`src/store/tokens.rs`): HMAC digests under the server secret from
+//! `TOKENWARDEN_SECRET`, never the values. Primary tokens are minted through the real service
+//! (`service::primary_token::get_or_mint`) for the first `--primaries` sites, because only it knows
+//! how a primary value is sealed; those sites are the ones `/oauth2/token` is loaded with.
+//!
+//! ```text
+//! TOKENWARDEN_SECRET=… cargo run --release --example bench_seed -- seed \
+//!     --database URL --out DIR [--sites 10000] [--tokens 10000] [--primaries 1000] \
+//!     [--sample 1000] [--unknown 1000]
+//! cargo run --release --example bench_seed -- create-postgres-db ADMIN_URL   # prints the new URL
+//! cargo run --release --example bench_seed -- drop-postgres-db ADMIN_URL NAME
+//! ```
+//!
+//! `--tokens` counts every token, primaries included; the rest are spread over the sites in slots
+//! 1..9 (so `--tokens` may be at most `--primaries + 9 × --sites`). Files written to `--out`, one
+//! value a line: `active_tokens.txt` (a sample spread over the whole table, a tenth of it
+//! primaries), `unknown_tokens.txt` (well-formed, minted, never stored), `site_authorizations.txt`
+//! (`Basic …` headers of the sites that have a primary token) and
+//! `resource_server_authorization.txt` (one `Basic …` header).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::NaiveDateTime;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::{PgConnection, SqliteConnection};
+use tokenwarden::config::{Config, SecretSource};
+use tokenwarden::crypto;
+use tokenwarden::domain::secret::Secret;
+use tokenwarden::domain::site::{site_key_from_random, Site};
+use tokenwarden::domain::token::{self, SecretKind};
+use tokenwarden::service::{primary_token, resource_servers, Context};
+use tokenwarden::store::schema::{sites, tokens};
+use tokenwarden::store::DatabaseUrl;
+
+type Failure = Box<dyn std::error::Error>;
+
+/// Rows per multi-row `INSERT`: 8 bound columns × 1000 stays far below both backends' limits on
+/// bound parameters (SQLite 32766, PostgreSQL 65535).
+const ROWS_PER_INSERT: usize = 1000;
+/// Sites generated, inserted and given their tokens per step.
+const SITES_PER_STEP: usize = 1000;
+/// Steps per transaction: a few large transactions, not one per row.
+const STEPS_PER_TRANSACTION: usize = 25;
+/// Highest slot of a non-primary token (slot 0 is the primary's).
+const LAST_SLOT: usize = 9;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("seed") => Options::parse(&args[1..]).and_then(|options| seed(&options)),
+        Some("create-postgres-db") if args.len() == 2 => create_postgres_db(&args[1]),
+        Some("drop-postgres-db") if args.len() == 3 => drop_postgres_db(&args[1], &args[2]),
+        _ => Err(
+            "usage: bench_seed seed --database URL --out DIR [--sites N] [--tokens N] \
+                  [--primaries N] [--sample N] [--unknown N] | create-postgres-db ADMIN_URL | \
+                  drop-postgres-db ADMIN_URL NAME"
+                .into(),
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench_seed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Options {
+    database: String,
+    out: PathBuf,
+    sites: usize,
+    tokens: usize,
+    primaries: usize,
+    sample: usize,
+    unknown: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self, Failure> {
+        let mut options = Options {
+            database: String::new(),
+            out: PathBuf::new(),
+            sites: 10_000,
+            tokens: 10_000,
+            primaries: 1_000,
+            sample: 1_000,
+            unknown: 1_000,
+        };
+        for pair in args.chunks(2) {
+            let [flag, value] = pair else {
+                return Err(format!("{} needs a value", pair[0]).into());
+            };
+            let number = || {
+                value
+                    .replace('_', "")
+                    .parse::<usize>()
+                    .map_err(|_| format!("{flag} takes a number, not {value}"))
+            };
+            match flag.as_str() {
+                "--database" => options.database = value.clone(),
+                "--out" => options.out = PathBuf::from(value),
+                "--sites" => options.sites = number()?,
+                "--tokens" => options.tokens = number()?,
+                "--primaries" => options.primaries = number()?,
+                "--sample" => options.sample = number()?,
+                "--unknown" => options.unknown = number()?,
+                _ => return Err(format!("unknown flag {flag}").into()),
+            }
+        }
+        if options.database.is_empty() || options.out.as_os_str().is_empty() {
+            return Err("--database and --out are required".into());
+        }
+        options.primaries = options.primaries.min(options.sites).min(options.tokens);
+        if options.tokens - options.primaries > LAST_SLOT * options.sites {
+            return Err(format!(
+                "{} tokens do not fit {} sites ({} primaries + at most {LAST_SLOT} others each)",
+                options.tokens, options.sites, options.primaries
+            )
+            .into());
+        }
+        Ok(options)
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = sites)]
+struct NewSite {
+    site_key: String,
+    name: String,
+    auth_key_digest: Vec<u8>,
+    enabled: bool,
+    created_at: NaiveDateTime,
+}
+
+/// The columns `src/store/tokens.rs` writes for a token; `sealed_value`, `last_used_at`,
+/// `expires_at` and `scope` stay NULL, as they are for a non-primary token without expiry or scope.
+#[derive(Insertable)]
+#[diesel(table_name = tokens)]
+struct NewToken {
+    site_id: i64,
+    slot: i32,
+    description: String,
+    value_digest: Vec<u8>,
+    value_hint: String,
+    active: bool,
+    generated_at: NaiveDateTime,
+}
+
+/// A direct connection for the bulk load; the server's own pool is not reachable from outside the
+/// crate, and needs not be: these are plain inserts into the public schema.
+enum BulkConnection {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+/// Runs `$body` with `$conn` bound to the connection of either backend (compiled once per backend).
+macro_rules! on_connection {
+    ($connection:expr, |$conn:ident| $body:expr) => {
+        match $connection {
+            BulkConnection::Sqlite($conn) => $body,
+            BulkConnection::Postgres($conn) => $body,
+        }
+    };
+}
+
+impl BulkConnection {
+    fn open(url: &DatabaseUrl) -> Result<Self, Failure> {
+        Ok(match url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                // A throwaway database: durability of each commit does not matter, speed does.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; \
+                     PRAGMA foreign_keys = ON; PRAGMA cache_size = -262144;",
+                )?;
+                BulkConnection::Sqlite(conn)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(url)?;
+                conn.batch_execute("SET synchronous_commit = off")?;
+                BulkConnection::Postgres(conn)
+            }
+        })
+    }
+
+    /// Opens a transaction through diesel's transaction manager (not a raw `BEGIN`), so that
+    /// diesel, which wraps some statements in savepoints of its own, knows one is open.
+    fn begin(&mut self) -> Result<(), Failure> {
+        on_connection!(self, |conn| AnsiTransactionManager::begin_transaction(
+            conn
+        )?);
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), Failure> {
+        on_connection!(self, |conn| AnsiTransactionManager::commit_transaction(
+            conn
+        )?);
+        Ok(())
+    }
+
+    /// Inserts the sites and answers each one's id, by site key.
+    fn insert_sites(&mut self, rows: &[NewSite]) -> Result<HashMap<String, i64>, Failure> {
+        let mut ids = HashMap::with_capacity(rows.len());
+        for batch in rows.chunks(ROWS_PER_INSERT) {
+            let inserted: Vec<(String, i64)> = on_connection!(self, |conn| {
+                diesel::insert_into(sites::table)
+                    .values(batch)
+                    .returning((sites::site_key, sites::id))
+                    .get_results(conn)?
+            });
+            ids.extend(inserted);
+        }
+        Ok(ids)
+    }
+
+    fn insert_tokens(&mut self, rows: &[NewToken]) -> Result<(), Failure> {
+        for batch in rows.chunks(ROWS_PER_INSERT) {
+            on_connection!(self, |conn| {
+                diesel::insert_into(tokens::table)
+                    .values(batch)
+                    .execute(conn)?
+            });
+        }
+        Ok(())
+    }
+
+    /// Leaves the database as a long-running server would have it: statistics gathered (what
+    /// PostgreSQL's autovacuum does on its own, done here so it does not run during the
+    /// measurement) and SQLite's write-ahead log folded into the main file.
+    fn settle(&mut self) -> Result<(), Failure> {
+        match self {
+            BulkConnection::Sqlite(conn) => {
+                conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?
+            }
+            BulkConnection::Postgres(conn) => conn.batch_execute("VACUUM ANALYZE")?,
+        }
+        Ok(())
+    }
+}
+
+/// What the load generator will be given, collected while seeding.
+#[derive(Default)]
+struct Collected {
+    active: Vec<String>,
+    primary_sites: Vec<(Site, Secret)>,
+}
+
+fn seed(options: &Options) -> Result<(), Failure> {
+    let started = Instant::now();
+    let secret = std::env::var("TOKENWARDEN_SECRET")
+        .map_err(|_| "set TOKENWARDEN_SECRET (`tokenwarden secret generate` makes one)")?;
+    let url = DatabaseUrl::parse(&options.database)?;
+    let mut config = Config::for_tests(url.clone());
+    config.secret = SecretSource::Value(Secret::new(secret));
+    config.introspection_cache = false;
+    // Opening the context runs the migrations, as `serve` would on the same database.
+    let context = tokenwarden::server::open_context(&config)?;
+    let now = tokenwarden::clock::now();
+    let (resource_server, rs_secret) =
+        resource_servers::create(&context, "bench resource server", now)?;
+
+    let secondaries = options.tokens - options.primaries;
+    let primary_samples = (options.sample / 10).min(options.primaries);
+    let secondary_samples = (options.sample - primary_samples).min(secondaries);
+    let stride = secondaries
+        .checked_div(secondary_samples)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let (per_site, extra) = (secondaries / options.sites, secondaries % options.sites);
+
+    let mut connection = BulkConnection::open(&url)?;
+    let mut collected = Collected::default();
+    let mut secondary_index = 0usize;
+    for (step, first) in (0..options.sites).step_by(SITES_PER_STEP).enumerate() {
+        if step % STEPS_PER_TRANSACTION == 0 {
+            if step > 0 {
+                connection.commit()?;
+            }
+            connection.begin()?;
+        }
+        let last = (first + SITES_PER_STEP).min(options.sites);
+        let mut new_sites = Vec::with_capacity(last - first);
+        let mut auth_keys = Vec::with_capacity(last - first);
+        for number in first..last {
+            let auth_key = token::mint(SecretKind::AuthKey, &crypto::random_bytes()?);
+            new_sites.push(NewSite {
+                site_key: site_key_from_random(&crypto::random_bytes()?),
+                name: format!("Bench site {number:06}"),
+                auth_key_digest: context.keys.client_secret_digest(auth_key.expose()),
+                enabled: true,
+                created_at: now,
+            });
+            auth_keys.push(auth_key);
+        }
+        let ids = connection.insert_sites(&new_sites)?;
+        let mut new_tokens = Vec::new();
+        for (offset, (site, auth_key)) in new_sites.into_iter().zip(auth_keys).enumerate() {
+            let number = first + offset;
+            let site_id = ids[&site.site_key];
+            // The remainder goes to the last sites, so the first ones (which get a primary) do
+            // not also get the extra token while others get none.
+            let count = per_site + usize::from(number >= options.sites - extra);
+            for slot in 1..=count {
+                let value = token::mint(SecretKind::SecondaryToken, &crypto::random_bytes()?);
+                new_tokens.push(NewToken {
+                    site_id,
+                    slot: slot as i32,
+                    description: format!("bench token {slot}"),
+                    value_digest: context.keys.token_digest(value.expose()),
+                    value_hint: token::hint(&value),
+                    active: true,
+                    generated_at: now,
+                });
+                if secondary_index % stride == stride / 2
+                    && collected.active.len() < secondary_samples
+                {
+                    collected.active.push(value.expose().to_string());
+                }
+                secondary_index += 1;
+            }
+            if number < options.primaries {
+                let site = Site {
+                    id: site_id,
+                    site_key: site.site_key,
+                    name: site.name,
+                    enabled: site.enabled,
+                    created_at: site.created_at,
+                };
+                collected.primary_sites.push((site, auth_key));
+            }
+        }
+        connection.insert_tokens(&new_tokens)?;
+    }
+    connection.commit()?;
+    let bulk_seconds = started.elapsed().as_secs_f64();
+
+    let primaries = mint_primaries(&context, &url, &collected.primary_sites, now)?;
+    collected
+        .active
+        .extend(primaries.iter().take(primary_samples).cloned());
+    connection.settle()?;
+    write_files(options, &resource_server.client_id, &rs_secret, &collected)?;
+    eprintln!(
+        "bench_seed: {} sites, {} tokens ({} primaries) in {:.1} s ({:.1} s bulk insert); \
+         files in {}",
+        options.sites,
+        secondaries + primaries.len(),
+        primaries.len(),
+        started.elapsed().as_secs_f64(),
+        bulk_seconds,
+        options.out.display()
+    );
+    Ok(())
+}
+
+/// Mints each site's primary token through the service, as `/oauth2/token` would: one write
+/// transaction per site. PostgreSQL takes them from a few threads; SQLite has one writer anyway.
+fn mint_primaries(
+    context: &Context,
+    url: &DatabaseUrl,
+    sites: &[(Site, Secret)],
+    now: NaiveDateTime,
+) -> Result<Vec<String>, Failure> {
+    let threads = match url {
+        DatabaseUrl::Sqlite(_) => 1,
+        DatabaseUrl::Postgres(_) => 4,
+    };
+    let per_thread = sites.len().div_ceil(threads).max(1);
+    let minted: Vec<Result<Vec<String>, String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = sites
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(site, _)| {
+                            primary_token::get_or_mint(context, site, now)
+                                .map(|value| value.expose().to_string())
+                                .map_err(|error| error.to_string())
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err("a minting thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut values = Vec::with_capacity(sites.len());
+    for chunk in minted {
+        values.extend(chunk?);
+    }
+    Ok(values)
+}
+
+fn write_files(
+    options: &Options,
+    rs_client_id: &str,
+    rs_secret: &Secret,
+    collected: &Collected,
+) -> Result<(), Failure> {
+    fs::create_dir_all(&options.out)?;
+    let write = |name: &str, lines: &[String]| -> Result<(), Failure> {
+        let path: PathBuf = Path::new(&options.out).join(name);
+        let mut text = lines.join("\n");
+        text.push('\n');
+        fs::write(&path, text).map_err(|error| format!("{}: {error}", path.display()).into())
+    };
+    let basic =
+        |id: &str, secret: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+    let unknown = (0..options.unknown)
+        .map(|_| {
+            let value = token::mint(SecretKind::SecondaryToken, &crypto::random_bytes()?);
+            Ok(value.expose().to_string())
+        })
+        .collect::<Result<Vec<_>, crypto::RandomnessUnavailable>>()?;
+    let site_authorizations: Vec<String> = collected
+        .primary_sites
+        .iter()
+        .map(|(site, auth_key)| basic(&site.site_key, auth_key.expose()))
+        .collect();
+    write("active_tokens.txt", &collected.active)?;
+    write("unknown_tokens.txt", &unknown)?;
+    write("site_authorizations.txt", &site_authorizations)?;
+    write(
+        "resource_server_authorization.txt",
+        &[basic(rs_client_id, rs_secret.expose())],
+    )?;
+    Ok(())
+}
+
+/// Creates `tw_bench_<random>` next to the database `admin_url` names; prints the new URL.
+fn create_postgres_db(admin_url: &str) -> Result<(), Failure> {
+    let mut admin = PgConnection::establish(admin_url)?;
+    let random: [u8; 6] = crypto::random_bytes()?;
+    let name = format!(
+        "tw_bench_{}",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    println!("{}", replace_database_name(admin_url, &name));
+    Ok(())
+}
+
+fn drop_postgres_db(admin_url: &str, name: &str) -> Result<(), Failure> {
+    if !name.starts_with("tw_bench_")
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!("refusing to drop {name}: not a benchmark database").into());
+    }
+    let mut admin = PgConnection::establish(admin_url)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    Ok(())
+}
+
+/// `postgres://user@host:port/db?opts` with `db` replaced.
+fn replace_database_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
+    let authority = rest.split('/').next().unwrap_or_default();
+    match query {
+        Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
+        None => format!("{scheme}://{authority}/{name}"),
+    }
+}
