@@ -55,7 +55,7 @@ impl Store {
                     sites::name,
                     sites::enabled,
                 ))
-                .first::<FactsRow>(conn)
+                .get_result::<FactsRow>(conn)
                 .optional()?;
             Ok(row.map(TokenFacts::from))
         })

@@ -4,6 +4,10 @@
 //! once and compiled once per backend by [`with_connection!`] and [`write_transaction!`]: an enum of
 //! two pools rather than `diesel::MultiConnection`, so PostgreSQL errors keep their real message
 //! ("connection refused") and dialect features (`ON CONFLICT`, `RETURNING`) stay available.
+//!
+//! Lookups by a unique key use `.get_result()`, not `.first()`: `.first()` binds its `LIMIT` as a
+//! parameter, which makes SQLite re-prepare the statement on every execution (~125,000
+//! instructions per query, docs/performance.md).
 
 use std::fmt;
 use std::path::PathBuf;

@@ -54,7 +54,7 @@ impl Store {
             Ok(resource_servers::table
                 .filter(resource_servers::client_id.eq(client_id))
                 .select(resource_servers::secret_digest)
-                .first(conn)
+                .get_result(conn)
                 .optional()?)
         })
     }

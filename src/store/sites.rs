@@ -87,7 +87,7 @@ impl Store {
             let found = sites::table
                 .filter(sites::site_key.eq(site_key))
                 .select((SiteRow::as_select(), sites::auth_key_digest))
-                .first::<(SiteRow, Vec<u8>)>(conn)
+                .get_result::<(SiteRow, Vec<u8>)>(conn)
                 .optional()?;
             Ok(found.map(|(row, auth_key_digest)| SiteAuthentication {
                 site: row.into(),

@@ -94,7 +94,7 @@ impl Store {
                 let current = tokens::table
                     .filter(primary_slot)
                     .select(PrimaryToken::as_select())
-                    .first(conn)
+                    .get_result(conn)
                     .optional()?;
                 let minted_id = match current {
                     Some(token) if token.active => {
@@ -204,7 +204,7 @@ impl Store {
                 .filter(tokens::slot.eq(PRIMARY_SLOT))
                 .filter(tokens::active.eq(true))
                 .select(PrimaryToken::as_select())
-                .first(conn)
+                .get_result(conn)
                 .optional()?)
         })
     }
