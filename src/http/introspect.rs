@@ -67,8 +67,11 @@ pub async fn introspect(
     let introspection = IntrospectionRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    let outcome =
-        web::block(move || introspect::introspect(&context, &introspection, now)).await??;
+    // Cache hits are answered on this worker; anything needing the database goes to the pool.
+    let outcome = match introspect::introspect_from_memory(&context, &introspection, now)? {
+        Some(outcome) => outcome,
+        None => web::block(move || introspect::introspect(&context, &introspection, now)).await??,
+    };
     if outcome.flush_due {
         state.background.flush_usage_now();
     }

@@ -50,12 +50,44 @@ pub struct Introspected {
     pub flush_due: bool,
 }
 
-/// RFC 7662 2.1-2.3: authenticates the resource server, then judges the token.
+/// RFC 7662 2.1-2.3: authenticates the resource server, then judges the token. May wait on the
+/// database: run it off the async executor.
 pub fn introspect(
     context: &Context,
     request: &IntrospectionRequest,
     now: NaiveDateTime,
 ) -> Result<Introspected, ServiceError> {
+    introspect_within(context, request, now, Reach::Database)?.ok_or(ServiceError::Invariant(
+        "introspection with database access gave no answer",
+    ))
+}
+
+/// The same answer as [`introspect`] when memory alone can give it (every lookup a cache hit of
+/// the current generation), else `None`. Never waits on the database pool, so it runs on the
+/// HTTP worker itself and spares cache hits the thread hop of `web::block`, the largest cost on
+/// this path (docs/performance.md). Its only database contact is the change-feed check, which on
+/// SQLite is `PRAGMA data_version` on a dedicated connection: a read of shared memory, no lock.
+pub fn introspect_from_memory(
+    context: &Context,
+    request: &IntrospectionRequest,
+    now: NaiveDateTime,
+) -> Result<Option<Introspected>, ServiceError> {
+    introspect_within(context, request, now, Reach::MemoryOnly)
+}
+
+/// Whether a lookup that misses the cache may go to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    MemoryOnly,
+    Database,
+}
+
+fn introspect_within(
+    context: &Context,
+    request: &IntrospectionRequest,
+    now: NaiveDateTime,
+    reach: Reach,
+) -> Result<Option<Introspected>, ServiceError> {
     // Read once, before any query: answers cached under an older generation are stale. Without
     // caches there is nothing to check (and on SQLite no `PRAGMA` to pay for).
     let caches = &context.introspection;
@@ -66,16 +98,20 @@ pub fn introspect(
         None
     };
     let credentials = &request.credentials;
-    let stored_secret = cached(
+    let Some(stored_secret) = cached(
         caches.resource_servers.as_ref(),
         generation,
+        reach,
         credentials.client_id.clone(),
         || {
             context
                 .store
                 .resource_server_secret_digest(&credentials.client_id)
         },
-    )?;
+    )?
+    else {
+        return Ok(None);
+    };
     authenticate(context, stored_secret.as_deref(), &credentials.secret)?;
 
     let inactive = Introspected {
@@ -84,39 +120,55 @@ pub fn introspect(
     };
     match token::recognise(request.token.expose()) {
         Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {}
-        _ => return Ok(inactive),
+        _ => return Ok(Some(inactive)),
     }
     let digest = context.keys.token_digest(request.token.expose());
-    let facts = cached(caches.tokens.as_ref(), generation, digest.clone(), || {
-        context.store.token_facts(&digest)
-    })?;
+    let Some(facts) = cached(
+        caches.tokens.as_ref(),
+        generation,
+        reach,
+        digest.clone(),
+        || context.store.token_facts(&digest),
+    )?
+    else {
+        return Ok(None);
+    };
     let Some(active) = facts.and_then(|facts| judge(&facts, now)) else {
-        return Ok(inactive);
+        return Ok(Some(inactive));
     };
     let flush_due = caches.usage.record(active.token_id, now);
-    Ok(Introspected {
+    Ok(Some(Introspected {
         active: Some(active),
         flush_due,
-    })
+    }))
 }
 
-/// Answers from `cache` when an entry of this `generation` exists, else loads and fills it.
-/// Without a cache or a live change feed (`generation` is `None`) it always loads.
+/// Answers from `cache` when an entry of this `generation` exists, else loads and fills it; with
+/// [`Reach::MemoryOnly`] a load is not allowed and the answer is `None`. Without a cache or a live
+/// change feed (`generation` is `None`) every answer is a load.
 fn cached<K: Hash + Eq, V: Clone>(
     cache: Option<&GenerationCache<K, V>>,
     generation: Option<u64>,
+    reach: Reach,
     key: K,
     load: impl FnOnce() -> Result<V, StoreError>,
-) -> Result<V, ServiceError> {
-    let (Some(cache), Some(generation)) = (cache, generation) else {
-        return Ok(load()?);
+) -> Result<Option<V>, ServiceError> {
+    let hit = match (cache, generation) {
+        (Some(cache), Some(generation)) => cache.get(&key, generation),
+        _ => None,
     };
-    if let Some(value) = cache.get(&key, generation) {
-        return Ok(value);
+    if let Some(value) = hit {
+        return Ok(Some(value));
+    }
+    if reach == Reach::MemoryOnly {
+        return Ok(None);
     }
     let value = load()?;
-    cache.put(key, generation, value.clone());
-    Ok(value)
+    if let (Some(cache), Some(generation)) = (cache, generation) {
+        cache.note_miss();
+        cache.put(key, generation, value.clone());
+    }
+    Ok(Some(value))
 }
 
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a
