@@ -244,15 +244,9 @@ impl TestNode {
 
     /// POSTs a form body as given (already encoded), optionally with HTTP Basic credentials.
     pub fn post_form(&self, path: &str, basic: Option<(&str, &str)>, body: &str) -> Response {
-        let mut request = self
-            .client
-            .post(self.url(path))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.to_string());
-        if let Some((user, password)) = basic {
-            request = request.basic_auth(user, Some(password));
-        }
-        request.send().expect("the request reaches the server")
+        form_request(&self.client, self.url(path), basic, body)
+            .send()
+            .expect("the request reaches the server")
     }
 
     /// Asks for the site's primary token with body credentials; panics unless it gets one.
@@ -288,6 +282,23 @@ impl Drop for TestNode {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A POST of a form body as given (already encoded), optionally with HTTP Basic credentials.
+pub fn form_request(
+    client: &Client,
+    url: String,
+    basic: Option<(&str, &str)>,
+    body: &str,
+) -> reqwest::blocking::RequestBuilder {
+    let request = client
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    match basic {
+        Some((user, password)) => request.basic_auth(user, Some(password)),
+        None => request,
     }
 }
 

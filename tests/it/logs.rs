@@ -328,15 +328,12 @@ impl Http {
         basic: Option<(&str, &str)>,
         body: &str,
     ) -> reqwest::blocking::Response {
-        let mut request = self
-            .client
-            .post(self.url(path))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.to_string());
-        if let Some((user, password)) = basic {
-            request = request.basic_auth(user, Some(password));
-        }
-        self.raw(request)
+        self.raw(crate::helpers::form_request(
+            &self.client,
+            self.url(path),
+            basic,
+            body,
+        ))
     }
 
     fn status(&self, response: reqwest::blocking::Response) -> u16 {
