@@ -138,6 +138,9 @@ enum SecretCommand {
     Generate,
 }
 
+/// Every command's failure, printed as `error: …` with exit code 1.
+type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
 /// Parses the command line, runs the command, and turns failure into a message and exit code 1.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -156,31 +159,29 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn execute(cli: Cli) -> Result<(), String> {
+fn execute(cli: Cli) -> CliResult {
     let config = config_from(&cli.global)?;
     match cli.command {
         Command::Serve(args) => serve(config, args),
         Command::Site(command) => site(&config, command, cli.global.json),
         Command::ResourceServer(command) => resource_server(&config, command, cli.global.json),
         Command::Secret(SecretCommand::Generate) => {
-            let secret = config::generate_encoded_secret().map_err(|e| e.to_string())?;
+            let secret = config::generate_encoded_secret()?;
             println!("{}", secret.expose());
             Ok(())
         }
     }
 }
 
-fn config_from(global: &GlobalArgs) -> Result<Config, String> {
-    let database = DatabaseUrl::parse(&global.database).map_err(|e| e.to_string())?;
+fn config_from(global: &GlobalArgs) -> CliResult<Config> {
+    let database = DatabaseUrl::parse(&global.database)?;
     let secret = match (std::env::var("TOKENWARDEN_SECRET"), &global.secret_file) {
         (Ok(value), _) => SecretSource::Value(Secret::new(value)),
         (Err(_), Some(path)) => SecretSource::File(path.clone()),
         (Err(_), None) => SecretSource::NextToDatabase,
     };
     Ok(Config {
-        bind: config::DEFAULT_BIND
-            .parse()
-            .map_err(|e: std::net::AddrParseError| e.to_string())?,
+        bind: config::DEFAULT_BIND.parse::<SocketAddr>()?,
         database,
         secret,
         pool: PoolSettings {
@@ -197,7 +198,7 @@ fn config_from(global: &GlobalArgs) -> Result<Config, String> {
     })
 }
 
-fn serve(mut config: Config, args: ServeArgs) -> Result<(), String> {
+fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     config.bind = args.bind;
     config.workers = args.workers;
     config.max_body_bytes = args.max_body_bytes;
@@ -205,10 +206,10 @@ fn serve(mut config: Config, args: ServeArgs) -> Result<(), String> {
     config.introspection_cache = args.introspection_cache == "on";
     config.cache_capacity = args.cache_capacity;
     config.usage_flush_interval = Duration::from_secs(args.usage_flush_secs.max(1));
-    let context = server::open_context(&config).map_err(|e| e.to_string())?;
+    let context = server::open_context(&config)?;
     let system = actix_web::rt::System::new();
     let address = system.block_on(async {
-        let started = server::start(&config, context.clone()).map_err(|e| e.to_string())?;
+        let started = server::start(&config, context.clone())?;
         let address = started.address;
         log::info!(
             "tokenwarden listening on http://{address} (database {:?})",
@@ -219,8 +220,8 @@ fn serve(mut config: Config, args: ServeArgs) -> Result<(), String> {
         }
         let outcome = started.server.await;
         started.background.shutdown();
-        outcome.map_err(|e| e.to_string())?;
-        Ok::<_, String>(address)
+        outcome?;
+        Ok::<_, Box<dyn std::error::Error>>(address)
     })?;
     log::info!("tokenwarden on {address} stopped");
     Ok(())
@@ -230,8 +231,8 @@ const DEMO_SITE_NAME: &str = "Demo Store";
 
 /// `serve --demo`: creates the demo site once; later starts can only name it, because its auth key
 /// is stored hashed.
-fn print_demo_site(context: &Context, address: SocketAddr) -> Result<(), String> {
-    let existing = sites::find_by_name(context, DEMO_SITE_NAME).map_err(|e| e.to_string())?;
+fn print_demo_site(context: &Context, address: SocketAddr) -> CliResult {
+    let existing = sites::find_by_name(context, DEMO_SITE_NAME)?;
     match existing {
         Some(site) => println!(
             "Demo site \"{DEMO_SITE_NAME}\" exists: site key {}. Its auth key was printed when it \
@@ -239,8 +240,7 @@ fn print_demo_site(context: &Context, address: SocketAddr) -> Result<(), String>
             site.site_key, site.site_key
         ),
         None => {
-            let (_, credentials) = sites::create(context, DEMO_SITE_NAME, crate::clock::now())
-                .map_err(|e| e.to_string())?;
+            let (_, credentials) = sites::create(context, DEMO_SITE_NAME, crate::clock::now())?;
             println!(
                 "Created demo site \"{DEMO_SITE_NAME}\" (the auth key is shown this once only):\n  \
                  site key: {}\n  auth key: {}\nGet its primary token:\n  curl -s -X POST \
@@ -256,14 +256,11 @@ fn print_demo_site(context: &Context, address: SocketAddr) -> Result<(), String>
     Ok(())
 }
 
-fn site(config: &Config, command: SiteCommand, json: bool) -> Result<(), String> {
-    let context = server::open_context(config).map_err(|e| e.to_string())?;
-    let context = &context;
-    let fail = |e: crate::service::ServiceError| e.to_string();
+fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
+    let context = &server::open_context(config)?;
     match command {
         SiteCommand::Create { name } => {
-            let (site, credentials) =
-                sites::create(context, &name, crate::clock::now()).map_err(fail)?;
+            let (site, credentials) = sites::create(context, &name, crate::clock::now())?;
             let output = json!({
                 "site_key": credentials.site_key,
                 "auth_key": credentials.auth_key.expose(),
@@ -280,7 +277,7 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> Result<(), String>
             });
         }
         SiteCommand::List => {
-            let summaries = sites::list(context).map_err(fail)?;
+            let summaries = sites::list(context)?;
             let rows: Vec<Value> = summaries
                 .iter()
                 .map(|summary| {
@@ -308,7 +305,7 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> Result<(), String>
             });
         }
         SiteCommand::RotateAuthKey { site_key } => {
-            let auth_key = sites::rotate_auth_key(context, &site_key).map_err(fail)?;
+            let auth_key = sites::rotate_auth_key(context, &site_key)?;
             let output = json!({ "site_key": site_key, "auth_key": auth_key.expose() });
             print_output(json, &output, || {
                 format!(
@@ -318,12 +315,12 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> Result<(), String>
             });
         }
         SiteCommand::Disable { site_key } => {
-            sites::set_enabled(context, &site_key, false).map_err(fail)?;
+            sites::set_enabled(context, &site_key, false)?;
             let output = json!({ "site_key": site_key, "enabled": false });
             print_output(json, &output, || format!("Site {site_key} disabled"));
         }
         SiteCommand::Enable { site_key } => {
-            sites::set_enabled(context, &site_key, true).map_err(fail)?;
+            sites::set_enabled(context, &site_key, true)?;
             let output = json!({ "site_key": site_key, "enabled": true });
             print_output(json, &output, || format!("Site {site_key} enabled"));
         }
@@ -331,18 +328,11 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> Result<(), String>
     Ok(())
 }
 
-fn resource_server(
-    config: &Config,
-    command: ResourceServerCommand,
-    json: bool,
-) -> Result<(), String> {
-    let context = server::open_context(config).map_err(|e| e.to_string())?;
-    let context = &context;
-    let fail = |e: crate::service::ServiceError| e.to_string();
+fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) -> CliResult {
+    let context = &server::open_context(config)?;
     match command {
         ResourceServerCommand::Create { name } => {
-            let (created, secret) =
-                resource_servers::create(context, &name, crate::clock::now()).map_err(fail)?;
+            let (created, secret) = resource_servers::create(context, &name, crate::clock::now())?;
             let output = json!({
                 "client_id": created.client_id,
                 "client_secret": secret.expose(),
@@ -359,7 +349,7 @@ fn resource_server(
             });
         }
         ResourceServerCommand::List => {
-            let servers = resource_servers::list(context).map_err(fail)?;
+            let servers = resource_servers::list(context)?;
             let rows: Vec<Value> = servers
                 .iter()
                 .map(|server| {
@@ -379,7 +369,7 @@ fn resource_server(
             });
         }
         ResourceServerCommand::Delete { client_id } => {
-            resource_servers::delete(context, &client_id).map_err(fail)?;
+            resource_servers::delete(context, &client_id)?;
             let output = json!({ "client_id": client_id, "deleted": true });
             print_output(json, &output, || {
                 format!("Resource server {client_id} deleted")

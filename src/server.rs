@@ -111,6 +111,7 @@ fn request_logger() -> Logger {
         .custom_request_replace("method", |request| request.method().to_string())
 }
 
+#[derive(Debug)]
 enum UsageSignal {
     FlushNow,
     Stop,
@@ -127,15 +128,6 @@ pub struct BackgroundTasks {
 #[derive(Debug, Clone)]
 pub struct BackgroundHandle {
     usage: mpsc::Sender<UsageSignal>,
-}
-
-impl std::fmt::Debug for UsageSignal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            UsageSignal::FlushNow => "FlushNow",
-            UsageSignal::Stop => "Stop",
-        })
-    }
 }
 
 impl BackgroundHandle {

@@ -15,14 +15,9 @@ use crate::service::{primary_token, token_grant};
 pub struct TokenResponse {
     /// The bearer token (RFC 6750).
     pub access_token: String,
-    /// Always `Bearer`.
+    /// Always `Bearer`. No `expires_in`: a primary token never expires (RFC 6749 5.1 makes it
+    /// optional).
     pub token_type: &'static str,
-    /// Seconds until expiry; absent for a primary token, which never expires.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_in: Option<i64>,
-    /// The granted scope, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
 }
 
 /// Answer to a successful `/oauth2/invalidate_token`.
@@ -63,10 +58,8 @@ pub async fn token(
     let now = crate::clock::now();
     let issued = web::block(move || token_grant::issue(&context, &token_request, now)).await??;
     Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
-        access_token: issued.access_token.expose().to_string(),
+        access_token: issued.expose().to_string(),
         token_type: "Bearer",
-        expires_in: issued.expires_in,
-        scope: issued.scope,
     }))
 }
 

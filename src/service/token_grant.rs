@@ -10,7 +10,8 @@
 //!   `Primitive`, so the adapters below keep the real cause and [`map_flow_error`] restores it
 //!   (`invalid_scope`, database unavailable);
 //! - the response: `BearerToken::to_json` always writes `expires_in`, but a primary token never
-//!   expires (RFC 6749 5.1 makes `expires_in` optional), so the caller serialises [`IssuedToken`].
+//!   expires (RFC 6749 5.1 makes `expires_in` optional), so [`issue`] returns the token itself and
+//!   the HTTP layer serialises the response.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -33,21 +34,12 @@ use crate::domain::request::TokenRequest;
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
 
-/// A successful token response (RFC 6749 5.1), before serialisation.
-#[derive(Debug)]
-pub struct IssuedToken {
-    pub access_token: Secret,
-    /// Seconds until expiry; `None` for tokens that never expire.
-    pub expires_in: Option<i64>,
-    pub scope: Option<String>,
-}
-
-/// Runs the client credentials grant for a parsed request.
+/// Runs the client credentials grant for a parsed request; returns the site's primary token.
 pub fn issue(
     context: &Context,
     request: &TokenRequest,
     now: NaiveDateTime,
-) -> Result<IssuedToken, ServiceError> {
+) -> Result<Secret, ServiceError> {
     let flow_request = FlowRequest {
         request,
         scope: request.scope.as_ref().map(|scope| scope.join(" ")),
@@ -80,14 +72,9 @@ pub fn issue(
             .or(endpoint.issuer.failure);
         return Err(map_flow_error(error, failure));
     }
-    let access_token = endpoint.issuer.issued.ok_or(ServiceError::Invariant(
+    endpoint.issuer.issued.ok_or(ServiceError::Invariant(
         "the token flow succeeded without issuing a token",
-    ))?;
-    Ok(IssuedToken {
-        access_token,
-        expires_in: None,
-        scope: None,
-    })
+    ))
 }
 
 /// Restores the cause of a flow failure that oxide-auth's error type cannot carry.

@@ -15,6 +15,7 @@ crate::on_both_backends!(
     a_deleted_resource_server_is_refused_at_once,
     disabling_a_site_deactivates_its_tokens_on_the_next_request,
     last_used_at_is_written_in_batches,
+    introspection_does_not_write_and_shutdown_flushes_usage,
     exactness_holds_with_the_cache_switched_off,
     another_process_invalidating_is_seen_within_a_second,
     resource_servers_are_managed_with_the_cli,
@@ -278,6 +279,36 @@ fn last_used_at_is_written_in_batches(app: TestApp) {
         assert!(Instant::now() < deadline, "last_used_at was never written");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Issue 3: "Introspection never writes synchronously to the database." With an hour-long flush
+/// interval nothing is written while the node runs; a graceful stop writes the batch.
+fn introspection_does_not_write_and_shutdown_flushes_usage(app: TestApp) {
+    let slow_flushing = TestNode::spawn(&app.db, |config| {
+        config.usage_flush_interval = Duration::from_secs(3600);
+    });
+    let site = app.create_site("Quiet Shop");
+    let resource_server = app.create_resource_server("Quiet API");
+    let token = app.primary_token(&site);
+    for _ in 0..3 {
+        assert_eq!(
+            slow_flushing.introspect(&resource_server, &token)["active"],
+            true
+        );
+    }
+    let used = "SELECT COUNT(*) AS n FROM tokens WHERE last_used_at IS NOT NULL";
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        app.db.count(used),
+        0,
+        "introspection wrote on the request path"
+    );
+    drop(slow_flushing);
+    assert_eq!(
+        app.db.count(used),
+        1,
+        "the stopping node did not flush its usage batch"
+    );
 }
 
 fn exactness_holds_with_the_cache_switched_off(app: TestApp) {
