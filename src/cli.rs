@@ -100,6 +100,15 @@ struct ServeArgs {
     /// Seconds between batched writes of tokens' last-used times
     #[arg(long, env = "TOKENWARDEN_USAGE_FLUSH_SECS", default_value_t = config::DEFAULT_USAGE_FLUSH_SECS)]
     usage_flush_secs: u64,
+    /// Lifetime of admin tokens, in seconds
+    #[arg(long, env = "TOKENWARDEN_ADMIN_TOKEN_TTL_SECS", default_value_t = config::DEFAULT_ADMIN_TOKEN_TTL_SECS)]
+    admin_token_ttl_secs: u64,
+    /// Furthest ahead a non-primary token's expiry may be set, in days
+    #[arg(long, env = "TOKENWARDEN_MAX_TOKEN_LIFETIME_DAYS", default_value_t = config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS)]
+    max_token_lifetime_days: u64,
+    /// Scopes non-primary tokens may carry, separated by spaces (default: none)
+    #[arg(long, env = "TOKENWARDEN_TOKEN_SCOPES", default_value = "")]
+    token_scopes: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +204,9 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         introspection_cache: true,
         cache_capacity: config::DEFAULT_CACHE_CAPACITY,
         usage_flush_interval: Duration::from_secs(config::DEFAULT_USAGE_FLUSH_SECS),
+        admin_token_ttl: Duration::from_secs(config::DEFAULT_ADMIN_TOKEN_TTL_SECS),
+        max_token_lifetime: Duration::from_secs(config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
+        token_scopes: Vec::new(),
     })
 }
 
@@ -206,6 +218,13 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     config.introspection_cache = args.introspection_cache == "on";
     config.cache_capacity = args.cache_capacity;
     config.usage_flush_interval = Duration::from_secs(args.usage_flush_secs.max(1));
+    config.admin_token_ttl = Duration::from_secs(args.admin_token_ttl_secs.max(1));
+    config.max_token_lifetime = Duration::from_secs(args.max_token_lifetime_days.max(1) * 86_400);
+    config.token_scopes = args
+        .token_scopes
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
     let context = server::open_context(&config)?;
     let system = actix_web::rt::System::new();
     let address = system.block_on(async {

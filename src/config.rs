@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 /// Default interval of `last_used_at` writes.
 pub const DEFAULT_USAGE_FLUSH_SECS: u64 = 2;
+/// Default lifetime of an admin token: short, since it unlocks every site its admin manages.
+pub const DEFAULT_ADMIN_TOKEN_TTL_SECS: u64 = 3600;
+/// Default furthest `expires_at` a non-primary token may be given.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_DAYS: u64 = 365;
 
 /// Where the server secret (the root of every key in `crypto::Keys`) comes from.
 #[derive(Debug, Clone)]
@@ -55,6 +59,12 @@ pub struct Config {
     pub cache_capacity: usize,
     /// How often batched `last_used_at` times are written.
     pub usage_flush_interval: Duration,
+    /// How long an admin token works after it is issued (`expires_in` of the admin grant).
+    pub admin_token_ttl: Duration,
+    /// The furthest ahead an admin may set a non-primary token's `expires_at`.
+    pub max_token_lifetime: Duration,
+    /// The scopes non-primary tokens may carry; empty means tokens carry no scope.
+    pub token_scopes: Vec<String>,
 }
 
 impl Config {
@@ -71,6 +81,9 @@ impl Config {
             introspection_cache: true,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             usage_flush_interval: Duration::from_millis(200),
+            admin_token_ttl: Duration::from_secs(DEFAULT_ADMIN_TOKEN_TTL_SECS),
+            max_token_lifetime: Duration::from_secs(DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
+            token_scopes: Vec::new(),
         }
     }
 
