@@ -1,4 +1,4 @@
-//! The command line: `serve`, `site …`, `secret generate`. Prints text, or with `--json` exactly
+//! The command line: `serve`, `site …`, `resource-server …`, `admin …`, `secret generate`. Prints text, or with `--json` exactly
 //! one JSON object on stdout, so scripts can read it.
 
 use std::net::SocketAddr;
@@ -10,10 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use crate::config::{self, Config, SecretSource};
+use crate::domain::admin::Role;
 use crate::domain::secret::Secret;
 use crate::server;
-use crate::service::{resource_servers, sites, Context};
-use crate::store::{DatabaseUrl, PoolSettings};
+use crate::service::{admins, resource_servers, sites, Context};
+use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +69,9 @@ enum Command {
     /// Manage resource servers (the APIs that introspect tokens)
     #[command(subcommand)]
     ResourceServer(ResourceServerCommand),
+    /// Manage admins (platform admins and site managers) of the admin API
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Server secret utilities
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -142,6 +146,38 @@ enum ResourceServerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an admin; prints their client id and secret (shown this once only)
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["platform-admin", "site-manager"])]
+        role: String,
+        /// A site a site manager manages (repeat for several)
+        #[arg(long = "site", value_name = "SITE_KEY")]
+        sites: Vec<String>,
+    },
+    /// List admins and the sites assigned to them
+    List,
+    /// Assign sites to a site manager
+    Assign {
+        client_id: String,
+        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
+        sites: Vec<String>,
+    },
+    /// Take sites away from a site manager; takes effect at once
+    Unassign {
+        client_id: String,
+        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
+        sites: Vec<String>,
+    },
+    /// Disable an admin: their admin tokens stop working at once
+    Disable { client_id: String },
+    /// Enable a disabled admin again (old admin tokens stay revoked)
+    Enable { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum SecretCommand {
     /// Print a new random server secret, for TOKENWARDEN_SECRET or a secret file
     Generate,
@@ -174,6 +210,7 @@ fn execute(cli: Cli) -> CliResult {
         Command::Serve(args) => serve(config, args),
         Command::Site(command) => site(&config, command, cli.global.json),
         Command::ResourceServer(command) => resource_server(&config, command, cli.global.json),
+        Command::Admin(command) => admin(&config, command, cli.global.json),
         Command::Secret(SecretCommand::Generate) => {
             let secret = config::generate_encoded_secret()?;
             println!("{}", secret.expose());
@@ -396,6 +433,93 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
         }
     }
     Ok(())
+}
+
+fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
+    let context = &server::open_context(config)?;
+    let changed = match command {
+        AdminCommand::Create { name, role, sites } => {
+            let role = Role::parse(&role).ok_or("unknown role")?;
+            let (created, secret) =
+                admins::create(context, &name, role, &sites, crate::clock::now())?;
+            let mut output = admin_json(&created);
+            output["client_secret"] = Value::from(secret.expose());
+            print_output(json, &output, || {
+                format!(
+                    "Created {} \"{}\"\nclient id: {}\nclient secret: {}\n(the secret is shown \
+                     this once only; store it now)",
+                    role.as_str(),
+                    created.admin.name,
+                    created.admin.client_id,
+                    secret.expose()
+                )
+            });
+            return Ok(());
+        }
+        AdminCommand::List => {
+            let listed = admins::list(context)?;
+            let rows: Vec<Value> = listed.iter().map(admin_json).collect();
+            print_output(json, &json!({ "admins": rows }), || {
+                let mut text = format!(
+                    "{:<26} {:<15} {:<8} NAME (SITES)",
+                    "CLIENT ID", "ROLE", "ENABLED"
+                );
+                for entry in &listed {
+                    text.push_str(&format!(
+                        "\n{:<26} {:<15} {:<8} {} ({})",
+                        entry.admin.client_id,
+                        entry.admin.role.as_str(),
+                        if entry.admin.enabled { "yes" } else { "no" },
+                        entry.admin.name,
+                        managed_sites_text(entry)
+                    ));
+                }
+                text
+            });
+            return Ok(());
+        }
+        AdminCommand::Assign { client_id, sites } => {
+            admins::change_sites(context, &client_id, &sites, true)?
+        }
+        AdminCommand::Unassign { client_id, sites } => {
+            admins::change_sites(context, &client_id, &sites, false)?
+        }
+        AdminCommand::Disable { client_id } => admins::set_enabled(context, &client_id, false)?,
+        AdminCommand::Enable { client_id } => admins::set_enabled(context, &client_id, true)?,
+    };
+    print_output(json, &admin_json(&changed), || {
+        format!(
+            "Admin {} ({}): {}, sites: {}",
+            changed.admin.client_id,
+            changed.admin.name,
+            if changed.admin.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            managed_sites_text(&changed)
+        )
+    });
+    Ok(())
+}
+
+fn managed_sites_text(entry: &AdminWithSites) -> String {
+    if entry.admin.manages_every_site() {
+        "all".to_string()
+    } else {
+        entry.site_keys.join(", ")
+    }
+}
+
+fn admin_json(entry: &AdminWithSites) -> Value {
+    json!({
+        "client_id": entry.admin.client_id,
+        "name": entry.admin.name,
+        "role": entry.admin.role.as_str(),
+        "enabled": entry.admin.enabled,
+        "sites": entry.site_keys,
+        "created_at": entry.admin.created_at.and_utc().to_rfc3339(),
+    })
 }
 
 fn print_output(json: bool, value: &Value, text: impl FnOnce() -> String) {

@@ -13,6 +13,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
+use crate::domain::token_policy::TokenPolicy;
 use crate::http::metrics::{self, Metrics};
 use crate::http::{self, AppState};
 use crate::service::introspect::Introspection;
@@ -56,6 +57,13 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
             config.cache_capacity,
         )),
         counters: Arc::new(Counters::default()),
+        policy: Arc::new(TokenPolicy {
+            admin_token_ttl: chrono::Duration::from_std(config.admin_token_ttl)
+                .unwrap_or(chrono::Duration::MAX),
+            max_token_lifetime: chrono::Duration::from_std(config.max_token_lifetime)
+                .unwrap_or(chrono::Duration::MAX),
+            scopes: config.token_scopes.clone(),
+        }),
     })
 }
 

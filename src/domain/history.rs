@@ -35,24 +35,47 @@ impl TokenEvent {
     }
 }
 
+/// One line of a token's history, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub occurred_at: chrono::NaiveDateTime,
+    pub event: TokenEvent,
+    pub actor: Actor,
+    /// For `description_changed`: the new description.
+    pub detail: Option<String>,
+}
+
 /// Who made a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// The site itself, through the OAuth endpoints (`/oauth2/token`, `/oauth2/invalidate_token`,
     /// `/oauth2/revoke`), named by its site key.
     Site { site_key: String },
+    /// An admin, through the admin API, named by their (unique) admin name.
+    Admin { name: String },
 }
 
 impl Actor {
     pub fn kind(&self) -> &'static str {
         match self {
             Actor::Site { .. } => "site",
+            Actor::Admin { .. } => "admin",
+        }
+    }
+
+    /// Rebuilds an actor from its stored `kind` and `name`.
+    pub fn from_parts(kind: &str, name: String) -> Option<Self> {
+        match kind {
+            "site" => Some(Actor::Site { site_key: name }),
+            "admin" => Some(Actor::Admin { name }),
+            _ => None,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Actor::Site { site_key } => site_key,
+            Actor::Admin { name } => name,
         }
     }
 }
@@ -73,5 +96,19 @@ mod tests {
             assert_eq!(TokenEvent::parse(event.as_str()), Some(event));
         }
         assert_eq!(TokenEvent::parse("deleted"), None);
+    }
+
+    #[test]
+    fn actors_round_trip_through_their_stored_parts() {
+        for actor in [
+            Actor::Site {
+                site_key: "site_abc".into(),
+            },
+            Actor::Admin { name: "Ada".into() },
+        ] {
+            let rebuilt = Actor::from_parts(actor.kind(), actor.name().to_string());
+            assert_eq!(rebuilt, Some(actor));
+        }
+        assert_eq!(Actor::from_parts("robot", "x".into()), None);
     }
 }

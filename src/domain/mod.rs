@@ -2,8 +2,12 @@
 //!
 //! What a token looks like ([`token`]), how many a site may hold ([`slots`]), what a site key and a
 //! site name are ([`site`]), what a token request says ([`request`]), what is recorded in a token's
-//! history ([`history`]) and the OAuth 2.0 error vocabulary ([`oauth_error`]).
+//! history ([`history`]) and the OAuth 2.0 error vocabulary ([`oauth_error`]). For the admin scope:
+//! who may manage which sites ([`admin`]), what a token description may say ([`description`]) and
+//! the operator's limits on expiry and scope ([`token_policy`]).
 
+pub mod admin;
+pub mod description;
 pub mod history;
 pub mod introspection;
 pub mod oauth_error;
@@ -12,3 +16,4 @@ pub mod secret;
 pub mod site;
 pub mod slots;
 pub mod token;
+pub mod token_policy;

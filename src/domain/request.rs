@@ -133,6 +133,27 @@ impl AuthorizationHeader {
     }
 }
 
+/// The access token of an `Authorization: Bearer` header (RFC 6750 2.1). `Ok(None)` when the
+/// request carries no bearer credentials at all (no header, or another scheme): RFC 6750 3 then
+/// asks for a bare challenge without an error code. A token in a URI query or form body (RFC 6750
+/// 2.2, 2.3, both optional) is not accepted.
+pub fn bearer_token(header: Option<&[u8]>) -> Result<Option<Secret>, OAuthError> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::invalid_request("malformed Bearer authorization header");
+    let header = std::str::from_utf8(header).map_err(|_| malformed())?.trim();
+    let (scheme, token) = header.split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(malformed());
+    }
+    Ok(Some(Secret::new(token)))
+}
+
 /// Decides which credentials a request carries.
 ///
 /// RFC 6749 2.3: "The client MUST NOT use more than one authentication method in each request."
@@ -408,5 +429,22 @@ mod tests {
         assert_eq!(err.description, "parameter access_token is required");
         let err = RevocationRequest::parse(AuthorizationHeader::Absent, &params).unwrap_err();
         assert_eq!(err.description, "parameter token is required");
+    }
+
+    #[test]
+    fn bearer_tokens_follow_rfc_6750_section_2_1() {
+        let token = bearer_token(Some(b"Bearer twa_abc")).unwrap().unwrap();
+        assert_eq!(token.expose(), "twa_abc");
+        let token = bearer_token(Some(b"bearer   twa_abc ")).unwrap().unwrap();
+        assert_eq!(token.expose(), "twa_abc");
+        assert!(bearer_token(None).unwrap().is_none());
+        assert!(bearer_token(Some(b"Basic YTpi")).unwrap().is_none());
+        for malformed in [&b"Bearer"[..], b"Bearer   ", b"Bearer a b", b"Bearer \xff"] {
+            assert_eq!(
+                bearer_token(Some(malformed)).unwrap_err().code,
+                OAuthErrorCode::InvalidRequest,
+                "{malformed:?}"
+            );
+        }
     }
 }

@@ -11,12 +11,15 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::domain::admin::{AdminRefusal, ADMIN_SCOPE};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// Realm announced with `invalid_client` (RFC 6749 5.2, RFC 7617).
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"tokenwarden\"";
+/// The admin API's challenge when a request carries no bearer token (RFC 6750 3: no error code).
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"tokenwarden\"";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,6 +38,16 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error("the blocking thread pool is gone")]
     BlockingPoolGone,
+    /// The admin API was called without `Authorization: Bearer`.
+    #[error("an admin token is required")]
+    BearerTokenMissing,
+    #[error("the request body must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// Valid JSON, but not the object the endpoint takes (unknown, missing or mistyped field).
+    #[error("{0}")]
+    JsonShape(String),
 }
 
 /// The RFC 6749 5.2 error body.
@@ -42,8 +55,11 @@ pub enum ApiError {
 pub struct ErrorBody {
     /// An RFC error code such as `invalid_request` or `invalid_client`.
     pub error: String,
-    /// Human-readable ASCII explanation; never contains a secret.
+    /// Human-readable explanation; never contains a secret.
     pub error_description: String,
+    /// Admin API `validation_failed` only: the request field that broke a rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// Status, error code and description of every error the server can answer with.
@@ -74,6 +90,27 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             "method_not_allowed",
             "this endpoint does not accept that HTTP method".into(),
         ),
+        ApiError::Service(ServiceError::Admin(refusal)) => admin_refusal(refusal),
+        ApiError::BearerTokenMissing => (
+            StatusCode::UNAUTHORIZED,
+            OAuthErrorCode::InvalidToken.as_str(),
+            "an admin token is required: Authorization: Bearer <token from /oauth2/token>".into(),
+        ),
+        ApiError::UnsupportedMediaType { expected } => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            format!("the request body must be {expected}"),
+        ),
+        ApiError::MalformedJson(cause) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the request body is not valid JSON: {cause}"),
+        ),
+        ApiError::JsonShape(cause) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            VALIDATION_FAILED,
+            cause.clone(),
+        ),
         ApiError::Service(ServiceError::Store(store)) if is_unavailable(store) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -84,6 +121,41 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             "server_error",
             "the server could not complete the request".into(),
         ),
+    }
+}
+
+/// The admin API's own error codes, beside the RFC ones.
+const VALIDATION_FAILED: &str = "validation_failed";
+
+fn admin_refusal(refusal: &AdminRefusal) -> (StatusCode, &'static str, String) {
+    let (status, code) = match refusal {
+        AdminRefusal::SiteNotFound | AdminRefusal::TokenNotFound => {
+            (StatusCode::NOT_FOUND, "not_found")
+        }
+        AdminRefusal::TokenLimitReached => (StatusCode::CONFLICT, "token_limit_reached"),
+        AdminRefusal::PrimaryTokenManagedByOAuth => {
+            (StatusCode::CONFLICT, "primary_token_managed_by_oauth")
+        }
+        AdminRefusal::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, VALIDATION_FAILED),
+    };
+    (status, code, refusal.to_string())
+}
+
+/// The RFC 6750 3 challenge of a refused admin API request, if it is one.
+fn bearer_challenge(error: &ApiError, description: &str) -> Option<String> {
+    let code = match error {
+        ApiError::BearerTokenMissing => return Some(BEARER_CHALLENGE.to_string()),
+        ApiError::OAuth(oauth) | ApiError::Service(ServiceError::OAuth(oauth)) => oauth.code,
+        _ => return None,
+    };
+    match code {
+        OAuthErrorCode::InvalidToken => Some(format!(
+            "{BEARER_CHALLENGE}, error=\"invalid_token\", error_description=\"{description}\""
+        )),
+        OAuthErrorCode::InsufficientScope => Some(format!(
+            "{BEARER_CHALLENGE}, error=\"insufficient_scope\", scope=\"{ADMIN_SCOPE}\""
+        )),
+        _ => None,
     }
 }
 
@@ -132,12 +204,22 @@ impl ResponseError for ApiError {
             // requires one on every 401, so it is always sent.
             response.insert_header((header::WWW_AUTHENTICATE, BASIC_CHALLENGE));
         }
+        if let Some(challenge) = bearer_challenge(self, &error_description) {
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, *allow));
         }
+        let field = match self {
+            ApiError::Service(ServiceError::Admin(AdminRefusal::InvalidField {
+                field, ..
+            })) => Some(field.clone()),
+            _ => None,
+        };
         response.json(ErrorBody {
             error: error.to_string(),
             error_description,
+            field,
         })
     }
 }

@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use crate::server::BackgroundHandle;
 use crate::service::Context;
 
+mod admin;
 mod body;
 mod discovery;
 pub mod error;
@@ -50,6 +51,41 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/readyz", discovery::readyz))
         .service(only(Method::GET, "/metrics", metrics::serve))
         .service(only(Method::GET, "/openapi.json", openapi::serve))
+        .service(only(Method::GET, "/admin/v1/sites", admin::list_sites))
+        .service(only(Method::GET, "/admin/v1/sites/{site_key}", admin::site))
+        .service(
+            web::resource("/admin/v1/sites/{site_key}/tokens")
+                .route(web::get().to(admin::list_tokens))
+                .route(web::post().to(admin::create_token))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow: "GET, POST" })
+                })),
+        )
+        .service(only(
+            Method::GET,
+            "/admin/v1/sites/{site_key}/tokens/{token_id}",
+            admin::token,
+        ))
+        .service(only(
+            Method::POST,
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/regenerate",
+            admin::regenerate,
+        ))
+        .service(only(
+            Method::POST,
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/validate",
+            admin::validate,
+        ))
+        .service(only(
+            Method::POST,
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/invalidate",
+            admin::invalidate,
+        ))
+        .service(only(
+            Method::GET,
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
+            admin::history,
+        ))
         .default_service(web::to(not_found));
 }
 

@@ -5,6 +5,10 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::admin::{
+    self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, SiteView, SitesResponse,
+    TokenActionBody, TokenView, TokensResponse,
+};
 use super::discovery::{self, Health, Metadata};
 use super::error::ErrorBody;
 use super::introspect::{self, IntrospectForm, IntrospectionResponse};
@@ -19,7 +23,8 @@ use super::oauth::{
         title = "tokenwarden",
         description = "OAuth 2.0 authorization server: primary tokens for sites (RFC 6749 4.4), \
                        invalidation and revocation (RFC 7009), introspection for resource servers \
-                       (RFC 7662) and server metadata (RFC 8414)."
+                       (RFC 7662), server metadata (RFC 8414), and the admin API through which \
+                       site managers manage each site's non-primary tokens."
     ),
     paths(
         oauth::token,
@@ -30,7 +35,16 @@ use super::oauth::{
         discovery::healthz,
         discovery::readyz,
         metrics::serve,
-        serve
+        serve,
+        admin::list_sites,
+        admin::site,
+        admin::list_tokens,
+        admin::create_token,
+        admin::token,
+        admin::regenerate,
+        admin::validate,
+        admin::invalidate,
+        admin::history
     ),
     components(schemas(
         TokenForm,
@@ -42,19 +56,31 @@ use super::oauth::{
         IntrospectionResponse,
         Metadata,
         Health,
-        ErrorBody
+        ErrorBody,
+        SiteView,
+        SitesResponse,
+        TokenView,
+        TokensResponse,
+        ActorView,
+        HistoryEventView,
+        HistoryResponse,
+        CreateTokenBody,
+        TokenActionBody
     )),
     modifiers(&ClientAuthentication),
     tags(
         (name = "oauth2", description = "OAuth 2.0 endpoints for integrators"),
         (name = "resource servers", description = "Token introspection for the APIs tokens unlock"),
         (name = "discovery", description = "Server metadata"),
-        (name = "operations", description = "Health checks")
+        (name = "operations", description = "Health checks"),
+        (name = "admin", description = "The admin API: site managers and platform admins manage \
+                                          non-primary tokens (admin token required)")
     )
 )]
 pub struct ApiDoc;
 
-/// Declares HTTP Basic client authentication (RFC 6749 2.3.1 `client_secret_basic`).
+/// Declares HTTP Basic client authentication (RFC 6749 2.3.1 `client_secret_basic`) and the admin
+/// API's bearer tokens (RFC 6750).
 struct ClientAuthentication;
 
 impl Modify for ClientAuthentication {
@@ -63,6 +89,10 @@ impl Modify for ClientAuthentication {
             components.add_security_scheme(
                 "client_secret_basic",
                 SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+            );
+            components.add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
             );
         }
     }

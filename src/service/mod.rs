@@ -8,29 +8,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::crypto::{Keys, RandomnessUnavailable, UnsealFailed};
+use crate::domain::admin::AdminRefusal;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::site::NameError;
+use crate::domain::token_policy::TokenPolicy;
 use crate::store::{Store, StoreError};
 
+pub mod admins;
 mod cache;
 mod client_auth;
 pub mod introspect;
 pub mod primary_token;
 pub mod resource_servers;
+pub mod site_tokens;
 pub mod sites;
 pub mod token_grant;
 mod usage;
 
 pub use client_auth::authenticate_site;
 
-/// What every use case needs: the database, the keys derived from the server secret, and the
-/// introspection caches (which stay empty in CLI commands).
+/// What every use case needs: the database, the keys derived from the server secret, the
+/// operator's token policy, and the introspection caches (which stay empty in CLI commands).
 #[derive(Clone, Debug)]
 pub struct Context {
     pub store: Store,
     pub keys: Arc<Keys>,
     pub introspection: Arc<introspect::Introspection>,
     pub counters: Arc<Counters>,
+    pub policy: Arc<TokenPolicy>,
 }
 
 /// Counts of token lifecycle events since start, for metrics.
@@ -63,6 +68,9 @@ pub enum ServiceError {
     /// The request is refused for a reason the client may be told (RFC 6749 5.2 and friends).
     #[error(transparent)]
     OAuth(#[from] OAuthError),
+    /// The admin API refuses the action (not found, limit reached, invalid field…).
+    #[error(transparent)]
+    Admin(#[from] AdminRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -72,6 +80,11 @@ pub enum ServiceError {
     Unseal(#[from] UnsealFailed),
     #[error("no site has the key {0}")]
     UnknownSite(String),
+    #[error("no admin has the client id {0}")]
+    UnknownAdmin(String),
+    /// An operator's admin command is inconsistent (role and sites, a taken name).
+    #[error("{0}")]
+    AdminSetup(&'static str),
     #[error("no resource server has the client id {0}")]
     UnknownResourceServer(String),
     #[error("invalid name: {0}")]

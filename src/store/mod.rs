@@ -22,15 +22,19 @@ use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+mod admins;
 mod changes;
 mod introspection;
 mod resource_servers;
 pub mod schema;
+mod site_tokens;
 mod sites;
 mod tokens;
 
+pub use admins::{AdminChange, AdminWithSites, SiteQuery};
 pub use changes::ChangeFeed;
 pub use resource_servers::ResourceServer;
+pub use site_tokens::{NewSecondaryToken, TokenChange, TokenChangeOutcome};
 pub use sites::{SiteAuthentication, SiteSummary};
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 
@@ -62,6 +66,9 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("cannot open a change-notification connection: {0}")]
     Listener(String),
+    /// A stored value is outside what the schema's CHECK constraints allow; a bug or manual edit.
+    #[error("unexpected value in {0}")]
+    UnexpectedValue(&'static str),
     /// A write kept losing a race it is designed to retry; should not happen outside a bug.
     #[error("a concurrent update kept conflicting with {0}")]
     Contention(&'static str),

@@ -54,4 +54,46 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
-diesel::allow_tables_to_appear_in_same_query!(sites, tokens, token_events, resource_servers);
+
+diesel::table! {
+    admins (id) {
+        id -> BigInt,
+        client_id -> Text,
+        name -> Text,
+        role -> Text,
+        secret_digest -> Binary,
+        enabled -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    admin_sites (admin_id, site_id) {
+        admin_id -> BigInt,
+        site_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    admin_tokens (id) {
+        id -> BigInt,
+        admin_id -> BigInt,
+        value_digest -> Binary,
+        issued_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(admin_sites -> admins (admin_id));
+diesel::joinable!(admin_sites -> sites (site_id));
+diesel::joinable!(admin_tokens -> admins (admin_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    sites,
+    tokens,
+    token_events,
+    resource_servers,
+    admins,
+    admin_sites,
+    admin_tokens,
+);

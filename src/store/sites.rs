@@ -11,8 +11,8 @@ use crate::domain::site::Site;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sites)]
-struct SiteRow {
-    id: i64,
+pub(super) struct SiteRow {
+    pub id: i64,
     site_key: String,
     name: String,
     enabled: bool,

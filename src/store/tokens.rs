@@ -46,20 +46,26 @@ pub enum InvalidationOutcome {
     NotThisSitesPrimary,
 }
 
+/// One history line to append.
 #[derive(Insertable)]
 #[diesel(table_name = token_events)]
-struct NewEventRow<'a> {
-    token_id: i64,
-    occurred_at: NaiveDateTime,
-    event: &'static str,
-    actor_kind: &'static str,
-    actor_name: &'a str,
-    value_digest: Option<&'a [u8]>,
-    detail: Option<&'a str>,
+pub(super) struct NewEventRow<'a> {
+    pub token_id: i64,
+    pub occurred_at: NaiveDateTime,
+    pub event: &'static str,
+    pub actor_kind: &'static str,
+    pub actor_name: &'a str,
+    pub value_digest: Option<&'a [u8]>,
+    pub detail: Option<&'a str>,
 }
 
 impl<'a> NewEventRow<'a> {
-    fn new(token_id: i64, event: TokenEvent, actor: &'a Actor, now: NaiveDateTime) -> Self {
+    pub(super) fn new(
+        token_id: i64,
+        event: TokenEvent,
+        actor: &'a Actor,
+        now: NaiveDateTime,
+    ) -> Self {
         Self {
             token_id,
             occurred_at: now,

@@ -58,4 +58,52 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         document["components"]["securitySchemes"]["client_secret_basic"]["scheme"],
         "basic"
     );
+    let admin_operations = [
+        ("/admin/v1/sites", "get"),
+        ("/admin/v1/sites/{site_key}", "get"),
+        ("/admin/v1/sites/{site_key}/tokens", "get"),
+        ("/admin/v1/sites/{site_key}/tokens", "post"),
+        ("/admin/v1/sites/{site_key}/tokens/{token_id}", "get"),
+        (
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/regenerate",
+            "post",
+        ),
+        (
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/validate",
+            "post",
+        ),
+        (
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/invalidate",
+            "post",
+        ),
+        (
+            "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
+            "get",
+        ),
+    ];
+    for (path, method) in admin_operations {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert_eq!(
+            operation["security"][0]["admin_token"],
+            serde_json::json!([]),
+            "{method} {path} does not require an admin token"
+        );
+        assert!(
+            operation["responses"]["404"].is_object() || path == "/admin/v1/sites",
+            "{method} {path} lacks 404"
+        );
+    }
+    let create = &document["paths"]["/admin/v1/sites/{site_key}/tokens"]["post"];
+    assert!(create["requestBody"]["content"]["application/json"].is_object());
+    for status in ["201", "409", "415", "422"] {
+        assert!(
+            create["responses"][status].is_object(),
+            "create lacks {status}"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
 }

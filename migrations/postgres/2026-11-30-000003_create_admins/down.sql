@@ -1,0 +1,3 @@
+DROP TABLE admin_tokens;
+DROP TABLE admin_sites;
+DROP TABLE admins;

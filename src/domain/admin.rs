@@ -1,0 +1,172 @@
+//! Admin principals and the admin scope: who may manage which sites' non-primary tokens, and the
+//! refusals the admin API answers with.
+
+use chrono::NaiveDateTime;
+
+use super::introspection::TokenKind;
+use super::slots::MAX_TOKENS_PER_SITE;
+use super::token::{self, SecretKind};
+
+/// Prefix of admin client ids (public, like site keys).
+pub const ADMIN_CLIENT_ID_PREFIX: &str = "adm_";
+
+/// The one scope an admin token carries, and the only scope admin credentials may ask for.
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// What an admin may manage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every site.
+    PlatformAdmin,
+    /// Only the sites assigned to them.
+    SiteManager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "platform-admin",
+            Role::SiteManager => "site-manager",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Role::PlatformAdmin, Role::SiteManager]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+    }
+}
+
+/// An admin principal as the rest of the program sees it (no credentials in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub id: i64,
+    pub client_id: String,
+    pub name: String,
+    pub role: Role,
+    pub enabled: bool,
+    pub created_at: NaiveDateTime,
+}
+
+impl Admin {
+    /// Platform admins manage every site; site managers only those assigned to them.
+    pub fn manages_every_site(&self) -> bool {
+        self.role == Role::PlatformAdmin
+    }
+}
+
+/// A site token as the admin scope shows it: everything but its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedToken {
+    pub id: i64,
+    pub kind: TokenKind,
+    pub description: String,
+    /// The last characters of the value (`token::hint`).
+    pub value_hint: String,
+    pub active: bool,
+    pub generated_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub scope: Option<String>,
+}
+
+impl ManagedToken {
+    /// Prefix and last characters only (STYLE: views never carry secrets).
+    pub fn masked_value(&self) -> String {
+        let kind = match self.kind {
+            TokenKind::Primary => SecretKind::PrimaryToken,
+            TokenKind::Secondary => SecretKind::SecondaryToken,
+        };
+        token::masked(kind, &self.value_hint)
+    }
+}
+
+/// The order site managers see a site's tokens in: the primary token, then active tokens, then
+/// inactive ones, each group oldest first.
+pub fn sort_for_listing(tokens: &mut [ManagedToken]) {
+    tokens.sort_by_key(|token| (token.kind != TokenKind::Primary, !token.active, token.id));
+}
+
+/// Why the admin API refused an action. Unknown sites and sites the admin may not manage are the
+/// same refusal, so a site manager cannot learn which other sites exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminRefusal {
+    #[error("no site with this key is managed by this admin")]
+    SiteNotFound,
+    #[error("this site has no token with this id")]
+    TokenNotFound,
+    #[error(
+        "the site already holds {MAX_TOKENS_PER_SITE} tokens (its primary token and 9 others); \
+         regenerate or invalidate one instead"
+    )]
+    TokenLimitReached,
+    #[error(
+        "the primary token is managed only through /oauth2/token and /oauth2/invalidate_token"
+    )]
+    PrimaryTokenManagedByOAuth,
+    /// A request field breaks a rule; `reason` names the field.
+    #[error("{reason}")]
+    InvalidField { field: String, reason: String },
+}
+
+impl AdminRefusal {
+    pub fn invalid_field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        AdminRefusal::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: i64, kind: TokenKind, active: bool) -> ManagedToken {
+        ManagedToken {
+            id,
+            kind,
+            description: format!("token {id}"),
+            value_hint: "AbCd".into(),
+            active,
+            generated_at: NaiveDateTime::default(),
+            last_used_at: None,
+            expires_at: None,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn listing_shows_primary_then_active_then_inactive() {
+        let mut tokens = vec![
+            token(5, TokenKind::Secondary, false),
+            token(4, TokenKind::Secondary, true),
+            token(3, TokenKind::Secondary, false),
+            token(9, TokenKind::Primary, false),
+            token(2, TokenKind::Secondary, true),
+        ];
+        sort_for_listing(&mut tokens);
+        let order: Vec<i64> = tokens.iter().map(|token| token.id).collect();
+        assert_eq!(order, [9, 2, 4, 3, 5]);
+    }
+
+    #[test]
+    fn masked_values_show_prefix_and_hint_only() {
+        assert_eq!(
+            token(1, TokenKind::Secondary, true).masked_value(),
+            "tws_…AbCd"
+        );
+        assert_eq!(
+            token(1, TokenKind::Primary, true).masked_value(),
+            "twp_…AbCd"
+        );
+    }
+
+    #[test]
+    fn role_names_round_trip() {
+        for role in [Role::PlatformAdmin, Role::SiteManager] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}

@@ -1,0 +1,554 @@
+//! The admin API under `/admin/v1`: JSON endpoints for site managers and platform admins, each
+//! requiring an admin token (`Authorization: Bearer`, RFC 6750 2.1) from `/oauth2/token`.
+//!
+//! Handlers only parse, call `service::site_tokens` as the admin the token belongs to (one
+//! `web::block` for both), and shape the answer. Every answer is `Cache-Control: no-store`: some
+//! carry token values, and all describe credentials.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::body::read_json;
+use super::error::{ApiError, ErrorBody};
+use super::oauth::no_store;
+use super::AppState;
+use crate::domain::admin::{Admin, AdminRefusal, ManagedToken};
+use crate::domain::history::HistoryEntry;
+use crate::domain::oauth_error::OAuthError;
+use crate::domain::request::{bearer_token, Params};
+use crate::domain::secret::Secret;
+use crate::service::site_tokens::{self, TokenAction, TokenOrder};
+use crate::service::{admins, Context, ServiceError};
+use crate::store::{SiteQuery, SiteSummary};
+
+/// Sites per page when `limit` is not given, and the most one page may hold.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// A site as the admin API lists it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SiteView {
+    pub site_key: String,
+    pub name: String,
+    /// A disabled site cannot get tokens, and its tokens do not work.
+    pub enabled: bool,
+    /// Tokens the site holds: its primary (once issued) and up to nine others.
+    pub token_count: i64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SitesResponse {
+    pub sites: Vec<SiteView>,
+    /// How many sites match in all (the page holds at most `limit`).
+    pub total: i64,
+}
+
+/// A token as the admin API shows it. `value` is present only in the answer that created or
+/// regenerated it, and is never shown again.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenView {
+    pub id: i64,
+    /// `primary` or `secondary`.
+    pub kind: &'static str,
+    pub description: String,
+    /// Prefix and last four characters, e.g. `tws_…9xQw`.
+    pub masked_value: String,
+    pub active: bool,
+    /// RFC 3339, UTC.
+    pub generated_at: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokensResponse {
+    /// The primary token first, then active tokens, then inactive ones.
+    pub tokens: Vec<TokenView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActorView {
+    /// `admin` (through this API) or `site` (through the OAuth endpoints).
+    pub kind: &'static str,
+    /// The admin's name, or the site key.
+    pub name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryEventView {
+    pub occurred_at: String,
+    /// `created`, `validated`, `invalidated`, `regenerated` or `description_changed`.
+    pub event: &'static str,
+    pub actor: ActorView,
+    /// For `description_changed`: the new description.
+    pub detail: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryResponse {
+    /// Oldest first.
+    pub events: Vec<HistoryEventView>,
+}
+
+/// Body of `POST /admin/v1/sites/{site_key}/tokens`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    /// Required: 1 to 100 characters after trimming; letters, digits, spaces and `- _ . ,`.
+    pub description: String,
+    /// RFC 3339; in the future and at most the configured maximum (default 365 days) ahead.
+    pub expires_at: Option<String>,
+    /// Space-separated scopes, each one the operator offers.
+    pub scope: Option<String>,
+}
+
+/// Optional body of the regenerate, validate and invalidate actions.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenActionBody {
+    /// A new description (same rules as on creation); the change is recorded in the history.
+    pub description: Option<String>,
+}
+
+/// List the sites the caller manages.
+///
+/// Platform admins see every site, site managers the sites assigned to them. Sorted by name.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sites",
+    tag = "admin",
+    params(
+        ("q" = Option<String>, Query, description = "Case-insensitive part of the name or site key"),
+        ("limit" = Option<i64>, Query, description = "Sites per page, 1 to 1000 (default 100)"),
+        ("offset" = Option<i64>, Query, description = "Sites to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "The sites", body = SitesResponse),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_sites(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = PageQuery::parse(request.query_string())?;
+    let (sites, total) = as_admin(&state, &request, move |context, admin, _| {
+        let query = SiteQuery {
+            search: page.search.as_deref(),
+            limit: page.limit,
+            offset: page.offset,
+        };
+        site_tokens::list_sites(context, admin, &query)
+    })
+    .await?;
+    Ok(answer(SitesResponse {
+        sites: sites.into_iter().map(SiteView::from).collect(),
+        total,
+    }))
+}
+
+/// One site the caller manages.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sites/{site_key}",
+    tag = "admin",
+    params(("site_key" = String, Path, description = "The site key")),
+    responses(
+        (status = 200, description = "The site", body = SiteView),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn site(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let site_key = path.into_inner();
+    let site = as_admin(&state, &request, move |context, admin, _| {
+        site_tokens::site(context, admin, &site_key)
+    })
+    .await?;
+    Ok(answer(SiteView::from(site)))
+}
+
+/// List a site's tokens: primary first, then active, then inactive.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sites/{site_key}/tokens",
+    tag = "admin",
+    params(("site_key" = String, Path, description = "The site key")),
+    responses(
+        (status = 200, description = "The site's tokens, values masked", body = TokensResponse),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn list_tokens(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let site_key = path.into_inner();
+    let tokens = as_admin(&state, &request, move |context, admin, _| {
+        site_tokens::tokens(context, admin, &site_key)
+    })
+    .await?;
+    Ok(answer(TokensResponse {
+        tokens: tokens
+            .iter()
+            .map(|token| TokenView::new(token, None))
+            .collect(),
+    }))
+}
+
+/// Create a non-primary token.
+///
+/// The answer holds the full value, shown this once only. A site holds at most 10 tokens: its
+/// primary and nine others.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites/{site_key}/tokens",
+    tag = "admin",
+    params(("site_key" = String, Path, description = "The site key")),
+    request_body(content = CreateTokenBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `value` is shown this once only", body = TokenView,
+            headers(("Location" = String, description = "The new token's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
+        (status = 409, description = "`token_limit_reached`: the site holds 10 tokens", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a field breaks a rule", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let site_key = path.into_inner();
+    let body: CreateTokenBody = read_json(&request, payload, state.max_body_bytes).await?;
+    let order = TokenOrder {
+        description: body.description,
+        expires_at: body.expires_at,
+        scope: body.scope,
+    };
+    let location_site = site_key.clone();
+    let (token, value) = as_admin(&state, &request, move |context, admin, now| {
+        site_tokens::create(context, admin, &site_key, &order, now)
+    })
+    .await?;
+    Ok(no_store(HttpResponse::Created())
+        .insert_header((
+            header::LOCATION,
+            format!("/admin/v1/sites/{location_site}/tokens/{}", token.id),
+        ))
+        .json(TokenView::new(&token, Some(value))))
+}
+
+/// One token of a site.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sites/{site_key}/tokens/{token_id}",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("token_id" = i64, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 200, description = "The token, value masked", body = TokenView),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site or token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (site_key, token_id) = token_path(path)?;
+    let token = as_admin(&state, &request, move |context, admin, _| {
+        site_tokens::token(context, admin, &site_key, token_id)
+    })
+    .await?;
+    Ok(answer(TokenView::new(&token, None)))
+}
+
+/// Give a non-primary token a new value.
+///
+/// The old value stops working at once; the new one is in the answer, shown this once only. An
+/// inactive token stays inactive until validated.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites/{site_key}/tokens/{token_id}/regenerate",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("token_id" = i64, Path, description = "The token's id"),
+    ),
+    request_body(content = Option<TokenActionBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Regenerated; `value` is shown this once only", body = TokenView),
+        (status = 404, description = "No such site or token", body = ErrorBody),
+        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn regenerate(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    act(state, request, path, payload, TokenAction::Regenerate).await
+}
+
+/// Mark a non-primary token active.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites/{site_key}/tokens/{token_id}/validate",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("token_id" = i64, Path, description = "The token's id"),
+    ),
+    request_body(content = Option<TokenActionBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The token is active", body = TokenView),
+        (status = 404, description = "No such site or token", body = ErrorBody),
+        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn validate(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    act(state, request, path, payload, TokenAction::Validate).await
+}
+
+/// Mark a non-primary token inactive; the very next introspection refuses it.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites/{site_key}/tokens/{token_id}/invalidate",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("token_id" = i64, Path, description = "The token's id"),
+    ),
+    request_body(content = Option<TokenActionBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The token is inactive", body = TokenView),
+        (status = 404, description = "No such site or token", body = ErrorBody),
+        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn invalidate(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    act(state, request, path, payload, TokenAction::Invalidate).await
+}
+
+async fn act(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    action: TokenAction,
+) -> Result<HttpResponse, ApiError> {
+    let (site_key, token_id) = token_path(path)?;
+    let body: TokenActionBody = read_json(&request, payload, state.max_body_bytes).await?;
+    let (token, value) = as_admin(&state, &request, move |context, admin, now| {
+        site_tokens::act(
+            context,
+            admin,
+            &site_key,
+            token_id,
+            action,
+            body.description.as_deref(),
+            now,
+        )
+    })
+    .await?;
+    Ok(answer(TokenView::new(&token, value)))
+}
+
+/// A token's history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("token_id" = i64, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 200, description = "Every change, oldest first", body = HistoryResponse),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site or token", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn history(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (site_key, token_id) = token_path(path)?;
+    let entries = as_admin(&state, &request, move |context, admin, _| {
+        site_tokens::history(context, admin, &site_key, token_id)
+    })
+    .await?;
+    Ok(answer(HistoryResponse {
+        events: entries.into_iter().map(HistoryEventView::from).collect(),
+    }))
+}
+
+/// Runs `action` off the async executor as the admin the request's bearer token belongs to.
+async fn as_admin<T, F>(state: &AppState, request: &HttpRequest, action: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Context, &Admin, NaiveDateTime) -> Result<T, ServiceError> + Send + 'static,
+{
+    let presented: Secret = bearer_token(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|value| value.as_bytes()),
+    )?
+    .ok_or(ApiError::BearerTokenMissing)?;
+    let context = state.context.clone();
+    let now = crate::clock::now();
+    let result = web::block(move || {
+        let admin = admins::admin_for_bearer(&context, &presented, now)?;
+        action(&context, &admin, now)
+    })
+    .await??;
+    Ok(result)
+}
+
+/// A token id that is not a number names no token: 404, like an unknown one.
+fn token_path(path: web::Path<(String, String)>) -> Result<(String, i64), ApiError> {
+    let (site_key, token_id) = path.into_inner();
+    let token_id = token_id
+        .parse()
+        .map_err(|_| ServiceError::from(AdminRefusal::TokenNotFound))?;
+    Ok((site_key, token_id))
+}
+
+fn answer(body: impl Serialize) -> HttpResponse {
+    no_store(HttpResponse::Ok()).json(body)
+}
+
+/// `?q=&limit=&offset=`, parsed as strictly as OAuth forms (a repeated parameter is an error).
+struct PageQuery {
+    search: Option<String>,
+    limit: i64,
+    offset: i64,
+}
+
+impl PageQuery {
+    fn parse(query: &str) -> Result<Self, OAuthError> {
+        let params = Params::parse(query.as_bytes())?;
+        let number = |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| {
+            params.get(name).map_or(Ok(default), |raw| {
+                raw.parse::<i64>()
+                    .ok()
+                    .filter(|value| range.contains(value))
+                    .ok_or_else(|| {
+                        OAuthError::invalid_request(format!(
+                            "{name} must be a whole number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ))
+                    })
+            })
+        };
+        Ok(Self {
+            search: params
+                .get("q")
+                .map(str::trim)
+                .filter(|search| !search.is_empty())
+                .map(str::to_string),
+            limit: number("limit", DEFAULT_PAGE, 1..=MAX_PAGE)?,
+            offset: number("offset", 0, 0..=i64::from(i32::MAX))?,
+        })
+    }
+}
+
+impl From<SiteSummary> for SiteView {
+    fn from(summary: SiteSummary) -> Self {
+        SiteView {
+            site_key: summary.site.site_key,
+            name: summary.site.name,
+            enabled: summary.site.enabled,
+            token_count: summary.token_count,
+        }
+    }
+}
+
+impl TokenView {
+    fn new(token: &ManagedToken, value: Option<Secret>) -> Self {
+        TokenView {
+            id: token.id,
+            kind: token.kind.as_str(),
+            description: token.description.clone(),
+            masked_value: token.masked_value(),
+            active: token.active,
+            generated_at: rfc3339(token.generated_at),
+            last_used_at: token.last_used_at.map(rfc3339),
+            expires_at: token.expires_at.map(rfc3339),
+            scope: token.scope.clone(),
+            value: value.map(|value| value.expose().to_string()),
+        }
+    }
+}
+
+impl From<HistoryEntry> for HistoryEventView {
+    fn from(entry: HistoryEntry) -> Self {
+        HistoryEventView {
+            occurred_at: rfc3339(entry.occurred_at),
+            event: entry.event.as_str(),
+            actor: ActorView {
+                kind: entry.actor.kind(),
+                name: entry.actor.name().to_string(),
+            },
+            detail: entry.detail,
+        }
+    }
+}
+
+fn rfc3339(at: NaiveDateTime) -> String {
+    at.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

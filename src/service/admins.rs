@@ -1,0 +1,205 @@
+//! The admin scope's principals: the operator's `tokenwarden admin …` commands, admin client
+//! authentication, and the admin tokens that unlock the admin API (issued and checked here).
+
+use chrono::NaiveDateTime;
+
+use super::{Context, ServiceError};
+use crate::crypto;
+use crate::domain::admin::{Admin, Role, ADMIN_CLIENT_ID_PREFIX};
+use crate::domain::introspection::judge;
+use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
+use crate::domain::secret::Secret;
+use crate::domain::site::{encode_identifier, validate_name};
+use crate::domain::token::{self, SecretKind};
+use crate::store::{AdminChange, AdminWithSites};
+
+/// Creates an admin; the secret exists in clear only in the return value. A site manager needs at
+/// least one site, a platform admin none (they manage every site).
+pub fn create(
+    context: &Context,
+    name: &str,
+    role: Role,
+    site_keys: &[String],
+    now: NaiveDateTime,
+) -> Result<(AdminWithSites, Secret), ServiceError> {
+    let name = validate_name(name)?;
+    match (role, site_keys.is_empty()) {
+        (Role::SiteManager, true) => {
+            return Err(ServiceError::AdminSetup(
+                "a site manager needs at least one --site",
+            ))
+        }
+        (Role::PlatformAdmin, false) => {
+            return Err(ServiceError::AdminSetup(
+                "a platform admin manages every site; --site is for site managers",
+            ))
+        }
+        _ => {}
+    }
+    let client_id = format!(
+        "{ADMIN_CLIENT_ID_PREFIX}{}",
+        encode_identifier(&crypto::random_bytes()?)
+    );
+    let secret = token::mint(SecretKind::AdminSecret, &crypto::random_bytes()?);
+    let digest = context.keys.client_secret_digest(secret.expose());
+    let change = context
+        .store
+        .insert_admin(&client_id, &name, role, &digest, site_keys, now)?;
+    let created = admin_changed(change, &client_id)?;
+    log::info!(
+        "created admin {} ({:?}, {})",
+        created.admin.client_id,
+        created.admin.name,
+        role.as_str()
+    );
+    Ok((created, secret))
+}
+
+pub fn list(context: &Context) -> Result<Vec<AdminWithSites>, ServiceError> {
+    Ok(context.store.list_admins()?)
+}
+
+/// Assigns sites to a site manager (`assign = true`) or takes them away; takes effect at once.
+pub fn change_sites(
+    context: &Context,
+    client_id: &str,
+    site_keys: &[String],
+    assign: bool,
+) -> Result<AdminWithSites, ServiceError> {
+    let change = context
+        .store
+        .change_admin_sites(client_id, site_keys, assign)?;
+    let changed = admin_changed(change, client_id)?;
+    log::info!(
+        "{} sites {site_keys:?} for admin {client_id}",
+        if assign { "assigned" } else { "unassigned" }
+    );
+    Ok(changed)
+}
+
+/// Disabling an admin stops their admin tokens at once and deletes them.
+pub fn set_enabled(
+    context: &Context,
+    client_id: &str,
+    enabled: bool,
+) -> Result<AdminWithSites, ServiceError> {
+    let change = context.store.set_admin_enabled(client_id, enabled)?;
+    let changed = admin_changed(change, client_id)?;
+    log::info!(
+        "{} admin {client_id}",
+        if enabled { "enabled" } else { "disabled" }
+    );
+    Ok(changed)
+}
+
+fn admin_changed(change: AdminChange, client_id: &str) -> Result<AdminWithSites, ServiceError> {
+    match change {
+        AdminChange::Done(admin) => Ok(admin),
+        AdminChange::UnknownAdmin => Err(ServiceError::UnknownAdmin(client_id.to_string())),
+        AdminChange::UnknownSite(site_key) => Err(ServiceError::UnknownSite(site_key)),
+        AdminChange::NameTaken => Err(ServiceError::AdminSetup(
+            "another admin already has this name",
+        )),
+        AdminChange::NotASiteManager => Err(ServiceError::AdminSetup(
+            "a platform admin manages every site; only site managers are assigned sites",
+        )),
+    }
+}
+
+/// An admin token as handed out by `/oauth2/token`.
+#[derive(Debug)]
+pub struct IssuedAdminToken {
+    pub value: Secret,
+    /// Seconds until it stops working (RFC 6749 5.1 `expires_in`).
+    pub expires_in: i64,
+}
+
+/// Mints an admin token for an authenticated admin; only its digest is stored.
+pub fn issue_admin_token(
+    context: &Context,
+    admin: &Admin,
+    now: NaiveDateTime,
+) -> Result<IssuedAdminToken, ServiceError> {
+    let value = token::mint(SecretKind::AdminToken, &crypto::random_bytes()?);
+    let expires_at = context.policy.admin_token_expiry(now);
+    context.store.insert_admin_token(
+        admin.id,
+        &context.keys.token_digest(value.expose()),
+        now,
+        expires_at,
+    )?;
+    log::info!("issued an admin token to admin {:?}", admin.name);
+    Ok(IssuedAdminToken {
+        value,
+        expires_in: (expires_at - now).num_seconds(),
+    })
+}
+
+/// The admin a bearer token on the admin API belongs to (RFC 6750 3.1): an unknown, expired or
+/// malformed token, or one of a disabled admin, is `invalid_token`; an active site token is
+/// `insufficient_scope`, since it is a valid token without the admin scope.
+pub fn admin_for_bearer(
+    context: &Context,
+    presented: &Secret,
+    now: NaiveDateTime,
+) -> Result<Admin, ServiceError> {
+    let invalid = || {
+        OAuthError::new(
+            OAuthErrorCode::InvalidToken,
+            "the admin token is unknown, expired or revoked; get a new one from /oauth2/token",
+        )
+    };
+    let digest = || context.keys.token_digest(presented.expose());
+    match token::recognise(presented.expose()) {
+        Ok(SecretKind::AdminToken) => context
+            .store
+            .admin_for_token(&digest(), now)?
+            .ok_or_else(|| invalid().into()),
+        Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {
+            let facts = context.store.token_facts(&digest())?;
+            if facts.is_some_and(|facts| judge(&facts, now).is_some()) {
+                Err(OAuthError::new(
+                    OAuthErrorCode::InsufficientScope,
+                    "site tokens do not unlock the admin API; use an admin token (scope admin)",
+                )
+                .into())
+            } else {
+                Err(invalid().into())
+            }
+        }
+        _ => Err(invalid().into()),
+    }
+}
+
+/// Checks an admin's client id and secret (RFC 6749 2.3.1). Unknown id, wrong secret and disabled
+/// admin fail alike, after the same keyed-hash check.
+pub fn authenticate_admin(
+    context: &Context,
+    client_id: &str,
+    secret: &Secret,
+) -> Result<Admin, ServiceError> {
+    let found = context.store.admin_authentication(client_id)?;
+    let stored_digest = found.as_ref().map_or(
+        &super::client_auth::UNKNOWN_CLIENT_DIGEST[..],
+        |(_, digest)| digest,
+    );
+    let secret_matches = context
+        .keys
+        .verify_client_secret(secret.expose(), stored_digest);
+    match found {
+        Some((admin, _)) if secret_matches && admin.enabled => Ok(admin),
+        Some((admin, _)) => {
+            log::info!(
+                "client authentication failed for admin {} ({})",
+                admin.client_id,
+                if secret_matches {
+                    "admin disabled"
+                } else {
+                    "wrong secret"
+                }
+            );
+            Err(OAuthError::invalid_client().into())
+        }
+        None => Err(OAuthError::invalid_client().into()),
+    }
+}

@@ -1,0 +1,227 @@
+//! The admin scope's use cases: an admin lists the sites they manage and manages each site's
+//! non-primary tokens (create, regenerate, validate, invalidate, history).
+//!
+//! Every use case first resolves the site through the admin's rights, so a site the admin may not
+//! manage is "not found", exactly like a site that does not exist. Every change is logged with the
+//! action, the admin, the site and the token id, never the value.
+
+use chrono::NaiveDateTime;
+
+use super::{Context, ServiceError};
+use crate::crypto;
+use crate::domain::admin::{sort_for_listing, Admin, AdminRefusal, ManagedToken};
+use crate::domain::description::validate_description;
+use crate::domain::history::{Actor, HistoryEntry};
+use crate::domain::secret::Secret;
+use crate::domain::site::Site;
+use crate::domain::token::{self, SecretKind};
+use crate::domain::token_policy::TermsError;
+use crate::store::{NewSecondaryToken, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome};
+
+/// What an admin asks for when creating a token, as received (checked here).
+#[derive(Debug, Default)]
+pub struct TokenOrder {
+    pub description: String,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// Space-separated scopes.
+    pub scope: Option<String>,
+}
+
+/// What an admin does to an existing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAction {
+    Regenerate,
+    Validate,
+    Invalidate,
+}
+
+impl TokenAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenAction::Regenerate => "regenerate",
+            TokenAction::Validate => "validate",
+            TokenAction::Invalidate => "invalidate",
+        }
+    }
+}
+
+/// The sites `admin` manages that match `query`, and how many match in all.
+pub fn list_sites(
+    context: &Context,
+    admin: &Admin,
+    query: &SiteQuery,
+) -> Result<(Vec<SiteSummary>, i64), ServiceError> {
+    Ok(context.store.sites_for_admin(admin, query)?)
+}
+
+pub fn site(context: &Context, admin: &Admin, site_key: &str) -> Result<SiteSummary, ServiceError> {
+    let site = managed_site(context, admin, site_key)?;
+    let token_count = context.store.site_tokens(site.id)?.len() as i64;
+    Ok(SiteSummary { site, token_count })
+}
+
+/// The site's tokens in listing order: primary, active, inactive.
+pub fn tokens(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+) -> Result<Vec<ManagedToken>, ServiceError> {
+    let site = managed_site(context, admin, site_key)?;
+    let mut tokens = context.store.site_tokens(site.id)?;
+    sort_for_listing(&mut tokens);
+    Ok(tokens)
+}
+
+pub fn token(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+    token_id: i64,
+) -> Result<ManagedToken, ServiceError> {
+    let site = managed_site(context, admin, site_key)?;
+    context
+        .store
+        .site_token(site.id, token_id)?
+        .ok_or(AdminRefusal::TokenNotFound.into())
+}
+
+/// Creates an active non-primary token; its value exists in clear only in the return value.
+pub fn create(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+    order: &TokenOrder,
+    now: NaiveDateTime,
+) -> Result<(ManagedToken, Secret), ServiceError> {
+    let description = checked_description(&order.description)?;
+    let expires_at = order
+        .expires_at
+        .as_deref()
+        .map(|raw| context.policy.check_expiry(raw, now))
+        .transpose()
+        .map_err(refused_terms)?;
+    let scope = order
+        .scope
+        .as_deref()
+        .map(|raw| context.policy.check_scope(raw))
+        .transpose()
+        .map_err(refused_terms)?;
+    let site = managed_site(context, admin, site_key)?;
+    let value = token::mint(SecretKind::SecondaryToken, &crypto::random_bytes()?);
+    let value_digest = context.keys.token_digest(value.expose());
+    let new = NewSecondaryToken {
+        value_digest: &value_digest,
+        value_hint: &token::hint(&value),
+        description: &description,
+        expires_at,
+        scope: scope.as_deref(),
+    };
+    let created = context
+        .store
+        .create_secondary_token(site.id, &new, &admin_actor(admin), now)?
+        .ok_or(AdminRefusal::TokenLimitReached)?;
+    context.counters.count_minted();
+    log_action(admin, "create", &site, created.id);
+    Ok((created, value))
+}
+
+/// Regenerates, validates or invalidates a non-primary token, optionally with a new description.
+/// Regeneration returns the new value, in clear only here.
+pub fn act(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+    token_id: i64,
+    action: TokenAction,
+    description: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<(ManagedToken, Option<Secret>), ServiceError> {
+    let description = description.map(checked_description).transpose()?;
+    let site = managed_site(context, admin, site_key)?;
+    let new_value = match action {
+        TokenAction::Regenerate => Some(token::mint(
+            SecretKind::SecondaryToken,
+            &crypto::random_bytes()?,
+        )),
+        TokenAction::Validate | TokenAction::Invalidate => None,
+    };
+    let new_digest = new_value
+        .as_ref()
+        .map(|value| context.keys.token_digest(value.expose()));
+    let new_hint = new_value.as_ref().map(token::hint);
+    let change = match (action, &new_digest, &new_hint) {
+        (TokenAction::Regenerate, Some(value_digest), Some(value_hint)) => {
+            TokenChange::Regenerate {
+                value_digest,
+                value_hint,
+            }
+        }
+        (TokenAction::Validate, ..) => TokenChange::SetActive(true),
+        _ => TokenChange::SetActive(false),
+    };
+    let outcome = context.store.change_token(
+        site.id,
+        token_id,
+        &change,
+        description.as_deref(),
+        &admin_actor(admin),
+        now,
+    )?;
+    let changed = match outcome {
+        TokenChangeOutcome::Changed(token) => token,
+        TokenChangeOutcome::NotFound => return Err(AdminRefusal::TokenNotFound.into()),
+        TokenChangeOutcome::Primary => return Err(AdminRefusal::PrimaryTokenManagedByOAuth.into()),
+    };
+    match action {
+        TokenAction::Regenerate => context.counters.count_minted(),
+        TokenAction::Invalidate => context.counters.count_invalidated(),
+        TokenAction::Validate => {}
+    }
+    log_action(admin, action.as_str(), &site, token_id);
+    Ok((changed, new_value))
+}
+
+/// The token's history, oldest first.
+pub fn history(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+    token_id: i64,
+) -> Result<Vec<HistoryEntry>, ServiceError> {
+    let site = managed_site(context, admin, site_key)?;
+    context
+        .store
+        .token_history(site.id, token_id)?
+        .ok_or(AdminRefusal::TokenNotFound.into())
+}
+
+fn managed_site(context: &Context, admin: &Admin, site_key: &str) -> Result<Site, ServiceError> {
+    context
+        .store
+        .site_for_admin(admin, site_key)?
+        .ok_or(AdminRefusal::SiteNotFound.into())
+}
+
+fn checked_description(raw: &str) -> Result<String, AdminRefusal> {
+    validate_description(raw)
+        .map_err(|error| AdminRefusal::invalid_field("description", error.to_string()))
+}
+
+fn refused_terms(error: TermsError) -> AdminRefusal {
+    AdminRefusal::invalid_field(error.field(), error.to_string())
+}
+
+fn admin_actor(admin: &Admin) -> Actor {
+    Actor::Admin {
+        name: admin.name.clone(),
+    }
+}
+
+fn log_action(admin: &Admin, action: &str, site: &Site, token_id: i64) {
+    log::info!(
+        "admin action={action} admin={:?} site={} token_id={token_id}",
+        admin.name,
+        site.site_key
+    );
+}

@@ -1,0 +1,302 @@
+//! Admin-scope queries on a site's tokens: list, create into a free slot, regenerate,
+//! validate/invalidate, history. Each change and the history lines recording it are written in one
+//! transaction.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{token_events, tokens};
+use super::tokens::NewEventRow;
+use super::{with_connection, write_transaction, Store, StoreError};
+use crate::domain::admin::ManagedToken;
+use crate::domain::history::{Actor, HistoryEntry, TokenEvent};
+use crate::domain::introspection::TokenKind;
+use crate::domain::slots::{secondary_slots, PRIMARY_SLOT};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = tokens)]
+struct TokenRow {
+    id: i64,
+    slot: i32,
+    description: String,
+    value_hint: String,
+    active: bool,
+    generated_at: NaiveDateTime,
+    last_used_at: Option<NaiveDateTime>,
+    expires_at: Option<NaiveDateTime>,
+    scope: Option<String>,
+}
+
+impl From<TokenRow> for ManagedToken {
+    fn from(row: TokenRow) -> Self {
+        ManagedToken {
+            id: row.id,
+            kind: if row.slot == PRIMARY_SLOT {
+                TokenKind::Primary
+            } else {
+                TokenKind::Secondary
+            },
+            description: row.description,
+            value_hint: row.value_hint,
+            active: row.active,
+            generated_at: row.generated_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            scope: row.scope,
+        }
+    }
+}
+
+#[derive(Queryable)]
+struct EventRow {
+    occurred_at: NaiveDateTime,
+    event: String,
+    actor_kind: String,
+    actor_name: String,
+    detail: Option<String>,
+}
+
+impl TryFrom<EventRow> for HistoryEntry {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        Ok(HistoryEntry {
+            occurred_at: row.occurred_at,
+            event: TokenEvent::parse(&row.event)
+                .ok_or(StoreError::UnexpectedValue("token_events.event"))?,
+            actor: Actor::from_parts(&row.actor_kind, row.actor_name)
+                .ok_or(StoreError::UnexpectedValue("token_events.actor_kind"))?,
+            detail: row.detail,
+        })
+    }
+}
+
+/// A new non-primary token, in the only forms that may be stored.
+#[derive(Debug)]
+pub struct NewSecondaryToken<'a> {
+    pub value_digest: &'a [u8],
+    pub value_hint: &'a str,
+    pub description: &'a str,
+    pub expires_at: Option<NaiveDateTime>,
+    pub scope: Option<&'a str>,
+}
+
+/// What an admin does to an existing non-primary token.
+#[derive(Debug)]
+pub enum TokenChange<'a> {
+    /// Replaces the value; the token keeps its active flag.
+    Regenerate {
+        value_digest: &'a [u8],
+        value_hint: &'a str,
+    },
+    /// Validates (`true`) or invalidates (`false`).
+    SetActive(bool),
+}
+
+#[derive(Debug)]
+pub enum TokenChangeOutcome {
+    Changed(ManagedToken),
+    /// The site has no token with this id.
+    NotFound,
+    /// The id is the site's primary token, which the admin scope may not change.
+    Primary,
+}
+
+impl Store {
+    /// Every token of the site, in no particular order.
+    pub fn site_tokens(&self, site_id: i64) -> Result<Vec<ManagedToken>, StoreError> {
+        with_connection!(self, |conn| {
+            Ok(tokens::table
+                .filter(tokens::site_id.eq(site_id))
+                .select(TokenRow::as_select())
+                .load(conn)?
+                .into_iter()
+                .map(ManagedToken::from)
+                .collect())
+        })
+    }
+
+    pub fn site_token(
+        &self,
+        site_id: i64,
+        token_id: i64,
+    ) -> Result<Option<ManagedToken>, StoreError> {
+        with_connection!(self, |conn| {
+            Ok(tokens::table
+                .filter(tokens::id.eq(token_id))
+                .filter(tokens::site_id.eq(site_id))
+                .select(TokenRow::as_select())
+                .get_result(conn)
+                .optional()?
+                .map(ManagedToken::from))
+        })
+    }
+
+    /// Stores a non-primary token in the site's first free slot; `None` when all nine are taken.
+    ///
+    /// The 10-token limit holds under any concurrency without counting first: each attempt is an
+    /// `INSERT … ON CONFLICT (site_id, slot) DO NOTHING`, so a slot another transaction holds (or
+    /// is inserting into) is skipped, and there is no slot past the ninth.
+    pub fn create_secondary_token(
+        &self,
+        site_id: i64,
+        new: &NewSecondaryToken,
+        actor: &Actor,
+        now: NaiveDateTime,
+    ) -> Result<Option<ManagedToken>, StoreError> {
+        write_transaction!(self, |conn| {
+            for slot in secondary_slots() {
+                let inserted = diesel::insert_into(tokens::table)
+                    .values((
+                        tokens::site_id.eq(site_id),
+                        tokens::slot.eq(slot),
+                        tokens::description.eq(new.description),
+                        tokens::value_digest.eq(new.value_digest),
+                        tokens::value_hint.eq(new.value_hint),
+                        tokens::active.eq(true),
+                        tokens::generated_at.eq(now),
+                        tokens::expires_at.eq(new.expires_at),
+                        tokens::scope.eq(new.scope),
+                    ))
+                    .on_conflict((tokens::site_id, tokens::slot))
+                    .do_nothing()
+                    .returning(TokenRow::as_returning())
+                    .get_result(conn)
+                    .optional()?;
+                if let Some(row) = inserted {
+                    let event = NewEventRow {
+                        value_digest: Some(new.value_digest),
+                        ..NewEventRow::new(row.id, TokenEvent::Created, actor, now)
+                    };
+                    diesel::insert_into(token_events::table)
+                        .values(&event)
+                        .execute(conn)?;
+                    return Ok(Some(ManagedToken::from(row)));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Applies `change` (and a new description, if given and different) to a non-primary token of
+    /// the site, and records each effective change in its history.
+    ///
+    /// The row is locked first by a no-op `UPDATE … RETURNING`, so concurrent changes to one token
+    /// apply one after the other and each sees the state the previous one left (a `SELECT … FOR
+    /// UPDATE` in one statement that both backends accept). Validating an active token or
+    /// invalidating an inactive one changes nothing and records nothing.
+    pub fn change_token(
+        &self,
+        site_id: i64,
+        token_id: i64,
+        change: &TokenChange,
+        description: Option<&str>,
+        actor: &Actor,
+        now: NaiveDateTime,
+    ) -> Result<TokenChangeOutcome, StoreError> {
+        let this_token = tokens::id.eq(token_id).and(tokens::site_id.eq(site_id));
+        write_transaction!(self, |conn| {
+            let locked = diesel::update(tokens::table.filter(this_token))
+                .set(tokens::slot.eq(tokens::slot))
+                .returning(TokenRow::as_returning())
+                .get_result(conn)
+                .optional()?;
+            let Some(current) = locked else {
+                return Ok(TokenChangeOutcome::NotFound);
+            };
+            if current.slot == PRIMARY_SLOT {
+                return Ok(TokenChangeOutcome::Primary);
+            }
+            let record = |conn: &mut _, event: TokenEvent, digest, detail| {
+                let row = NewEventRow {
+                    value_digest: digest,
+                    detail,
+                    ..NewEventRow::new(token_id, event, actor, now)
+                };
+                diesel::insert_into(token_events::table)
+                    .values(&row)
+                    .execute(conn)
+                    .map(drop)
+            };
+            match *change {
+                TokenChange::Regenerate {
+                    value_digest,
+                    value_hint,
+                } => {
+                    diesel::update(tokens::table.filter(this_token))
+                        .set((
+                            tokens::value_digest.eq(value_digest),
+                            tokens::value_hint.eq(value_hint),
+                            tokens::generated_at.eq(now),
+                            tokens::last_used_at.eq(None::<NaiveDateTime>),
+                        ))
+                        .execute(conn)?;
+                    record(conn, TokenEvent::Regenerated, Some(value_digest), None)?;
+                }
+                TokenChange::SetActive(active) if active != current.active => {
+                    diesel::update(tokens::table.filter(this_token))
+                        .set(tokens::active.eq(active))
+                        .execute(conn)?;
+                    let event = if active {
+                        TokenEvent::Validated
+                    } else {
+                        TokenEvent::Invalidated
+                    };
+                    record(conn, event, None, None)?;
+                }
+                TokenChange::SetActive(_) => {}
+            }
+            if let Some(description) = description.filter(|new| *new != current.description) {
+                diesel::update(tokens::table.filter(this_token))
+                    .set(tokens::description.eq(description))
+                    .execute(conn)?;
+                record(
+                    conn,
+                    TokenEvent::DescriptionChanged,
+                    None,
+                    Some(description),
+                )?;
+            }
+            let changed = tokens::table
+                .filter(this_token)
+                .select(TokenRow::as_select())
+                .get_result(conn)?;
+            Ok(TokenChangeOutcome::Changed(changed.into()))
+        })
+    }
+
+    /// The token's history, oldest first; `None` when the site has no token with this id.
+    pub fn token_history(
+        &self,
+        site_id: i64,
+        token_id: i64,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        with_connection!(self, |conn| {
+            let exists = tokens::table
+                .filter(tokens::id.eq(token_id))
+                .filter(tokens::site_id.eq(site_id))
+                .select(tokens::id)
+                .get_result::<i64>(conn)
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            let rows = token_events::table
+                .filter(token_events::token_id.eq(token_id))
+                .order(token_events::id)
+                .select((
+                    token_events::occurred_at,
+                    token_events::event,
+                    token_events::actor_kind,
+                    token_events::actor_name,
+                    token_events::detail,
+                ))
+                .load::<EventRow>(conn)?;
+            rows.into_iter()
+                .map(HistoryEntry::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+    }
+}
