@@ -95,10 +95,11 @@ struct ServeArgs {
     /// http://<bound address>); set it to the public https URL behind a proxy
     #[arg(long, env = "TOKENWARDEN_ISSUER")]
     issuer: Option<String>,
-    /// Answer introspection from memory when possible (exact either way)
+    /// Answer introspection and repeat token requests from memory when possible (exact either
+    /// way); off reads the database on every request
     #[arg(long, env = "TOKENWARDEN_INTROSPECTION_CACHE", default_value = "on", value_parser = ["on", "off"])]
     introspection_cache: String,
-    /// Most entries in the introspection cache
+    /// Most entries in each cache (introspected tokens; sites and their primary tokens)
     #[arg(long, env = "TOKENWARDEN_CACHE_CAPACITY", default_value_t = config::DEFAULT_CACHE_CAPACITY)]
     cache_capacity: usize,
     /// Seconds between batched writes of tokens' last-used times

@@ -53,9 +53,11 @@ pub struct Config {
     pub workers: Option<usize>,
     /// The issuer identifier published in the RFC 8414 metadata; `None` derives `http://<bind>`.
     pub issuer: Option<String>,
-    /// Whether introspection may answer from memory (exact either way; see `store::ChangeFeed`).
+    /// Whether introspection and repeat token requests may answer from memory (exact either way;
+    /// see `store::ChangeFeed`).
     pub introspection_cache: bool,
-    /// Most tokens (and unknown values) the introspection cache holds.
+    /// Most entries each cache holds (introspected tokens and unknown values; sites; primary
+    /// tokens).
     pub cache_capacity: usize,
     /// How often batched `last_used_at` times are written.
     pub usage_flush_interval: Duration,

@@ -17,6 +17,7 @@ use crate::domain::token_policy::TokenPolicy;
 use crate::http::metrics::{self, Metrics};
 use crate::http::{self, AppState};
 use crate::service::introspect::Introspection;
+use crate::service::token_grant::GrantCaches;
 use crate::service::{Context, Counters};
 use crate::store::{Store, StoreError};
 
@@ -53,6 +54,10 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
         store,
         keys: Arc::new(Keys::derive(&secret)),
         introspection: Arc::new(Introspection::new(
+            config.introspection_cache,
+            config.cache_capacity,
+        )),
+        grants: Arc::new(GrantCaches::new(
             config.introspection_cache,
             config.cache_capacity,
         )),

@@ -65,12 +65,14 @@ pub async fn introspect(
 ) -> Result<HttpResponse, ApiError> {
     let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
     let introspection = IntrospectionRequest::parse(authorization, &params)?;
-    let context = state.context.clone();
     let now = crate::clock::now();
     // Cache hits are answered on this worker; anything needing the database goes to the pool.
-    let outcome = match introspect::introspect_from_memory(&context, &introspection, now)? {
+    let outcome = match introspect::introspect_from_memory(&state.context, &introspection, now)? {
         Some(outcome) => outcome,
-        None => web::block(move || introspect::introspect(&context, &introspection, now)).await??,
+        None => {
+            let context = state.context.clone();
+            web::block(move || introspect::introspect(&context, &introspection, now)).await??
+        }
     };
     if outcome.flush_due {
         state.background.flush_usage_now();

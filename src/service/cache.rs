@@ -5,11 +5,18 @@
 //! entry stops being served. Capacity bounds memory whatever keys an attacker sends: when full, the
 //! map is emptied (a refill costs one query per key, and a full map under attack would be useless
 //! anyway).
+//!
+//! [`cached`] is the one way services read through such a cache, with a [`Reach`] that says
+//! whether a miss may go to the database (in `web::block`) or must give up (on the HTTP worker).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+
+use super::ServiceError;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
 pub struct GenerationCache<K, V> {
@@ -30,7 +37,11 @@ impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
     }
 
     /// The value cached for `key` if it was filled under `generation`.
-    pub fn get(&self, key: &K, generation: u64) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q, generation: u64) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let found = entries
             .get(key)
@@ -63,6 +74,60 @@ impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
             self.misses.load(Ordering::Relaxed),
         )
     }
+}
+
+/// Whether a lookup that misses its cache may go to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// On the HTTP worker: a miss gives up (`None`) and the caller retries in `web::block`.
+    MemoryOnly,
+    Database,
+}
+
+/// The generation to read and fill caches under: `None` when the caches are off (then there is
+/// nothing to check, and on SQLite no `PRAGMA` to pay for) or the change feed is not live (then
+/// a missed write could go unnoticed, so no cache may answer). Read it once per request, before
+/// any query: answers cached under an older generation are stale.
+pub fn current_generation(store: &Store, caches_on: bool) -> Result<Option<u64>, StoreError> {
+    let changes = store.changes();
+    if caches_on && changes.is_live() {
+        changes.generation().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Answers from `cache` when an entry of this `generation` exists, else loads and fills it; with
+/// [`Reach::MemoryOnly`] a load is not allowed and the answer is `None`. Without a cache or a live
+/// change feed (`generation` is `None`) every answer is a load.
+pub fn cached<K, Q, V>(
+    cache: Option<&GenerationCache<K, V>>,
+    generation: Option<u64>,
+    reach: Reach,
+    key: &Q,
+    load: impl FnOnce() -> Result<V, StoreError>,
+) -> Result<Option<V>, ServiceError>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+    V: Clone,
+{
+    let hit = match (cache, generation) {
+        (Some(cache), Some(generation)) => cache.get(key, generation),
+        _ => None,
+    };
+    if let Some(value) = hit {
+        return Ok(Some(value));
+    }
+    if reach == Reach::MemoryOnly {
+        return Ok(None);
+    }
+    let value = load()?;
+    if let (Some(cache), Some(generation)) = (cache, generation) {
+        cache.note_miss();
+        cache.put(key.to_owned(), generation, value.clone());
+    }
+    Ok(Some(value))
 }
 
 #[cfg(test)]

@@ -5,11 +5,9 @@
 //! PostgreSQL: an atomic load) and two map lookups. Malformed tokens are refused by the format
 //! check before any of that touches the database; unknown well-formed ones are cached as unknown.
 
-use std::hash::Hash;
-
 use chrono::NaiveDateTime;
 
-use super::cache::GenerationCache;
+use super::cache::{cached, current_generation, GenerationCache, Reach};
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
 use crate::crypto::Digest;
@@ -18,7 +16,6 @@ use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::IntrospectionRequest;
 use crate::domain::secret::Secret;
 use crate::domain::token::{self, SecretKind};
-use crate::store::StoreError;
 
 /// Caches for introspection; `None` caches mean every check reads the database.
 #[derive(Debug)]
@@ -75,34 +72,20 @@ pub fn introspect_from_memory(
     introspect_within(context, request, now, Reach::MemoryOnly)
 }
 
-/// Whether a lookup that misses the cache may go to the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    MemoryOnly,
-    Database,
-}
-
 fn introspect_within(
     context: &Context,
     request: &IntrospectionRequest,
     now: NaiveDateTime,
     reach: Reach,
 ) -> Result<Option<Introspected>, ServiceError> {
-    // Read once, before any query: answers cached under an older generation are stale. Without
-    // caches there is nothing to check (and on SQLite no `PRAGMA` to pay for).
     let caches = &context.introspection;
-    let changes = context.store.changes();
-    let generation = if caches.tokens.is_some() && changes.is_live() {
-        Some(changes.generation()?)
-    } else {
-        None
-    };
+    let generation = current_generation(&context.store, caches.tokens.is_some())?;
     let credentials = &request.credentials;
     let Some(stored_secret) = cached(
         caches.resource_servers.as_ref(),
         generation,
         reach,
-        credentials.client_id.clone(),
+        credentials.client_id.as_str(),
         || {
             context
                 .store
@@ -127,7 +110,7 @@ fn introspect_within(
         caches.tokens.as_ref(),
         generation,
         reach,
-        digest.clone(),
+        digest.as_slice(),
         || context.store.token_facts(&digest),
     )?
     else {
@@ -141,34 +124,6 @@ fn introspect_within(
         active: Some(active),
         flush_due,
     }))
-}
-
-/// Answers from `cache` when an entry of this `generation` exists, else loads and fills it; with
-/// [`Reach::MemoryOnly`] a load is not allowed and the answer is `None`. Without a cache or a live
-/// change feed (`generation` is `None`) every answer is a load.
-fn cached<K: Hash + Eq, V: Clone>(
-    cache: Option<&GenerationCache<K, V>>,
-    generation: Option<u64>,
-    reach: Reach,
-    key: K,
-    load: impl FnOnce() -> Result<V, StoreError>,
-) -> Result<Option<V>, ServiceError> {
-    let hit = match (cache, generation) {
-        (Some(cache), Some(generation)) => cache.get(&key, generation),
-        _ => None,
-    };
-    if let Some(value) = hit {
-        return Ok(Some(value));
-    }
-    if reach == Reach::MemoryOnly {
-        return Ok(None);
-    }
-    let value = load()?;
-    if let (Some(cache), Some(generation)) = (cache, generation) {
-        cache.note_miss();
-        cache.put(key, generation, value.clone());
-    }
-    Ok(Some(value))
 }
 
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a

@@ -2,7 +2,9 @@
 //!
 //! Services take plain values (parsed requests, `now`) and return plain values, so their tests
 //! never build an HTTP request. They run synchronously; the HTTP layer calls them inside
-//! `web::block` because every one of them may wait on the database.
+//! `web::block` because every one of them may wait on the database. The exceptions are the
+//! memory-only entry points `introspect::introspect_from_memory` and
+//! `token_grant::issue_from_memory`, which the HTTP worker calls itself (see `cache::Reach`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,12 +30,14 @@ mod usage;
 pub use client_auth::authenticate_site;
 
 /// What every use case needs: the database, the keys derived from the server secret, the
-/// operator's token policy, and the introspection caches (which stay empty in CLI commands).
+/// operator's token policy, and the introspection and token-endpoint caches (which stay empty in
+/// CLI commands).
 #[derive(Clone, Debug)]
 pub struct Context {
     pub store: Store,
     pub keys: Arc<Keys>,
     pub introspection: Arc<introspect::Introspection>,
+    pub grants: Arc<token_grant::GrantCaches>,
     pub counters: Arc<Counters>,
     pub policy: Arc<TokenPolicy>,
 }

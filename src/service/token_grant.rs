@@ -12,34 +12,93 @@
 //! - the response: `BearerToken::to_json` always writes `expires_in`, but a primary token never
 //!   expires (RFC 6749 5.1 makes `expires_in` optional), so [`issue`] returns the token itself and
 //!   the HTTP layer serialises the response.
+//!
+//! Repeat requests (integrators asking on every call) are answered from memory: the site's
+//! authentication row and its sealed primary token are cached under the change feed's generation,
+//! like introspection's caches, so a hit costs one HMAC check and one AES-GCM open.
+//! [`issue_from_memory`] runs the same flow on the HTTP worker with [`Reach::MemoryOnly`]; the
+//! adapters give up on a miss and the handler falls back to [`issue`] in `web::block`.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, LazyLock};
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use oxide_auth::code_grant::client_credentials::{
     client_credentials, Endpoint as FlowEndpoint, Error as FlowError, Extension, Request,
 };
 use oxide_auth::code_grant::error::AccessTokenErrorType;
+use oxide_auth::frontends::dev::Url;
 use oxide_auth::primitives::grant::Grant;
 use oxide_auth::primitives::issuer::{self, Issuer, RefreshedToken, TokenType};
 use oxide_auth::primitives::registrar::{
-    BoundClient, ClientUrl, ExactUrl, PreGrant, RegisteredUrl, Registrar, RegistrarError,
+    BoundClient, ClientUrl, PreGrant, RegisteredUrl, Registrar, RegistrarError,
 };
 use oxide_auth::primitives::scope::Scope;
 
-use super::{authenticate_site, primary_token, Context, ServiceError};
+use super::cache::{current_generation, GenerationCache, Reach};
+use super::client_auth::authenticate_site_cached;
+use super::{primary_token, Context, ServiceError};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::request::TokenRequest;
 use crate::domain::secret::Secret;
-use crate::domain::site::Site;
+use crate::store::{PrimaryToken, SiteAuthentication};
+
+/// Caches for the token endpoint, switched on and off with introspection's (`--introspection-cache`);
+/// `None` caches mean every request reads the database.
+#[derive(Debug)]
+pub struct GrantCaches {
+    /// Site authentication by site key; unknown site keys are cached as `None`.
+    pub(super) sites: Option<GenerationCache<String, Option<Arc<SiteAuthentication>>>>,
+    /// The active primary token by site id, still sealed; `None` when the site has none.
+    pub(super) primary_tokens: Option<GenerationCache<i64, Option<Arc<PrimaryToken>>>>,
+}
+
+impl GrantCaches {
+    pub fn new(cache_enabled: bool, capacity: usize) -> Self {
+        Self {
+            sites: cache_enabled.then(|| GenerationCache::new(capacity)),
+            primary_tokens: cache_enabled.then(|| GenerationCache::new(capacity)),
+        }
+    }
+
+    /// (hits, misses) of the site cache, for metrics and tests.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        self.sites.as_ref().map_or((0, 0), GenerationCache::counts)
+    }
+}
 
 /// Runs the client credentials grant for a parsed request; returns the site's primary token.
+/// May wait on the database: run it off the async executor.
 pub fn issue(
     context: &Context,
     request: &TokenRequest,
     now: NaiveDateTime,
 ) -> Result<Secret, ServiceError> {
+    issue_within(context, request, now, Reach::Database)?.ok_or(ServiceError::Invariant(
+        "the token flow with database access gave no answer",
+    ))
+}
+
+/// The same answer as [`issue`] when memory alone can give it (the site and its primary token
+/// cached under the current generation), else `None`. Never waits on the database pool, so the
+/// HTTP worker runs it itself; its only database contact is the change-feed check (SQLite:
+/// `PRAGMA data_version` on the feed's own connection).
+pub fn issue_from_memory(
+    context: &Context,
+    request: &TokenRequest,
+    now: NaiveDateTime,
+) -> Result<Option<Secret>, ServiceError> {
+    issue_within(context, request, now, Reach::MemoryOnly)
+}
+
+fn issue_within(
+    context: &Context,
+    request: &TokenRequest,
+    now: NaiveDateTime,
+    reach: Reach,
+) -> Result<Option<Secret>, ServiceError> {
+    let generation = current_generation(&context.store, context.grants.sites.is_some())?;
     let flow_request = FlowRequest {
         request,
         scope: request.scope.as_ref().map(|scope| scope.join(" ")),
@@ -47,15 +106,21 @@ pub fn issue(
     let mut endpoint = FlowAdapter {
         registrar: SiteRegistrar {
             context,
+            generation,
+            reach,
             authenticated: RefCell::new(None),
             failure: RefCell::new(None),
+            needs_database: Cell::new(false),
         },
         issuer: PrimaryTokenIssuer {
             context,
             now,
+            generation,
+            reach,
             site: None,
             issued: None,
             failure: None,
+            needs_database: false,
         },
         no_extensions: (),
     };
@@ -65,6 +130,9 @@ pub fn issue(
         pending.issue(&mut endpoint, owner_id, false)
     });
     if let Err(error) = outcome {
+        if endpoint.registrar.needs_database.get() || endpoint.issuer.needs_database {
+            return Ok(None);
+        }
         let failure = endpoint
             .registrar
             .failure
@@ -72,9 +140,13 @@ pub fn issue(
             .or(endpoint.issuer.failure);
         return Err(map_flow_error(error, failure));
     }
-    endpoint.issuer.issued.ok_or(ServiceError::Invariant(
-        "the token flow succeeded without issuing a token",
-    ))
+    endpoint
+        .issuer
+        .issued
+        .ok_or(ServiceError::Invariant(
+            "the token flow succeeded without issuing a token",
+        ))
+        .map(Some)
 }
 
 /// Restores the cause of a flow failure that oxide-auth's error type cannot carry.
@@ -165,21 +237,28 @@ impl FlowEndpoint for FlowAdapter<'_> {
 /// password-stretching.
 struct SiteRegistrar<'a> {
     context: &'a Context,
-    authenticated: RefCell<Option<Site>>,
+    generation: Option<u64>,
+    reach: Reach,
+    authenticated: RefCell<Option<Arc<SiteAuthentication>>>,
     failure: RefCell<Option<ServiceError>>,
+    /// Set when a memory-only attempt missed the cache: the flow stops, the caller retries.
+    needs_database: Cell<bool>,
 }
 
 /// oxide-auth insists on a redirect URI even for this grant, which never redirects. RFC 2606
-/// reserves `.invalid`, so this one cannot point anywhere.
-const UNUSED_REDIRECT_URI: &str = "https://client-credentials.invalid/";
+/// reserves `.invalid`, so this one cannot point anywhere. Parsed once: it is a constant, and
+/// parsing a URL on every token request showed in profiles (docs/performance.md). It is bound as
+/// a semantic (already parsed) URL, because oxide-auth parses an exact one again when it builds
+/// the grant.
+static UNUSED_REDIRECT_URI: LazyLock<Url> = LazyLock::new(|| {
+    Url::parse("https://client-credentials.invalid/").expect("a valid literal URL")
+});
 
 impl Registrar for SiteRegistrar<'_> {
     fn bound_redirect<'b>(&self, bound: ClientUrl<'b>) -> Result<BoundClient<'b>, RegistrarError> {
-        let redirect_uri = ExactUrl::new(UNUSED_REDIRECT_URI.to_string())
-            .map_err(|_| RegistrarError::PrimitiveError)?;
         Ok(BoundClient {
             client_id: bound.client_id,
-            redirect_uri: Cow::Owned(RegisteredUrl::Exact(redirect_uri)),
+            redirect_uri: Cow::Owned(RegisteredUrl::Semantic(UNUSED_REDIRECT_URI.clone())),
         })
     }
 
@@ -203,10 +282,21 @@ impl Registrar for SiteRegistrar<'_> {
     fn check(&self, client_id: &str, passphrase: Option<&[u8]>) -> Result<(), RegistrarError> {
         let secret = std::str::from_utf8(passphrase.unwrap_or_default())
             .map_err(|_| RegistrarError::Unspecified)?;
-        match authenticate_site(self.context, client_id, &Secret::new(secret)) {
-            Ok(site) => {
+        let authenticated = authenticate_site_cached(
+            self.context,
+            client_id,
+            &Secret::new(secret),
+            self.generation,
+            self.reach,
+        );
+        match authenticated {
+            Ok(Some(site)) => {
                 *self.authenticated.borrow_mut() = Some(site);
                 Ok(())
+            }
+            Ok(None) => {
+                self.needs_database.set(true);
+                Err(RegistrarError::PrimitiveError)
             }
             Err(ServiceError::OAuth(_)) => Err(RegistrarError::Unspecified),
             Err(other) => {
@@ -221,16 +311,31 @@ impl Registrar for SiteRegistrar<'_> {
 struct PrimaryTokenIssuer<'a> {
     context: &'a Context,
     now: NaiveDateTime,
-    site: Option<Site>,
+    generation: Option<u64>,
+    reach: Reach,
+    site: Option<Arc<SiteAuthentication>>,
     issued: Option<Secret>,
     failure: Option<ServiceError>,
+    /// Set when a memory-only attempt missed the cache or would have to mint.
+    needs_database: bool,
 }
 
 impl Issuer for PrimaryTokenIssuer<'_> {
     fn issue(&mut self, _grant: Grant) -> Result<issuer::IssuedToken, ()> {
-        let site = self.site.as_ref().ok_or(())?;
-        match primary_token::get_or_mint(self.context, site, self.now) {
-            Ok(value) => {
+        let site = &self.site.as_ref().ok_or(())?.site;
+        let current = primary_token::get_or_mint_cached(
+            self.context,
+            site,
+            self.now,
+            self.generation,
+            self.reach,
+        );
+        match current {
+            Ok(None) => {
+                self.needs_database = true;
+                Err(())
+            }
+            Ok(Some(value)) => {
                 let token = value.expose().to_string();
                 self.issued = Some(value);
                 Ok(issuer::IssuedToken {

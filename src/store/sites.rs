@@ -42,7 +42,7 @@ struct NewSiteRow<'a> {
 }
 
 /// What client authentication needs to know about a site.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SiteAuthentication {
     pub site: Site,
     pub auth_key_digest: Vec<u8>,

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokenwarden::config::SecretSource;
 
-use crate::helpers::{assert_oauth_error, test_secret, Backend, SiteKeys, TestApp, TestDatabase};
+use crate::helpers::{
+    assert_eventually, assert_oauth_error, test_secret, wait_for_live_change_feed, Backend,
+    SiteKeys, TestApp, TestDatabase,
+};
 
 /// One `#[test]` per backend for each scenario `fn name(backend: Backend)`; a scenario returns
 /// early when `TestDatabase::create` has no PostgreSQL for it.
@@ -119,7 +122,7 @@ pub(crate) fn create_site(database: &str, name: &str) -> SiteKeys {
     site_keys(&created)
 }
 
-fn site_keys(value: &Value) -> SiteKeys {
+pub(crate) fn site_keys(value: &Value) -> SiteKeys {
     let field = |name: &str| {
         value[name]
             .as_str()
@@ -376,7 +379,8 @@ fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
     let url = db.url.clone();
     let old = create_site(&url, "Rotating Store");
     let app = TestApp::spawn_on(db);
-    let token = app.primary_token(&old);
+    wait_for_live_change_feed(&app);
+    let token = app.cached_primary_token(&old);
 
     let rotated =
         succeed_json(tokenwarden(&url).args(["site", "rotate-auth-key", &old.site_key, "--json"]));
@@ -385,9 +389,13 @@ fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
     assert!(new.auth_key.starts_with("twk_"), "{rotated}");
     assert_ne!(new.auth_key, old.auth_key);
 
+    // The server caches site authentication: on SQLite its very next request sees the CLI's
+    // write, on PostgreSQL the notification arrives within the bound (milliseconds).
+    assert_eventually(&app, || token_request(&app, &old).status() == 401);
     assert_oauth_error(token_request(&app, &old), 401, "invalid_client");
     assert_eq!(app.primary_token(&new), token, "rotation keeps the token");
 
+    assert_eq!(app.cached_primary_token(&new), token);
     let again = succeed(tokenwarden(&url).args(["site", "rotate-auth-key", &old.site_key]));
     let newest = again
         .stdout
@@ -396,6 +404,7 @@ fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
         .unwrap_or_else(|| panic!("no auth key in {:?}", again.stdout))
         .to_string();
     assert_eq!(again.stdout.matches(&newest).count(), 1);
+    assert_eventually(&app, || token_request(&app, &new).status() == 401);
     assert_oauth_error(token_request(&app, &new), 401, "invalid_client");
     let newest = SiteKeys {
         auth_key: newest,
@@ -412,7 +421,8 @@ fn disable_refuses_the_site_and_enable_restores_its_same_token(backend: Backend)
     let site = create_site(&url, "Paused Store");
     let bystander = create_site(&url, "Open Store");
     let app = TestApp::spawn_on(db);
-    let token = app.primary_token(&site);
+    wait_for_live_change_feed(&app);
+    let token = app.cached_primary_token(&site);
     let bystander_token = app.primary_token(&bystander);
 
     let disabled =
@@ -431,7 +441,9 @@ fn disable_refuses_the_site_and_enable_restores_its_same_token(backend: Backend)
         .unwrap();
     assert_eq!(entry["enabled"], false, "{listed}");
 
-    // Refused at once, by body and by Basic, for getting and for giving up its token.
+    // Refused at once (on PostgreSQL: once the notification has arrived, within the bound), by
+    // body and by Basic, for getting and for giving up its token.
+    assert_eventually(&app, || token_request(&app, &site).status() == 401);
     assert_oauth_error(token_request(&app, &site), 401, "invalid_client");
     let by_basic = app.post_form(
         "/oauth2/token",
@@ -456,6 +468,7 @@ fn disable_refuses_the_site_and_enable_restores_its_same_token(backend: Backend)
         enabled.stdout
     );
     // The refused invalidation changed nothing: the very same token comes back.
+    assert_eventually(&app, || token_request(&app, &site).status() == 200);
     assert_eq!(app.primary_token(&site), token);
     assert_eq!(app.invalidate(&site, &token).status(), 200);
     assert_ne!(app.primary_token(&site), token);

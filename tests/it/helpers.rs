@@ -109,6 +109,22 @@ impl TestDatabase {
         (self.backend == Backend::Sqlite).then(|| self.dir.path().join("tokenwarden.db"))
     }
 
+    /// Runs SQL on this database over a connection of its own, as another program would: no
+    /// change notification goes out, so only a server that reads the database can see it.
+    pub fn execute(&self, sql: &str) {
+        let result = match self.database_url() {
+            DatabaseUrl::Sqlite(path) => {
+                diesel::SqliteConnection::establish(&path.to_string_lossy())
+                    .expect("open the SQLite test database")
+                    .batch_execute(sql)
+            }
+            DatabaseUrl::Postgres(url) => PgConnection::establish(&url)
+                .expect("connect to the test database")
+                .batch_execute(sql),
+        };
+        result.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Runs `SELECT COUNT(*) AS n …` (the query must name its count `n`) on this database.
     pub fn count(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
@@ -267,6 +283,27 @@ impl TestNode {
             .to_string()
     }
 
+    /// Asks for the site's primary token until the node answers it from its cache, so that what a
+    /// test checks next is the cache's exactness. A request right after a write fills the cache;
+    /// on PostgreSQL the node's own notification of a write it made moves the generation once
+    /// more, some milliseconds later.
+    pub fn cached_primary_token(&self, site: &SiteKeys) -> String {
+        let token = self.primary_token(site);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let (hits_before, _) = self.context.grants.cache_counts();
+            assert_eq!(self.primary_token(site), token);
+            if self.context.grants.cache_counts().0 > hits_before {
+                return token;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node never answered from its cache"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     pub fn invalidate(&self, site: &SiteKeys, token: &str) -> Response {
         self.post_form(
             "/oauth2/invalidate_token",
@@ -299,6 +336,37 @@ pub fn form_request(
     match basic {
         Some((user, password)) => request.basic_auth(user, Some(password)),
         None => request,
+    }
+}
+
+/// Issue 3's bound for writes by another process (the CLI, another node): on SQLite the next
+/// request sees them (`PRAGMA data_version`), so `condition` must hold on the first try; on
+/// PostgreSQL they arrive by NOTIFY, so it must hold within a second (in practice milliseconds).
+pub fn assert_eventually(app: &TestApp, mut condition: impl FnMut() -> bool) {
+    if app.db.backend == Backend::Sqlite {
+        assert!(
+            condition(),
+            "the next request did not see the other process's write"
+        );
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "not seen within 1 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A PostgreSQL node bypasses its caches until its listener is connected; wait for that so a
+/// test exercises the caches. (An SQLite node's feed is live from the start.)
+pub fn wait_for_live_change_feed(node: &TestNode) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !node.context.store.changes().is_live() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change listener never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_oauth_error, test_secret, ServerProcess, TestApp, TestNode};
+use crate::helpers::{
+    assert_eventually, assert_oauth_error, test_secret, wait_for_live_change_feed, ServerProcess,
+    TestApp, TestNode,
+};
 
 crate::on_both_backends!(
     an_active_primary_token_is_described_and_an_invalidated_one_is_not,
@@ -179,35 +182,6 @@ fn disabling_a_site_deactivates_its_tokens_on_the_next_request(app: TestApp) {
     assert_eventually(&app, || {
         app.introspect(&resource_server, &token)["active"] == true
     });
-}
-
-/// On SQLite: true on the first try. On PostgreSQL: true within a second.
-fn assert_eventually(app: &TestApp, mut condition: impl FnMut() -> bool) {
-    if app.db.url.starts_with("sqlite") {
-        assert!(
-            condition(),
-            "the next request did not see the other process's write"
-        );
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !condition() {
-        assert!(Instant::now() < deadline, "not seen within 1 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A PostgreSQL node bypasses its cache until its listener is connected; wait for that so the
-/// test exercises the cache.
-fn wait_for_live_change_feed(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !app.context.store.changes().is_live() {
-        assert!(
-            Instant::now() < deadline,
-            "the change listener never connected"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Runs the CLI against the app's database; returns its stdout.

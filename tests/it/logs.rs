@@ -135,6 +135,16 @@ fn logs_hold_no_secrets(backend: Backend) {
     let rotated: Value = serde_json::from_str(&rotated.stdout).expect("one JSON object");
     let new_key = rotated["auth_key"].as_str().unwrap().to_string();
     minted.push(new_key.clone());
+    // The server caches site authentication and hears of the CLI's write at its next request on
+    // SQLite, by NOTIFY within milliseconds on PostgreSQL: ask until the old key is refused.
+    let heard_by = Instant::now() + Duration::from_secs(1);
+    while http.status(http.form("/oauth2/token", None, &body_auth(&first_key))) != 401 {
+        assert!(
+            backend == Backend::Postgres && Instant::now() < heard_by,
+            "the old auth key still works after the rotation"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let third_token = http.token(http.form(
         "/oauth2/token",
         Some((&site_key, &new_key)),
