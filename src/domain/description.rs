@@ -10,7 +10,7 @@ pub const MAX_DESCRIPTION_CHARS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DescriptionError {
-    #[error("description must not be empty")]
+    #[error("description is required: 1 to 100 characters")]
     Empty,
     #[error("description must be at most {MAX_DESCRIPTION_CHARS} characters")]
     TooLong,

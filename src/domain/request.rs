@@ -158,7 +158,24 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<Option<Secret>, OAuthError>
 ///
 /// RFC 6749 2.3: "The client MUST NOT use more than one authentication method in each request."
 /// RFC 6749 2.3.1: body parameters `client_id` and `client_secret`, both required.
+///
+/// RFC 6749 A.1, A.2: `client_id` and `client_secret` are `*VSCHAR` (printable ASCII); anything
+/// else (a NUL byte, say) is refused here, before it can reach a database query.
 pub fn client_credentials(
+    header: AuthorizationHeader,
+    params: &Params,
+) -> Result<ClientCredentials, OAuthError> {
+    let credentials = chosen_credentials(header, params)?;
+    let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7E).contains(&b));
+    if !printable(&credentials.client_id) || !printable(credentials.secret.expose()) {
+        return Err(OAuthError::invalid_request(
+            "client_id and client_secret must be printable ASCII (RFC 6749 Appendix A)",
+        ));
+    }
+    Ok(credentials)
+}
+
+fn chosen_credentials(
     header: AuthorizationHeader,
     params: &Params,
 ) -> Result<ClientCredentials, OAuthError> {
@@ -446,5 +463,21 @@ mod tests {
                 "{malformed:?}"
             );
         }
+    }
+
+    #[test]
+    fn client_credentials_must_be_printable_ascii() {
+        for body in [
+            &b"client_id=site_%00&client_secret=s"[..],
+            b"client_id=site_a&client_secret=s%0A",
+            b"client_id=caf%C3%A9&client_secret=s",
+        ] {
+            let params = Params::parse(body).unwrap();
+            let err = client_credentials(AuthorizationHeader::Absent, &params).unwrap_err();
+            assert_eq!(err.code, OAuthErrorCode::InvalidRequest, "{body:?}");
+        }
+        let header = AuthorizationHeader::parse(Some(basic("a%00b:s").as_bytes())).unwrap();
+        let err = client_credentials(header, &Params::default()).unwrap_err();
+        assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
     }
 }

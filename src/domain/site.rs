@@ -60,6 +60,17 @@ pub fn site_key_from_random(random: &[u8; 15]) -> String {
     format!("{SITE_KEY_PREFIX}{}", encode_identifier(random))
 }
 
+/// Whether `text` has the shape of a site key (prefix and 20 URL-safe characters). Anything else
+/// names no site, so it need not be looked up.
+pub fn is_site_key(text: &str) -> bool {
+    text.strip_prefix(SITE_KEY_PREFIX).is_some_and(|random| {
+        random.len() == 20
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 /// The random part of a public client identifier: 120 bits as 20 URL-safe characters.
 pub fn encode_identifier(random: &[u8; 15]) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -88,6 +99,20 @@ mod tests {
         assert!(key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+    }
+
+    #[test]
+    fn only_site_key_shapes_are_site_keys() {
+        assert!(is_site_key(&site_key_from_random(&[7; 15])));
+        for other in [
+            "",
+            "site_",
+            "site_%00",
+            "site_\0aaaaaaaaaaaaaaaaaaa",
+            "rs_aaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(!is_site_key(other), "{other:?}");
+        }
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct HistoryResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
     /// Required: 1 to 100 characters after trimming; letters, digits, spaces and `- _ . ,`.
+    // Missing reads as empty, so it is refused by the description rule, naming the field.
+    #[serde(default)]
     pub description: String,
     /// RFC 3339; in the future and at most the configured maximum (default 365 days) ahead.
     pub expires_at: Option<String>,
@@ -494,12 +496,14 @@ impl PageQuery {
                     })
             })
         };
+        let search = params.get("q").map(str::trim).filter(|q| !q.is_empty());
+        if search.is_some_and(|q| q.chars().any(char::is_control)) {
+            return Err(OAuthError::invalid_request(
+                "q must not contain control characters",
+            ));
+        }
         Ok(Self {
-            search: params
-                .get("q")
-                .map(str::trim)
-                .filter(|search| !search.is_empty())
-                .map(str::to_string),
+            search: search.map(str::to_string),
             limit: number("limit", DEFAULT_PAGE, 1..=MAX_PAGE)?,
             offset: number("offset", 0, 0..=i64::from(i32::MAX))?,
         })

@@ -16,9 +16,15 @@ use crate::service::{primary_token, token_grant};
 pub struct TokenResponse {
     /// The bearer token (RFC 6750).
     pub access_token: String,
-    /// Always `Bearer`. No `expires_in`: a primary token never expires (RFC 6749 5.1 makes it
-    /// optional).
+    /// Always `Bearer`.
     pub token_type: &'static str,
+    /// Admin tokens only: seconds until the token expires. A primary token never expires, so it
+    /// has none (RFC 6749 5.1 makes `expires_in` optional).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    /// Admin tokens only: always `admin`. A primary token carries no scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
 }
 
 /// Answer to a successful `/oauth2/invalidate_token`.
@@ -28,18 +34,20 @@ pub struct InvalidatedResponse {
     pub invalidated: bool,
 }
 
-/// Issue the site's primary token (client credentials grant).
+/// Issue the site's primary token, or an admin token (client credentials grant).
 ///
 /// RFC 6749 4.4. Client authentication by HTTP Basic or `client_id`/`client_secret` in the body
-/// (RFC 6749 2.3.1), not both. The same primary token is returned on every call until it is
-/// invalidated; it carries no `expires_in` because it never expires.
+/// (RFC 6749 2.3.1), not both. Sites get their primary token, the same on every call until it is
+/// invalidated, without `expires_in` because it never expires. Admins get a new short-lived admin
+/// token on every call, with `expires_in` and `scope: "admin"` (they may send `scope=admin` or no
+/// scope); a site asking for `scope=admin` gets `invalid_scope`.
 #[utoipa::path(
     post,
     path = "/oauth2/token",
     tag = "oauth2",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, description = "The site's primary token", body = TokenResponse),
+        (status = 200, description = "The site's primary token, or an admin token", body = TokenResponse),
         (status = 400, description = "Malformed request, unsupported grant type or invalid scope", body = super::error::ErrorBody),
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody,
             headers(("WWW-Authenticate" = String, description = "Basic realm=\"tokenwarden\""))),
@@ -65,8 +73,10 @@ pub async fn token(
         }
     };
     Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
-        access_token: issued.expose().to_string(),
+        access_token: issued.value.expose().to_string(),
         token_type: "Bearer",
+        expires_in: issued.expires_in,
+        scope: issued.scope,
     }))
 }
 

@@ -13,7 +13,7 @@ use crate::domain::admin::{sort_for_listing, Admin, AdminRefusal, ManagedToken};
 use crate::domain::description::validate_description;
 use crate::domain::history::{Actor, HistoryEntry};
 use crate::domain::secret::Secret;
-use crate::domain::site::Site;
+use crate::domain::site::{is_site_key, Site};
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
 use crate::store::{NewSecondaryToken, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome};
@@ -197,6 +197,9 @@ pub fn history(
 }
 
 fn managed_site(context: &Context, admin: &Admin, site_key: &str) -> Result<Site, ServiceError> {
+    if !is_site_key(site_key) {
+        return Err(AdminRefusal::SiteNotFound.into());
+    }
     context
         .store
         .site_for_admin(admin, site_key)?

@@ -1,5 +1,9 @@
 //! `POST /oauth2/token` with `grant_type=client_credentials` (RFC 6749 4.4), driven by oxide-auth.
 //!
+//! Two kinds of client use this grant: sites get their primary token (no scope, never expires),
+//! admins get a short-lived admin token (scope `admin`, which they may also leave out); the client
+//! id's prefix tells which. A site asking for `admin` gets `invalid_scope`.
+//!
 //! oxide-auth's HTTP-agnostic flow (`code_grant::client_credentials`) runs the protocol steps:
 //! authenticate the client through a [`Registrar`], negotiate the scope, ask an [`Issuer`] for the
 //! token. Three things it cannot express are wrapped around it here, thinly:
@@ -10,14 +14,15 @@
 //!   `Primitive`, so the adapters below keep the real cause and [`map_flow_error`] restores it
 //!   (`invalid_scope`, database unavailable);
 //! - the response: `BearerToken::to_json` always writes `expires_in`, but a primary token never
-//!   expires (RFC 6749 5.1 makes `expires_in` optional), so [`issue`] returns the token itself and
-//!   the HTTP layer serialises the response.
+//!   expires (RFC 6749 5.1 makes `expires_in` optional), so [`issue`] returns a [`GrantedToken`]
+//!   and the HTTP layer serialises the response.
 //!
 //! Repeat requests (integrators asking on every call) are answered from memory: the site's
 //! authentication row and its sealed primary token are cached under the change feed's generation,
 //! like introspection's caches, so a hit costs one HMAC check and one AES-GCM open.
 //! [`issue_from_memory`] runs the same flow on the HTTP worker with [`Reach::MemoryOnly`]; the
-//! adapters give up on a miss and the handler falls back to [`issue`] in `web::block`.
+//! adapters give up on a miss and the handler falls back to [`issue`] in `web::block`. Admin tokens
+//! are always minted and stored, so they always take that fallback.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -36,9 +41,11 @@ use oxide_auth::primitives::registrar::{
 };
 use oxide_auth::primitives::scope::Scope;
 
+use super::admins::{authenticate_admin, issue_admin_token};
 use super::cache::{current_generation, GenerationCache, Reach};
 use super::client_auth::authenticate_site_cached;
 use super::{primary_token, Context, ServiceError};
+use crate::domain::admin::{Admin, ADMIN_CLIENT_ID_PREFIX, ADMIN_SCOPE};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::request::TokenRequest;
 use crate::domain::secret::Secret;
@@ -68,13 +75,23 @@ impl GrantCaches {
     }
 }
 
-/// Runs the client credentials grant for a parsed request; returns the site's primary token.
-/// May wait on the database: run it off the async executor.
+/// What the token endpoint hands out (RFC 6749 5.1).
+#[derive(Debug)]
+pub struct GrantedToken {
+    pub value: Secret,
+    /// Seconds until the token stops working; `None` for a primary token, which never expires.
+    pub expires_in: Option<i64>,
+    /// The granted scope; `None` for a primary token, which carries none.
+    pub scope: Option<&'static str>,
+}
+
+/// Runs the client credentials grant for a parsed request: a site's primary token, or an admin
+/// token. May wait on the database: run it off the async executor.
 pub fn issue(
     context: &Context,
     request: &TokenRequest,
     now: NaiveDateTime,
-) -> Result<Secret, ServiceError> {
+) -> Result<GrantedToken, ServiceError> {
     issue_within(context, request, now, Reach::Database)?.ok_or(ServiceError::Invariant(
         "the token flow with database access gave no answer",
     ))
@@ -88,7 +105,7 @@ pub fn issue_from_memory(
     context: &Context,
     request: &TokenRequest,
     now: NaiveDateTime,
-) -> Result<Option<Secret>, ServiceError> {
+) -> Result<Option<GrantedToken>, ServiceError> {
     issue_within(context, request, now, Reach::MemoryOnly)
 }
 
@@ -97,14 +114,14 @@ fn issue_within(
     request: &TokenRequest,
     now: NaiveDateTime,
     reach: Reach,
-) -> Result<Option<Secret>, ServiceError> {
+) -> Result<Option<GrantedToken>, ServiceError> {
     let generation = current_generation(&context.store, context.grants.sites.is_some())?;
     let flow_request = FlowRequest {
         request,
         scope: request.scope.as_ref().map(|scope| scope.join(" ")),
     };
     let mut endpoint = FlowAdapter {
-        registrar: SiteRegistrar {
+        registrar: ClientRegistrar {
             context,
             generation,
             reach,
@@ -112,12 +129,12 @@ fn issue_within(
             failure: RefCell::new(None),
             needs_database: Cell::new(false),
         },
-        issuer: PrimaryTokenIssuer {
+        issuer: TokenIssuer {
             context,
             now,
             generation,
             reach,
-            site: None,
+            client: None,
             issued: None,
             failure: None,
             needs_database: false,
@@ -125,7 +142,7 @@ fn issue_within(
         no_extensions: (),
     };
     let outcome = client_credentials(&mut endpoint, &flow_request).and_then(|pending| {
-        endpoint.issuer.site = endpoint.registrar.authenticated.borrow_mut().take();
+        endpoint.issuer.client = endpoint.registrar.authenticated.borrow_mut().take();
         let owner_id = request.credentials.client_id.clone();
         pending.issue(&mut endpoint, owner_id, false)
     });
@@ -212,8 +229,8 @@ impl Request for FlowRequest<'_> {
 }
 
 struct FlowAdapter<'a> {
-    registrar: SiteRegistrar<'a>,
-    issuer: PrimaryTokenIssuer<'a>,
+    registrar: ClientRegistrar<'a>,
+    issuer: TokenIssuer<'a>,
     /// oxide-auth's stateless "no extensions" (no PKCE or the like in this grant).
     no_extensions: (),
 }
@@ -232,14 +249,20 @@ impl FlowEndpoint for FlowAdapter<'_> {
     }
 }
 
-/// Authenticates sites with the keyed-hash check of `authenticate_site`, instead of oxide-auth's
-/// `ClientMap`, whose Argon2 costs ~165 ms per request: auth keys are 256 random bits and need no
-/// password-stretching.
-struct SiteRegistrar<'a> {
+/// An authenticated client of the grant.
+enum Client {
+    Site(Arc<SiteAuthentication>),
+    Admin(Admin),
+}
+
+/// Authenticates sites and admins with a keyed-hash check (`client_auth`, `admins`) instead of
+/// oxide-auth's `ClientMap`, whose Argon2 costs ~165 ms per request: auth keys and admin secrets
+/// are 256 random bits and need no password-stretching.
+struct ClientRegistrar<'a> {
     context: &'a Context,
     generation: Option<u64>,
     reach: Reach,
-    authenticated: RefCell<Option<Arc<SiteAuthentication>>>,
+    authenticated: RefCell<Option<Client>>,
     failure: RefCell<Option<ServiceError>>,
     /// Set when a memory-only attempt missed the cache: the flow stops, the caller retries.
     needs_database: Cell<bool>,
@@ -254,7 +277,7 @@ static UNUSED_REDIRECT_URI: LazyLock<Url> = LazyLock::new(|| {
     Url::parse("https://client-credentials.invalid/").expect("a valid literal URL")
 });
 
-impl Registrar for SiteRegistrar<'_> {
+impl Registrar for ClientRegistrar<'_> {
     fn bound_redirect<'b>(&self, bound: ClientUrl<'b>) -> Result<BoundClient<'b>, RegistrarError> {
         Ok(BoundClient {
             client_id: bound.client_id,
@@ -262,19 +285,30 @@ impl Registrar for SiteRegistrar<'_> {
         })
     }
 
-    /// A site's primary token carries no scope; asking for any is `invalid_scope` (RFC 6749 5.2).
+    /// A site's primary token carries no scope: asking for any is `invalid_scope` (RFC 6749 5.2).
+    /// An admin token always has the scope `admin`, asked for or not (RFC 6749 3.3 lets the server
+    /// apply a default); any other scope is `invalid_scope`.
     fn negotiate(
         &self,
         client: BoundClient,
         scope: Option<Scope>,
     ) -> Result<PreGrant, RegistrarError> {
-        let empty: Scope = "".parse().map_err(|_| RegistrarError::PrimitiveError)?;
+        let parse = |scope: &str| {
+            scope
+                .parse::<Scope>()
+                .map_err(|_| RegistrarError::PrimitiveError)
+        };
+        let granted = match self.authenticated.borrow().as_ref() {
+            Some(Client::Admin(_)) => parse(ADMIN_SCOPE)?,
+            Some(Client::Site(_)) => parse("")?,
+            None => return Err(RegistrarError::PrimitiveError),
+        };
         match scope {
-            Some(requested) if requested != empty => Err(RegistrarError::Unspecified),
+            Some(requested) if requested != granted => Err(RegistrarError::Unspecified),
             _ => Ok(PreGrant {
                 client_id: client.client_id.into_owned(),
                 redirect_uri: client.redirect_uri.into_owned(),
-                scope: empty,
+                scope: granted,
             }),
         }
     }
@@ -282,16 +316,26 @@ impl Registrar for SiteRegistrar<'_> {
     fn check(&self, client_id: &str, passphrase: Option<&[u8]>) -> Result<(), RegistrarError> {
         let secret = std::str::from_utf8(passphrase.unwrap_or_default())
             .map_err(|_| RegistrarError::Unspecified)?;
-        let authenticated = authenticate_site_cached(
-            self.context,
-            client_id,
-            &Secret::new(secret),
-            self.generation,
-            self.reach,
-        );
+        let secret = Secret::new(secret);
+        let authenticated = if client_id.starts_with(ADMIN_CLIENT_ID_PREFIX) {
+            match self.reach {
+                Reach::MemoryOnly => Ok(None),
+                Reach::Database => authenticate_admin(self.context, client_id, &secret)
+                    .map(|a| Some(Client::Admin(a))),
+            }
+        } else {
+            authenticate_site_cached(
+                self.context,
+                client_id,
+                &secret,
+                self.generation,
+                self.reach,
+            )
+            .map(|site| site.map(Client::Site))
+        };
         match authenticated {
-            Ok(Some(site)) => {
-                *self.authenticated.borrow_mut() = Some(site);
+            Ok(Some(client)) => {
+                *self.authenticated.borrow_mut() = Some(client);
                 Ok(())
             }
             Ok(None) => {
@@ -307,41 +351,69 @@ impl Registrar for SiteRegistrar<'_> {
     }
 }
 
-/// Issues the site's primary token through `primary_token::get_or_mint`.
-struct PrimaryTokenIssuer<'a> {
+/// Issues a site's primary token (`primary_token::get_or_mint_cached`) or an admin token
+/// (`admins::issue_admin_token`).
+struct TokenIssuer<'a> {
     context: &'a Context,
     now: NaiveDateTime,
     generation: Option<u64>,
     reach: Reach,
-    site: Option<Arc<SiteAuthentication>>,
-    issued: Option<Secret>,
+    client: Option<Client>,
+    issued: Option<GrantedToken>,
     failure: Option<ServiceError>,
     /// Set when a memory-only attempt missed the cache or would have to mint.
     needs_database: bool,
 }
 
-impl Issuer for PrimaryTokenIssuer<'_> {
+impl TokenIssuer<'_> {
+    fn grant(&self) -> Result<Option<GrantedToken>, ServiceError> {
+        match self.client.as_ref() {
+            Some(Client::Site(site)) => Ok(primary_token::get_or_mint_cached(
+                self.context,
+                &site.site,
+                self.now,
+                self.generation,
+                self.reach,
+            )?
+            .map(|value| GrantedToken {
+                value,
+                expires_in: None,
+                scope: None,
+            })),
+            Some(Client::Admin(admin)) => {
+                let issued = issue_admin_token(self.context, admin, self.now)?;
+                Ok(Some(GrantedToken {
+                    value: issued.value,
+                    expires_in: Some(issued.expires_in),
+                    scope: Some(ADMIN_SCOPE),
+                }))
+            }
+            None => Err(ServiceError::Invariant(
+                "the token flow issued before authenticating",
+            )),
+        }
+    }
+}
+
+impl Issuer for TokenIssuer<'_> {
     fn issue(&mut self, _grant: Grant) -> Result<issuer::IssuedToken, ()> {
-        let site = &self.site.as_ref().ok_or(())?.site;
-        let current = primary_token::get_or_mint_cached(
-            self.context,
-            site,
-            self.now,
-            self.generation,
-            self.reach,
-        );
-        match current {
+        match self.grant() {
             Ok(None) => {
                 self.needs_database = true;
                 Err(())
             }
-            Ok(Some(value)) => {
-                let token = value.expose().to_string();
-                self.issued = Some(value);
+            Ok(Some(granted)) => {
+                let until = granted.expires_in.map_or(NaiveDateTime::MAX, |seconds| {
+                    self.now
+                        .checked_add_signed(chrono::Duration::seconds(seconds))
+                        .unwrap_or(NaiveDateTime::MAX)
+                });
+                let token = granted.value.expose().to_string();
+                self.issued = Some(granted);
                 Ok(issuer::IssuedToken {
                     token,
                     refresh: None,
-                    until: Utc.from_utc_datetime(&NaiveDateTime::MAX),
+                    until: Utc.from_utc_datetime(&until),
                     token_type: TokenType::Bearer,
                 })
             }

@@ -506,3 +506,145 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Admins and the admin API (issue 4)
+// ---------------------------------------------------------------------------------------------
+
+/// An admin principal's credentials, as `tokenwarden admin create` prints them once.
+#[derive(Debug, Clone)]
+pub struct AdminKeys {
+    pub client_id: String,
+    pub client_secret: String,
+    pub name: String,
+}
+
+/// `tokenwarden --database DATABASE admin create --name NAME --role ROLE [--site KEY]… --json`;
+/// panics unless it succeeds with credentials in the documented formats.
+pub fn create_admin(database: &str, name: &str, role: &str, site_keys: &[&str]) -> AdminKeys {
+    let mut command = crate::cli::tokenwarden(database);
+    command.args(["admin", "create", "--name", name, "--role", role]);
+    for site_key in site_keys {
+        command.args(["--site", site_key]);
+    }
+    command.arg("--json");
+    let created = crate::cli::succeed_json(&mut command);
+    let field = |field: &str| {
+        created[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("admin create: no {field} in {created}"))
+            .to_string()
+    };
+    let admin = AdminKeys {
+        client_id: field("client_id"),
+        client_secret: field("client_secret"),
+        name: field("name"),
+    };
+    assert!(admin.client_id.starts_with("adm_"), "{created}");
+    assert!(admin.client_secret.starts_with("twm_"), "{created}");
+    admin
+}
+
+impl TestApp {
+    /// A platform admin created through the CLI on this app's database.
+    pub fn create_platform_admin(&self, name: &str) -> AdminKeys {
+        create_admin(&self.db.url, name, "platform-admin", &[])
+    }
+
+    /// A site manager for `sites`, created through the CLI on this app's database.
+    pub fn create_site_manager(&self, name: &str, sites: &[&SiteKeys]) -> AdminKeys {
+        let keys: Vec<&str> = sites.iter().map(|site| site.site_key.as_str()).collect();
+        create_admin(&self.db.url, name, "site-manager", &keys)
+    }
+
+    /// Runs `tokenwarden admin ARGS… --json` on this app's database; panics unless it succeeds.
+    pub fn admin_cli(&self, args: &[&str]) -> Value {
+        crate::cli::succeed_json(
+            crate::cli::tokenwarden(&self.db.url)
+                .arg("admin")
+                .args(args)
+                .arg("--json"),
+        )
+    }
+}
+
+impl TestNode {
+    /// `POST /oauth2/token` with the admin's Basic credentials and `scope=admin`; the response.
+    pub fn admin_token_request(&self, admin: &AdminKeys) -> Response {
+        self.post_form(
+            "/oauth2/token",
+            Some((&admin.client_id, &admin.client_secret)),
+            "grant_type=client_credentials&scope=admin",
+        )
+    }
+
+    /// A fresh admin token for `admin`; panics unless the grant succeeds.
+    pub fn admin_token(&self, admin: &AdminKeys) -> String {
+        let response = self.admin_token_request(admin);
+        assert_eq!(response.status(), 200, "admin token for {}", admin.name);
+        let body: Value = response.json().expect("a JSON body");
+        let token = body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {body}"))
+            .to_string();
+        assert!(token.starts_with("twa_"), "{body}");
+        token
+    }
+
+    /// `GET path` with `Authorization: Bearer token`.
+    pub fn admin_get(&self, token: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .expect("the request reaches the server")
+    }
+
+    /// `POST path` with `Authorization: Bearer token` and, if given, `body` as
+    /// `application/json`; without a body, no body and no `Content-Type` at all.
+    pub fn admin_post(&self, token: &str, path: &str, body: Option<&Value>) -> Response {
+        let request = self.client.post(self.url(path)).bearer_auth(token);
+        let request = match body {
+            Some(body) => request
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+            None => request,
+        };
+        request.send().expect("the request reaches the server")
+    }
+
+    /// `GET path` as `token`, insisting on 200 JSON.
+    pub fn admin_get_ok(&self, token: &str, path: &str) -> Value {
+        let response = self.admin_get(token, path);
+        let status = response.status();
+        let text = response.text().expect("a readable body");
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+}
+
+/// Checks an admin API error answer: the status, `application/json`, and an RFC 6749 5.2 body
+/// with `error` as given and a non-empty `error_description`. Returns the body. `what` names the
+/// request or input in failure messages.
+pub fn assert_admin_error(response: Response, status: u16, error: &str, what: &str) -> Value {
+    let actual = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let text = response.text().expect("a readable body");
+    assert_eq!(actual, status, "{what}: status (body {text})");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: Content-Type {content_type:?} (body {text})"
+    );
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{what}: not a JSON error body ({e}): {text}"));
+    assert_eq!(body["error"], error, "{what}: {body}");
+    let description = body["error_description"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no error_description in {body}"));
+    assert!(!description.is_empty(), "{what}: empty error_description");
+    body
+}

@@ -1,6 +1,8 @@
 //! Integration tests: the real server over real HTTP, on SQLite and (when configured) PostgreSQL.
 //! One test binary with modules, so linking happens once.
 
+mod admin_api;
+mod admin_cli;
 mod bad_input;
 mod cli;
 mod client_library;
