@@ -7,10 +7,12 @@ use std::fs;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use serde_json::{json, Value};
 use tokenwarden::config::{self, SecretSource};
-use tokenwarden::service::sites;
+use tokenwarden::domain::admin::Role;
+use tokenwarden::service::{admins, sites};
 
-use crate::helpers::{Backend, SiteKeys, TestApp, TestDatabase};
+use crate::helpers::{AdminKeys, Backend, SiteKeys, TestApp, TestDatabase};
 
 #[test]
 fn sqlite_database_files_hold_no_secrets() {
@@ -87,7 +89,8 @@ fn database_holds_no_secrets(backend: Backend) {
     }
 }
 
-/// Two sites with regenerated tokens and a rotated auth key: every write path for secrets.
+/// Two sites with regenerated tokens and a rotated auth key, an admin with admin tokens, and
+/// non-primary tokens created and regenerated: every write path for secrets.
 fn exercise(app: &TestApp) -> Handed {
     let mut handed = Handed::default();
     let first = app.create_site("Secret Store");
@@ -121,8 +124,52 @@ fn exercise(app: &TestApp) -> Handed {
         second.auth_key.clone(),
         second_now.auth_key.clone(),
     ]);
+    let (admin, admin_secret) = admins::create(
+        &app.context,
+        "Secret Keeper",
+        Role::PlatformAdmin,
+        &[],
+        tokenwarden::clock::now(),
+    )
+    .expect("an admin");
+    let admin = AdminKeys {
+        client_id: admin.admin.client_id,
+        client_secret: admin_secret.expose().to_string(),
+        name: admin.admin.name,
+    };
+    let admin_tokens = [app.admin_token(&admin), app.admin_token(&admin)];
+    let tokens_path = format!("/admin/v1/sites/{}/tokens", first.site_key);
+    let created = app.admin_post(
+        &admin_tokens[0],
+        &tokens_path,
+        Some(&json!({"description": "Partner"})),
+    );
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().unwrap();
+    let regenerated = app.admin_post(
+        &admin_tokens[0],
+        &format!("{tokens_path}/{}/regenerate", created["id"]),
+        None,
+    );
+    assert_eq!(regenerated.status(), 200);
+    let regenerated: Value = regenerated.json().unwrap();
+    let secondary_values = [&created, &regenerated].map(|answer| {
+        answer["value"]
+            .as_str()
+            .expect("a value in the answer")
+            .to_string()
+    });
+    handed.tokens.extend(secondary_values.iter().cloned());
+    handed.tokens.extend(admin_tokens.iter().cloned());
+    handed.auth_keys.push(admin.client_secret.clone());
+
     handed.site_keys.extend([first.site_key, second.site_key]);
     let keys = &app.context.keys;
+    handed.digests.extend([
+        keys.token_digest(&secondary_values[1]),
+        keys.token_digest(&admin_tokens[1]),
+        keys.client_secret_digest(&admin.client_secret),
+    ]);
     handed.digests.extend([
         keys.token_digest(&reminted),
         keys.token_digest(&other_reminted),
@@ -195,7 +242,7 @@ fn postgres_tables(app: &TestApp) -> String {
     .into_iter()
     .map(|row| row.text)
     .collect();
-    for expected in ["sites", "tokens", "token_events"] {
+    for expected in ["sites", "tokens", "token_events", "admins", "admin_tokens"] {
         assert!(tables.iter().any(|table| table == expected), "{tables:?}");
     }
     let mut dump = String::new();
