@@ -67,20 +67,8 @@ crate::on_both_backends!(
     responses_carrying_a_token_value_are_not_cacheable,
 );
 
-/// Scenarios that need a server configured differently: `fn name(backend: Backend)`, one test per
-/// backend in `sqlite_configured` / `postgres_configured`.
-macro_rules! configured_on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_configured {
-            $(#[test] fn $name() { super::$name(crate::helpers::Backend::Sqlite) })*
-        }
-        mod postgres_configured {
-            $(#[test] fn $name() { super::$name(crate::helpers::Backend::Postgres) })*
-        }
-    };
-}
-
-configured_on_both_backends!(
+// Scenarios that need a server configured differently: `fn name(backend: Backend)`.
+crate::per_backend!(sqlite_configured, postgres_configured;
     admin_token_lifetime_is_configurable_and_expired_admin_tokens_are_401,
     scope_must_be_a_subset_of_the_configured_scopes_and_is_introspected,
     the_furthest_expiry_follows_max_token_lifetime,

@@ -19,20 +19,7 @@ use crate::helpers::{
     assert_admin_error, assert_oauth_error, create_admin, AdminKeys, Backend, TestApp, TestDatabase,
 };
 
-/// One `#[test]` per backend for each scenario `fn name(backend: Backend)`; a scenario returns
-/// early when `TestDatabase::create` has no PostgreSQL for it.
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $name() { super::$name(crate::helpers::Backend::Sqlite) })*
-        }
-        mod postgres {
-            $(#[test] fn $name() { super::$name(crate::helpers::Backend::Postgres) })*
-        }
-    };
-}
-
-per_backend!(
+crate::per_backend!(
     create_prints_the_secret_once_and_stores_only_a_digest,
     create_in_text_mode_shows_the_secret_once,
     create_refuses_inconsistent_input_and_creates_nothing,

@@ -19,20 +19,7 @@ use crate::helpers::{
     SiteKeys, TestApp, TestDatabase,
 };
 
-/// One `#[test]` per backend for each scenario `fn name(backend: Backend)`; a scenario returns
-/// early when `TestDatabase::create` has no PostgreSQL for it.
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $name() { super::$name(crate::helpers::Backend::Sqlite) })*
-        }
-        mod postgres {
-            $(#[test] fn $name() { super::$name(crate::helpers::Backend::Postgres) })*
-        }
-    };
-}
-
-per_backend!(
+crate::per_backend!(
     create_prints_one_json_object_whose_credentials_work,
     create_in_text_mode_shows_the_auth_key_once,
     list_prints_one_json_object_with_token_counts,

@@ -424,6 +424,24 @@ macro_rules! on_both_backends {
     };
 }
 
+/// One `#[test]` per backend for each scenario `fn name(backend: Backend)`, for scenarios that set
+/// up their own database or server; a scenario returns early when `TestDatabase::create` has no
+/// PostgreSQL for it. The modules are `sqlite` and `postgres` unless named first.
+#[macro_export]
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        $crate::per_backend!(sqlite, postgres; $($name),*);
+    };
+    ($sqlite:ident, $postgres:ident; $($name:ident),* $(,)?) => {
+        mod $sqlite {
+            $(#[test] fn $name() { super::$name($crate::helpers::Backend::Sqlite) })*
+        }
+        mod $postgres {
+            $(#[test] fn $name() { super::$name($crate::helpers::Backend::Postgres) })*
+        }
+    };
+}
+
 /// A resource server's credentials.
 #[derive(Debug, Clone)]
 pub struct ResourceServerKeys {
