@@ -20,7 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::BigInt;
+use diesel::sqlite::Sqlite;
+use diesel::{Connection, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 
 use super::StoreError;
 
@@ -44,11 +47,26 @@ struct SqliteProbe {
     last_seen: i64,
 }
 
-#[derive(QueryableByName)]
-struct DataVersion {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    data_version: i64,
+/// `PRAGMA data_version` as a query type of its own. `diesel::sql_query` is never cached, so it
+/// was parsed and planned on every call (~8,000 instructions, docs/performance.md); a type with a
+/// static query id is prepared once per connection and kept in diesel's statement cache, so each
+/// check only resets and steps the prepared statement. Stepping it runs the pragma again: the
+/// value is read at execution, not at preparation.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct DataVersion;
+
+impl QueryFragment<Sqlite> for DataVersion {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("PRAGMA data_version");
+        Ok(())
+    }
 }
+
+impl Query for DataVersion {
+    type SqlType = BigInt;
+}
+
+impl RunQueryDsl<SqliteConnection> for DataVersion {}
 
 impl std::fmt::Debug for ChangeFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +113,77 @@ impl ChangeFeed {
             }
         }
         Ok(self.generation.load(Ordering::Acquire))
+    }
+
+    /// SQLite: runs `write` in a `BEGIN IMMEDIATE` transaction on `writer` and commits it without
+    /// moving the generation, when that commit is provably the only one the probe would notice.
+    /// For writes that change no cached answer (`last_used_at`), which otherwise empty every
+    /// cache on each usage flush (docs/performance.md).
+    ///
+    /// `data_version` does not count commits, it only differs after any number of them, so the
+    /// proof comes from two readings on each side of the commit:
+    /// 1. inside the transaction (no other connection can commit while it holds the write lock),
+    ///    the writer's own `data_version` and the probe's; a probe reading that differs from the
+    ///    last one is an earlier commit by someone else, and moves the generation as usual;
+    /// 2. after the commit, the probe's reading, then the writer's again. The writer's own commit
+    ///    does not change its `data_version`, so an unchanged writer reading means nobody else
+    ///    committed between the transaction and the probe's reading: the probe's new value is
+    ///    ours alone and is adopted silently. Otherwise, or if a request's check already saw the
+    ///    change, the generation moves as for any other write.
+    ///
+    /// The probe lock is held only for the readings, never across the commit's `fsync`.
+    pub(crate) fn write_unnoticed<T>(
+        &self,
+        writer: &mut SqliteConnection,
+        write: impl FnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_unnoticed_with(writer, write, || {})
+    }
+
+    /// [`ChangeFeed::write_unnoticed`] with `after_commit` run between the commit and the second
+    /// readings, so tests can commit from another connection in that window.
+    fn write_unnoticed_with<T>(
+        &self,
+        writer: &mut SqliteConnection,
+        write: impl FnOnce(&mut SqliteConnection) -> Result<T, StoreError>,
+        after_commit: impl FnOnce(),
+    ) -> Result<T, StoreError> {
+        let Some(probe) = &self.sqlite_probe else {
+            return writer.immediate_transaction(write);
+        };
+        let lock = || {
+            probe
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        let mut before = None;
+        let value = writer.immediate_transaction(|writer| {
+            let value = write(writer)?;
+            let writer_version = DataVersion.get_result::<i64>(writer)?;
+            let mut probe = lock();
+            let version = probe.data_version()?;
+            if version != probe.last_seen {
+                probe.last_seen = version;
+                self.advance();
+            }
+            before = Some((writer_version, version));
+            Ok::<_, StoreError>(value)
+        })?;
+        after_commit();
+        let Some((writer_before, probe_before)) = before else {
+            return Ok(value);
+        };
+        let mut probe = lock();
+        // On failure the commit stays unrecorded in `last_seen`, so the next check notices it.
+        let version = probe.data_version()?;
+        let writer_after = DataVersion.get_result::<i64>(writer)?;
+        if probe.last_seen == probe_before && writer_after == writer_before {
+            probe.last_seen = version;
+        } else if version != probe.last_seen {
+            probe.last_seen = version;
+            self.advance();
+        }
+        Ok(value)
     }
 
     /// Whether every write is guaranteed to be noticed; when not, caches must not answer.
@@ -155,19 +244,55 @@ impl ChangeFeed {
     }
 }
 
+/// A transaction for writes that change no cached answer (`last_used_at`): on SQLite committed
+/// through [`ChangeFeed::write_unnoticed`]; on PostgreSQL a plain transaction, which sends no
+/// notification. One query body serves both backends (`with_connection!`).
+pub(crate) trait UnnoticedWrite: Connection + Sized {
+    fn unnoticed_transaction<T>(
+        &mut self,
+        changes: &ChangeFeed,
+        write: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+}
+
+impl UnnoticedWrite for SqliteConnection {
+    fn unnoticed_transaction<T>(
+        &mut self,
+        changes: &ChangeFeed,
+        write: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        changes.write_unnoticed(self, write)
+    }
+}
+
+impl UnnoticedWrite for PgConnection {
+    fn unnoticed_transaction<T>(
+        &mut self,
+        _changes: &ChangeFeed,
+        write: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.transaction(write)
+    }
+}
+
 impl SqliteProbe {
     /// A failed query drops the connection; the next call opens a new one, whose first version
-    /// differs from `last_seen` and so moves the generation (never a stale hit).
+    /// counts as a change and so moves the generation (never a stale hit). A new connection's
+    /// numbering starts afresh, so its first value may equal `last_seen` by coincidence: hence
+    /// `last_seen` is reset rather than compared.
     fn data_version(&mut self) -> Result<i64, StoreError> {
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
-            None => SqliteConnection::establish(&self.path)
-                .map_err(|error| StoreError::Listener(error.to_string()))?,
+            None => {
+                let connection = SqliteConnection::establish(&self.path)
+                    .map_err(|error| StoreError::Listener(error.to_string()))?;
+                self.last_seen = -1;
+                connection
+            }
         };
-        let row =
-            diesel::sql_query("PRAGMA data_version").get_result::<DataVersion>(&mut connection)?;
+        let version = DataVersion.get_result::<i64>(&mut connection)?;
         self.connection = Some(connection);
-        Ok(row.data_version)
+        Ok(version)
     }
 }
 
@@ -178,5 +303,132 @@ mod tests {
     #[test]
     fn writers_notify_the_channel_listeners_listen_on() {
         assert!(NOTIFY.contains(&format!("'{CHANNEL}'")));
+    }
+
+    /// The prepared `PRAGMA data_version` is as exact as a freshly parsed one: every commit by
+    /// another connection is noticed by the very next call, and nothing else moves the generation.
+    #[test]
+    fn the_sqlite_probe_notices_each_commit_at_its_next_call_with_one_prepared_statement() {
+        use diesel::connection::InstrumentationEvent;
+
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
+        let mut writer = SqliteConnection::establish(&path).unwrap();
+        writer
+            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
+            .unwrap();
+        let feed = ChangeFeed::sqlite(path.clone());
+        let prepared = Arc::new(AtomicU64::new(0));
+        let mut probe_connection = SqliteConnection::establish(&path).unwrap();
+        let counter = Arc::clone(&prepared);
+        probe_connection.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { .. } = event {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        feed.sqlite_probe
+            .as_ref()
+            .unwrap()
+            .lock()
+            .unwrap()
+            .connection = Some(probe_connection);
+
+        let mut generation = feed.generation().unwrap();
+        for n in 0..20 {
+            assert_eq!(
+                feed.generation().unwrap(),
+                generation,
+                "no commit, no change"
+            );
+            writer
+                .batch_execute(&format!("INSERT INTO t VALUES ({n})"))
+                .unwrap();
+            let next = feed.generation().unwrap();
+            assert!(
+                next > generation,
+                "commit {n} was not noticed by the next call"
+            );
+            generation = next;
+        }
+        assert_eq!(
+            prepared.load(Ordering::Relaxed),
+            1,
+            "prepared once for diesel's statement cache, then reused"
+        );
+    }
+
+    /// The usage flush's commit keeps the generation only when it was the one commit the probe
+    /// could see; any other commit, before, during the window after it, or later, moves it.
+    #[test]
+    fn an_unnoticed_write_keeps_the_generation_only_when_it_was_the_only_commit() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
+        let mut writer = SqliteConnection::establish(&path).unwrap();
+        writer
+            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
+            .unwrap();
+        let mut other = SqliteConnection::establish(&path).unwrap();
+        let feed = ChangeFeed::sqlite(path.clone());
+        let insert = |n: i32| {
+            move |conn: &mut SqliteConnection| -> Result<(), StoreError> {
+                conn.batch_execute(&format!("INSERT INTO t VALUES ({n})"))?;
+                Ok(())
+            }
+        };
+
+        let start = feed.generation().unwrap();
+        feed.write_unnoticed(&mut writer, insert(1)).unwrap();
+        assert_eq!(feed.generation().unwrap(), start, "alone: kept");
+        other.batch_execute("SELECT * FROM t WHERE n = 1").unwrap();
+
+        other.batch_execute("INSERT INTO t VALUES (2)").unwrap();
+        feed.write_unnoticed(&mut writer, insert(3)).unwrap();
+        let after_earlier = feed.generation().unwrap();
+        assert!(
+            after_earlier > start,
+            "an earlier commit by another connection"
+        );
+
+        feed.write_unnoticed_with(&mut writer, insert(4), || {
+            other.batch_execute("INSERT INTO t VALUES (5)").unwrap();
+        })
+        .unwrap();
+        let after_racing = feed.generation().unwrap();
+        assert!(
+            after_racing > after_earlier,
+            "a commit between ours and the second readings"
+        );
+
+        feed.write_unnoticed(&mut writer, insert(6)).unwrap();
+        assert_eq!(feed.generation().unwrap(), after_racing);
+        other.batch_execute("INSERT INTO t VALUES (7)").unwrap();
+        let after_later = feed.generation().unwrap();
+        assert!(after_later > after_racing, "a later commit");
+        writer.batch_execute("INSERT INTO t VALUES (8)").unwrap();
+        let after_plain = feed.generation().unwrap();
+        assert!(
+            after_plain > after_later,
+            "a plain write by the same connection"
+        );
+
+        let failed = feed.write_unnoticed(&mut writer, |conn| -> Result<(), StoreError> {
+            conn.batch_execute("INSERT INTO t VALUES (9)")?;
+            Err(StoreError::Contention("a test failure"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(feed.generation().unwrap(), after_plain, "rolled back");
+
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            n: i32,
+        }
+        let rows: Vec<i32> = diesel::sql_query("SELECT n FROM t ORDER BY n")
+            .load::<Row>(&mut other)
+            .unwrap()
+            .into_iter()
+            .map(|row| row.n)
+            .collect();
+        assert_eq!(rows, [1, 2, 3, 4, 5, 6, 7, 8]);
     }
 }

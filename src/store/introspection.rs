@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::changes::UnnoticedWrite;
 use super::schema::{sites, tokens};
 use super::{with_connection, Store, StoreError};
 use crate::domain::introspection::TokenFacts;
@@ -63,11 +64,12 @@ impl Store {
 
     /// Records when tokens were last used, in one transaction, never moving a time backwards.
     /// Deliberately not a `write_transaction!`: usage does not change any answer, so PostgreSQL
-    /// nodes are not notified. SQLite's `PRAGMA data_version` cannot tell this write from others,
-    /// so there each flush (every few seconds) costs one cache refill per token in use.
+    /// nodes are not notified, and on SQLite the commit does not move this process's generation
+    /// when it was provably the only one (`ChangeFeed::write_unnoticed`), so a flush does not
+    /// empty the caches. Other processes on the same SQLite file still count it as a change.
     pub fn record_token_use(&self, uses: &[(i64, NaiveDateTime)]) -> Result<(), StoreError> {
         with_connection!(self, |conn| {
-            conn.transaction(|conn| {
+            conn.unnoticed_transaction(&self.changes, |conn| {
                 for &(token_id, used_at) in uses {
                     diesel::update(
                         tokens::table.filter(tokens::id.eq(token_id)).filter(

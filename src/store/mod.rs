@@ -11,13 +11,13 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -159,7 +159,7 @@ pub struct PoolState {
 #[derive(Clone)]
 pub(crate) enum Pools {
     Sqlite(Pool<ConnectionManager<SqliteConnection>>),
-    Postgres(Pool<ConnectionManager<PgConnection>>),
+    Postgres(Pool<PgManager>),
 }
 
 /// Handle to the database; cheap to clone (the pools are reference-counted).
@@ -244,6 +244,91 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
     }
 }
 
+/// The PostgreSQL pool's connection manager: diesel's, with a health check that costs no round
+/// trip.
+///
+/// r2d2's default check on checkout is diesel's `SELECT 1`: a second round trip for every query,
+/// which cost a third of `/oauth2/token`'s throughput on PostgreSQL (docs/performance.md). Simply
+/// switching it off would rely on diesel's `has_broken` alone, which notices a dead connection
+/// only after a query on it has failed (libpq then reports the transaction status unknown). Each
+/// pooled connection would then fail one request after a database restart: up to the pool size,
+/// not one, and the first request after an outage would still fail. So instead:
+/// - a connection that comes back from a request broken is discarded (diesel's `has_broken`), and
+///   the loss makes every other connection of the pool suspect: each is pinged once, at its next
+///   checkout (`is_valid`), and replaced if dead. A database restart therefore costs one failed
+///   request (503 `temporarily_unavailable`, `http/error.rs`), not one per pooled connection;
+/// - otherwise a checkout costs one atomic load.
+///
+/// The price: a connection that dies alone while idle (a server-side idle timeout, a firewall
+/// forgetting the flow) fails the one request that takes it next, with 503; it is then replaced,
+/// and the others are checked.
+#[derive(Debug)]
+pub(crate) struct PgManager {
+    diesel: ConnectionManager<PgConnection>,
+    /// Moves on whenever a connection of this pool comes back broken.
+    losses: AtomicU64,
+}
+
+/// A pooled PostgreSQL connection; dereferences to diesel's `PgConnection`.
+pub(crate) struct PgSession {
+    connection: PgConnection,
+    /// `losses` when this connection last proved alive (was opened or answered a ping).
+    alive_at: u64,
+}
+
+impl std::ops::Deref for PgSession {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for PgSession {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.connection
+    }
+}
+
+impl PgManager {
+    fn new(url: &str) -> Self {
+        Self {
+            diesel: ConnectionManager::new(url),
+            losses: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ManageConnection for PgManager {
+    type Connection = PgSession;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgSession, Self::Error> {
+        let alive_at = self.losses.load(Ordering::Acquire);
+        Ok(PgSession {
+            connection: self.diesel.connect()?,
+            alive_at,
+        })
+    }
+
+    fn is_valid(&self, session: &mut PgSession) -> Result<(), Self::Error> {
+        let losses = self.losses.load(Ordering::Acquire);
+        if session.alive_at != losses {
+            self.diesel.is_valid(&mut session.connection)?;
+            session.alive_at = losses;
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, session: &mut PgSession) -> bool {
+        let broken = self.diesel.has_broken(&mut session.connection);
+        if broken {
+            self.losses.fetch_add(1, Ordering::AcqRel);
+        }
+        broken
+    }
+}
+
 impl Store {
     /// Tells this process's change feed about a write, whether or not it committed: a spurious
     /// advance only costs a cache refill.
@@ -269,9 +354,12 @@ impl Store {
         let store = match url {
             DatabaseUrl::Sqlite(path) => {
                 let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
+                // No `SELECT 1` on checkout: an SQLite connection is a file handle, which does not
+                // go away; diesel's `has_broken` still drops one left in a transaction.
                 let pool = Pool::builder()
                     .max_size(settings.max_connections)
                     .connection_timeout(settings.connection_timeout)
+                    .test_on_check_out(false)
                     .connection_customizer(Box::new(SqlitePragmas {
                         busy_timeout: settings.busy_timeout,
                     }))
@@ -282,11 +370,13 @@ impl Store {
                 }
             }
             DatabaseUrl::Postgres(url) => {
-                let manager = ConnectionManager::<PgConnection>::new(url);
+                // The checkout test is `PgManager::is_valid`, which pings only connections made
+                // suspect by a lost one (see `PgManager`).
                 let pool = Pool::builder()
                     .max_size(settings.max_connections)
                     .connection_timeout(settings.connection_timeout)
-                    .build(manager)?;
+                    .test_on_check_out(true)
+                    .build(PgManager::new(url))?;
                 Store {
                     pools: Pools::Postgres(pool),
                     changes: Arc::new(ChangeFeed::postgres()),

@@ -147,3 +147,78 @@ fn readiness_follows_the_database() {
     let response = node.client.get(node.url("/readyz")).send().unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The PostgreSQL pool does not ping every connection it hands out (`store::PgManager`). When
+/// the database drops every connection (a restart), the request that meets the first dead one
+/// fails with 503; that loss makes the pool check each other connection once before handing it
+/// out, so no further request fails.
+#[test]
+fn a_database_dropping_every_connection_costs_at_most_one_failed_request() {
+    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+        return;
+    };
+    let node = TestNode::spawn(&db, |config| {
+        config.pool.connection_timeout = Duration::from_secs(3);
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.context.store.pool_state().idle_connections < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never filled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let admin_url = std::env::var("TOKENWARDEN_TEST_POSTGRES_URL").unwrap();
+    let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let backends = format!("SELECT pid FROM pg_stat_activity WHERE datname = '{name}'");
+    admin
+        .batch_execute(&format!("CREATE TEMPORARY TABLE dropped AS {backends}"))
+        .unwrap();
+    let mut count = |sql: &str| -> i64 {
+        diesel::RunQueryDsl::get_result::<Count>(diesel::sql_query(sql), &mut admin)
+            .unwrap()
+            .n
+    };
+    assert!(count("SELECT COUNT(*) AS n FROM dropped") >= 10);
+    count("SELECT COUNT(pg_terminate_backend(pid)) AS n FROM dropped");
+    // pg_terminate_backend only signals; wait until those backends are gone.
+    while count("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE pid IN (SELECT pid FROM dropped)")
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backends did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let statuses: Vec<u16> = (0..20)
+        .map(|_| {
+            node.client
+                .get(node.url("/readyz"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    eprintln!("after the database dropped every connection: {statuses:?}");
+    let failed = statuses.iter().filter(|status| **status != 200).count();
+    assert!(failed <= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|status| [200, 503].contains(status)),
+        "{statuses:?}"
+    );
+}

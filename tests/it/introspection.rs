@@ -18,6 +18,7 @@ crate::on_both_backends!(
     a_deleted_resource_server_is_refused_at_once,
     disabling_a_site_deactivates_its_tokens_on_the_next_request,
     last_used_at_is_written_in_batches,
+    usage_flushes_leave_the_cache_warm,
     introspection_does_not_write_and_shutdown_flushes_usage,
     exactness_holds_with_the_cache_switched_off,
     another_process_invalidating_is_seen_within_a_second,
@@ -253,6 +254,32 @@ fn last_used_at_is_written_in_batches(app: TestApp) {
         assert!(Instant::now() < deadline, "last_used_at was never written");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A flush of `last_used_at` changes no answer, so it must not empty the cache: on SQLite it is
+/// committed without moving the generation when it is the only commit (`ChangeFeed`), on
+/// PostgreSQL it sends no notification. The test app flushes every 200 ms.
+fn usage_flushes_leave_the_cache_warm(app: TestApp) {
+    wait_for_live_change_feed(&app);
+    let site = app.create_site("Warm Shop");
+    let resource_server = app.create_resource_server("Warm API");
+    let token = app.primary_token(&site);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(app.introspect(&resource_server, &token)["active"], true);
+    let (_, misses_when_warm) = app.context.introspection.cache_counts();
+    let used = "SELECT COUNT(*) AS n FROM tokens WHERE last_used_at IS NOT NULL";
+    // Each round records a later use, which the next flush writes.
+    for _ in 0..3 {
+        assert_eq!(app.introspect(&resource_server, &token)["active"], true);
+        std::thread::sleep(Duration::from_millis(450));
+    }
+    assert_eq!(app.introspect(&resource_server, &token)["active"], true);
+    assert_eq!(app.db.count(used), 1, "the flushes wrote");
+    let (hits, misses) = app.context.introspection.cache_counts();
+    assert_eq!(
+        misses, misses_when_warm,
+        "a flush emptied the cache ({hits} hits)"
+    );
 }
 
 /// Issue 3: "Introspection never writes synchronously to the database." With an hour-long flush
