@@ -106,10 +106,12 @@ struct ServeArgs {
     #[arg(long, env = "TOKENWARDEN_USAGE_FLUSH_SECS", default_value_t = config::DEFAULT_USAGE_FLUSH_SECS)]
     usage_flush_secs: u64,
     /// Lifetime of admin tokens, in seconds
-    #[arg(long, env = "TOKENWARDEN_ADMIN_TOKEN_TTL_SECS", default_value_t = config::DEFAULT_ADMIN_TOKEN_TTL_SECS)]
+    #[arg(long, env = "TOKENWARDEN_ADMIN_TOKEN_TTL_SECS", default_value_t = config::DEFAULT_ADMIN_TOKEN_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=config::MAX_ADMIN_TOKEN_TTL_SECS))]
     admin_token_ttl_secs: u64,
     /// Furthest ahead a non-primary token's expiry may be set, in days
-    #[arg(long, env = "TOKENWARDEN_MAX_TOKEN_LIFETIME_DAYS", default_value_t = config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS)]
+    #[arg(long, env = "TOKENWARDEN_MAX_TOKEN_LIFETIME_DAYS", default_value_t = config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS,
+          value_parser = clap::value_parser!(u64).range(1..=config::MAX_TOKEN_LIFETIME_DAYS))]
     max_token_lifetime_days: u64,
     /// Scopes non-primary tokens may carry, separated by spaces (default: none)
     #[arg(long, env = "TOKENWARDEN_TOKEN_SCOPES", default_value = "")]
@@ -256,8 +258,8 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     config.introspection_cache = args.introspection_cache == "on";
     config.cache_capacity = args.cache_capacity;
     config.usage_flush_interval = Duration::from_secs(args.usage_flush_secs.max(1));
-    config.admin_token_ttl = Duration::from_secs(args.admin_token_ttl_secs.max(1));
-    config.max_token_lifetime = Duration::from_secs(args.max_token_lifetime_days.max(1) * 86_400);
+    config.admin_token_ttl = Duration::from_secs(args.admin_token_ttl_secs);
+    config.max_token_lifetime = Duration::from_secs(args.max_token_lifetime_days * 86_400);
     config.token_scopes = args
         .token_scopes
         .split_whitespace()

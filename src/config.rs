@@ -29,6 +29,10 @@ pub const DEFAULT_USAGE_FLUSH_SECS: u64 = 2;
 pub const DEFAULT_ADMIN_TOKEN_TTL_SECS: u64 = 3600;
 /// Default furthest `expires_at` a non-primary token may be given.
 pub const DEFAULT_MAX_TOKEN_LIFETIME_DAYS: u64 = 365;
+/// Upper bounds of those two settings: an admin token is meant to be short-lived, and every expiry
+/// must stay a four-digit year, which both backends store and compare correctly.
+pub const MAX_ADMIN_TOKEN_TTL_SECS: u64 = 86_400;
+pub const MAX_TOKEN_LIFETIME_DAYS: u64 = 3_650;
 
 /// Where the server secret (the root of every key in `crypto::Keys`) comes from.
 #[derive(Debug, Clone)]

@@ -71,6 +71,15 @@ pub struct ManagedToken {
 }
 
 impl ManagedToken {
+    /// Whether introspection accepts it at `now`: active and not expired (the site aside).
+    pub fn is_usable(&self, now: NaiveDateTime) -> bool {
+        self.active && !self.has_expired(now)
+    }
+
+    pub fn has_expired(&self, now: NaiveDateTime) -> bool {
+        self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+
     /// Prefix and last characters only (STYLE: views never carry secrets).
     pub fn masked_value(&self) -> String {
         let kind = match self.kind {
@@ -81,10 +90,16 @@ impl ManagedToken {
     }
 }
 
-/// The order site managers see a site's tokens in: the primary token, then active tokens, then
-/// inactive ones, each group oldest first.
-pub fn sort_for_listing(tokens: &mut [ManagedToken]) {
-    tokens.sort_by_key(|token| (token.kind != TokenKind::Primary, !token.active, token.id));
+/// The order site managers see a site's tokens in: the primary token, then usable tokens, then
+/// the others (inactive or expired), each group oldest first.
+pub fn sort_for_listing(tokens: &mut [ManagedToken], now: NaiveDateTime) {
+    tokens.sort_by_key(|token| {
+        (
+            token.kind != TokenKind::Primary,
+            !token.is_usable(now),
+            token.id,
+        )
+    });
 }
 
 /// Why the admin API refused an action. Unknown sites and sites the admin may not manage are the
@@ -96,8 +111,8 @@ pub enum AdminRefusal {
     #[error("this site has no token with this id")]
     TokenNotFound,
     #[error(
-        "the site already holds {MAX_TOKENS_PER_SITE} tokens (its primary token and 9 others); \
-         regenerate or invalidate one instead"
+        "the site already holds {MAX_TOKENS_PER_SITE} tokens (its primary token and the most \
+         others it may have); regenerate one it no longer needs instead"
     )]
     TokenLimitReached,
     #[error(
@@ -138,16 +153,20 @@ mod tests {
 
     #[test]
     fn listing_shows_primary_then_active_then_inactive() {
+        let now = NaiveDateTime::default() + chrono::Duration::days(1);
+        let mut expired = token(1, TokenKind::Secondary, true);
+        expired.expires_at = Some(now);
         let mut tokens = vec![
             token(5, TokenKind::Secondary, false),
             token(4, TokenKind::Secondary, true),
+            expired,
             token(3, TokenKind::Secondary, false),
             token(9, TokenKind::Primary, false),
             token(2, TokenKind::Secondary, true),
         ];
-        sort_for_listing(&mut tokens);
+        sort_for_listing(&mut tokens, now);
         let order: Vec<i64> = tokens.iter().map(|token| token.id).collect();
-        assert_eq!(order, [9, 2, 4, 3, 5]);
+        assert_eq!(order, [9, 2, 4, 1, 3, 5]);
     }
 
     #[test]

@@ -51,6 +51,10 @@ impl TokenPolicy {
         let expires_at = DateTime::parse_from_rfc3339(raw.trim())
             .map_err(|_| TermsError::UnreadableExpiry)?
             .naive_utc();
+        // chrono reads a leap second (`:60`) as a nanosecond overflow; no stored time can hold it.
+        if expires_at.and_utc().timestamp_subsec_nanos() >= 1_000_000_000 {
+            return Err(TermsError::UnreadableExpiry);
+        }
         if expires_at <= now {
             return Err(TermsError::ExpiryInPast);
         }
@@ -67,7 +71,8 @@ impl TokenPolicy {
     /// normalised: single spaces, each scope once, in the order given.
     pub fn check_scope(&self, raw: &str) -> Result<String, TermsError> {
         let mut accepted: Vec<&str> = Vec::new();
-        for scope in raw.split_whitespace() {
+        // RFC 6749 3.3: scopes are separated by single spaces (0x20), no other whitespace.
+        for scope in raw.split(' ').filter(|scope| !scope.is_empty()) {
             if !self.scopes.iter().any(|offered| offered == scope) {
                 let offered = if self.scopes.is_empty() {
                     "none".to_string()
@@ -125,7 +130,13 @@ mod tests {
             policy.check_expiry(&past, now()),
             Err(TermsError::ExpiryInPast)
         );
-        for bad in ["", "tomorrow", "2027-01-01", "2027-01-01 12:00:00"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2027-01-01",
+            "2027-01-01 12:00:00",
+            "2027-06-30T23:59:60Z",
+        ] {
             assert_eq!(
                 policy.check_expiry(bad, now()),
                 Err(TermsError::UnreadableExpiry),
@@ -159,6 +170,10 @@ mod tests {
             ))
         );
         assert_eq!(policy.check_scope("  "), Err(TermsError::EmptyScope));
+        assert!(matches!(
+            policy.check_scope("read\u{3000}write"),
+            Err(TermsError::UnknownScope(..))
+        ));
         let none = TokenPolicy {
             scopes: Vec::new(),
             ..policy

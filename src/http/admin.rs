@@ -55,7 +55,12 @@ pub struct TokenView {
     pub description: String,
     /// Prefix and last four characters, e.g. `tws_…9xQw`.
     pub masked_value: String,
+    /// Whether it is marked active (validated). An active token past its `expires_at` is still
+    /// refused: see `expired`.
     pub active: bool,
+    /// Whether its `expires_at` has passed: it is refused for good (neither validate nor
+    /// regenerate changes the expiry).
+    pub expired: bool,
     /// RFC 3339, UTC.
     pub generated_at: String,
     pub last_used_at: Option<String>,
@@ -141,16 +146,18 @@ pub async fn list_sites(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let page = PageQuery::parse(request.query_string())?;
-    let (sites, total) = as_admin(&state, &request, move |context, admin, _| {
-        let query = SiteQuery {
-            search: page.search.as_deref(),
-            limit: page.limit,
-            offset: page.offset,
-        };
-        site_tokens::list_sites(context, admin, &query)
-    })
-    .await?;
+    let (sites, total) = caller
+        .run(move |context, admin, _| {
+            let query = SiteQuery {
+                search: page.search.as_deref(),
+                limit: page.limit,
+                offset: page.offset,
+            };
+            site_tokens::list_sites(context, admin, &query)
+        })
+        .await?;
     Ok(answer(SitesResponse {
         sites: sites.into_iter().map(SiteView::from).collect(),
         total,
@@ -176,11 +183,11 @@ pub async fn site(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let site_key = path.into_inner();
-    let site = as_admin(&state, &request, move |context, admin, _| {
-        site_tokens::site(context, admin, &site_key)
-    })
-    .await?;
+    let site = caller
+        .run(move |context, admin, _| site_tokens::site(context, admin, &site_key))
+        .await?;
     Ok(answer(SiteView::from(site)))
 }
 
@@ -203,15 +210,16 @@ pub async fn list_tokens(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let site_key = path.into_inner();
-    let tokens = as_admin(&state, &request, move |context, admin, _| {
-        site_tokens::tokens(context, admin, &site_key)
-    })
-    .await?;
+    let now = caller.now;
+    let tokens = caller
+        .run(move |context, admin, now| site_tokens::tokens(context, admin, &site_key, now))
+        .await?;
     Ok(answer(TokensResponse {
         tokens: tokens
             .iter()
-            .map(|token| TokenView::new(token, None))
+            .map(|token| TokenView::new(token, None, now))
             .collect(),
     }))
 }
@@ -246,6 +254,7 @@ pub async fn create_token(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let site_key = path.into_inner();
     let body: CreateTokenBody = read_json(&request, payload, state.max_body_bytes).await?;
     let order = TokenOrder {
@@ -254,16 +263,16 @@ pub async fn create_token(
         scope: body.scope,
     };
     let location_site = site_key.clone();
-    let (token, value) = as_admin(&state, &request, move |context, admin, now| {
-        site_tokens::create(context, admin, &site_key, &order, now)
-    })
-    .await?;
+    let now = caller.now;
+    let (token, value) = caller
+        .run(move |context, admin, now| site_tokens::create(context, admin, &site_key, &order, now))
+        .await?;
     Ok(no_store(HttpResponse::Created())
         .insert_header((
             header::LOCATION,
             format!("/admin/v1/sites/{location_site}/tokens/{}", token.id),
         ))
-        .json(TokenView::new(&token, Some(value))))
+        .json(TokenView::new(&token, Some(value), now)))
 }
 
 /// One token of a site.
@@ -288,12 +297,13 @@ pub async fn token(
     request: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let (site_key, token_id) = token_path(path)?;
-    let token = as_admin(&state, &request, move |context, admin, _| {
-        site_tokens::token(context, admin, &site_key, token_id)
-    })
-    .await?;
-    Ok(answer(TokenView::new(&token, None)))
+    let now = caller.now;
+    let token = caller
+        .run(move |context, admin, _| site_tokens::token(context, admin, &site_key, token_id))
+        .await?;
+    Ok(answer(TokenView::new(&token, None, now)))
 }
 
 /// Give a non-primary token a new value.
@@ -311,8 +321,13 @@ pub async fn token(
     request_body(content = Option<TokenActionBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "Regenerated; `value` is shown this once only", body = TokenView),
+        (status = 400, description = "Malformed JSON or Authorization header", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
         (status = 404, description = "No such site or token", body = ErrorBody),
         (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -338,8 +353,13 @@ pub async fn regenerate(
     request_body(content = Option<TokenActionBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The token is active", body = TokenView),
+        (status = 400, description = "Malformed JSON or Authorization header", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
         (status = 404, description = "No such site or token", body = ErrorBody),
         (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -365,8 +385,13 @@ pub async fn validate(
     request_body(content = Option<TokenActionBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The token is inactive", body = TokenView),
+        (status = 400, description = "Malformed JSON or Authorization header", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
         (status = 404, description = "No such site or token", body = ErrorBody),
         (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "A body that is not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -387,21 +412,24 @@ async fn act(
     payload: web::Payload,
     action: TokenAction,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let (site_key, token_id) = token_path(path)?;
     let body: TokenActionBody = read_json(&request, payload, state.max_body_bytes).await?;
-    let (token, value) = as_admin(&state, &request, move |context, admin, now| {
-        site_tokens::act(
-            context,
-            admin,
-            &site_key,
-            token_id,
-            action,
-            body.description.as_deref(),
-            now,
-        )
-    })
-    .await?;
-    Ok(answer(TokenView::new(&token, value)))
+    let now = caller.now;
+    let (token, value) = caller
+        .run(move |context, admin, now| {
+            site_tokens::act(
+                context,
+                admin,
+                &site_key,
+                token_id,
+                action,
+                body.description.as_deref(),
+                now,
+            )
+        })
+        .await?;
+    Ok(answer(TokenView::new(&token, value, now)))
 }
 
 /// A token's history, oldest first.
@@ -426,37 +454,55 @@ pub async fn history(
     request: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
     let (site_key, token_id) = token_path(path)?;
-    let entries = as_admin(&state, &request, move |context, admin, _| {
-        site_tokens::history(context, admin, &site_key, token_id)
-    })
-    .await?;
+    let entries = caller
+        .run(move |context, admin, _| site_tokens::history(context, admin, &site_key, token_id))
+        .await?;
     Ok(answer(HistoryResponse {
         events: entries.into_iter().map(HistoryEventView::from).collect(),
     }))
 }
 
-/// Runs `action` off the async executor as the admin the request's bearer token belongs to.
-async fn as_admin<T, F>(state: &AppState, request: &HttpRequest, action: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Context, &Admin, NaiveDateTime) -> Result<T, ServiceError> + Send + 'static,
-{
-    let presented: Secret = bearer_token(
-        request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|value| value.as_bytes()),
-    )?
-    .ok_or(ApiError::BearerTokenMissing)?;
-    let context = state.context.clone();
-    let now = crate::clock::now();
-    let result = web::block(move || {
-        let admin = admins::admin_for_bearer(&context, &presented, now)?;
-        action(&context, &admin, now)
-    })
-    .await??;
-    Ok(result)
+/// The admin a request's bearer token belongs to. Handlers establish it before they read anything
+/// else of the request: without a valid admin token the answer is the RFC 6750 3 challenge,
+/// whatever else is wrong with the request, and an unauthenticated body is never parsed.
+struct Caller {
+    context: Context,
+    admin: Admin,
+    now: NaiveDateTime,
+}
+
+impl Caller {
+    async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<Self, ApiError> {
+        let presented: Secret = bearer_token(
+            request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|value| value.as_bytes()),
+        )
+        .map_err(ApiError::MalformedBearer)?
+        .ok_or(ApiError::BearerTokenMissing)?;
+        let context = state.context.clone();
+        let now = crate::clock::now();
+        let checked = context.clone();
+        let admin =
+            web::block(move || admins::admin_for_bearer(&checked, &presented, now)).await??;
+        Ok(Self {
+            context,
+            admin,
+            now,
+        })
+    }
+
+    /// Runs `action` as this admin, off the async executor.
+    async fn run<T, F>(self, action: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Context, &Admin, NaiveDateTime) -> Result<T, ServiceError> + Send + 'static,
+    {
+        Ok(web::block(move || action(&self.context, &self.admin, self.now)).await??)
+    }
 }
 
 /// A token id that is not a number names no token: 404, like an unknown one.
@@ -522,13 +568,14 @@ impl From<SiteSummary> for SiteView {
 }
 
 impl TokenView {
-    fn new(token: &ManagedToken, value: Option<Secret>) -> Self {
+    fn new(token: &ManagedToken, value: Option<Secret>, now: NaiveDateTime) -> Self {
         TokenView {
             id: token.id,
             kind: token.kind.as_str(),
             description: token.description.clone(),
             masked_value: token.masked_value(),
             active: token.active,
+            expired: token.has_expired(now),
             generated_at: rfc3339(token.generated_at),
             last_used_at: token.last_used_at.map(rfc3339),
             expires_at: token.expires_at.map(rfc3339),

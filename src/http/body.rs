@@ -61,7 +61,20 @@ pub async fn read_json<T: DeserializeOwned + Default>(
             "the request body must be a JSON object".into(),
         ));
     }
-    serde_json::from_value(value).map_err(|error| ApiError::JsonShape(error.to_string()))
+    serde_json::from_value(value).map_err(|error| ApiError::JsonShape(shape_error(&error)))
+}
+
+/// serde's message, except that an unknown field is not named: the name is the client's own text,
+/// which may be a secret sent in the wrong place, and error descriptions get logged and shown.
+fn shape_error(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.strip_prefix("unknown field `") {
+        Some(rest) => match rest.split_once(", expected") {
+            Some((_, expected)) => format!("the body has an unknown field; expected{expected}"),
+            None => "the body has an unknown field".into(),
+        },
+        None => message,
+    }
 }
 
 /// A declared size over `limit` is refused before anything is read.

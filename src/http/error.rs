@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The admin API was called without `Authorization: Bearer`.
     #[error("an admin token is required")]
     BearerTokenMissing,
+    /// `Authorization: Bearer` without a usable token (RFC 6750 3.1 `invalid_request`).
+    #[error(transparent)]
+    MalformedBearer(OAuthError),
     #[error("the request body must be {expected}")]
     UnsupportedMediaType { expected: &'static str },
     #[error("the request body is not valid JSON: {0}")]
@@ -65,7 +68,9 @@ pub struct ErrorBody {
 /// Status, error code and description of every error the server can answer with.
 fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
     match error {
-        ApiError::OAuth(oauth) | ApiError::Service(ServiceError::OAuth(oauth)) => (
+        ApiError::OAuth(oauth)
+        | ApiError::MalformedBearer(oauth)
+        | ApiError::Service(ServiceError::OAuth(oauth)) => (
             oauth_status(oauth.code),
             oauth.code.as_str(),
             oauth.description.to_string(),
@@ -141,17 +146,21 @@ fn admin_refusal(refusal: &AdminRefusal) -> (StatusCode, &'static str, String) {
     (status, code, refusal.to_string())
 }
 
-/// The RFC 6750 3 challenge of a refused admin API request, if it is one.
-fn bearer_challenge(error: &ApiError, description: &str) -> Option<String> {
+/// The RFC 6750 3 challenge of a refused admin API request, if it is one. Only fixed texts go into
+/// it, so nothing a client sent can break out of its quoted strings.
+fn bearer_challenge(error: &ApiError) -> Option<String> {
     let code = match error {
         ApiError::BearerTokenMissing => return Some(BEARER_CHALLENGE.to_string()),
+        ApiError::MalformedBearer(_) => {
+            return Some(format!("{BEARER_CHALLENGE}, error=\"invalid_request\""))
+        }
         ApiError::OAuth(oauth) | ApiError::Service(ServiceError::OAuth(oauth)) => oauth.code,
         _ => return None,
     };
     match code {
-        OAuthErrorCode::InvalidToken => Some(format!(
-            "{BEARER_CHALLENGE}, error=\"invalid_token\", error_description=\"{description}\""
-        )),
+        OAuthErrorCode::InvalidToken => {
+            Some(format!("{BEARER_CHALLENGE}, error=\"invalid_token\""))
+        }
         OAuthErrorCode::InsufficientScope => Some(format!(
             "{BEARER_CHALLENGE}, error=\"insufficient_scope\", scope=\"{ADMIN_SCOPE}\""
         )),
@@ -204,7 +213,7 @@ impl ResponseError for ApiError {
             // requires one on every 401, so it is always sent.
             response.insert_header((header::WWW_AUTHENTICATE, BASIC_CHALLENGE));
         }
-        if let Some(challenge) = bearer_challenge(self, &error_description) {
+        if let Some(challenge) = bearer_challenge(self) {
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         if let ApiError::MethodNotAllowed { allow } = self {

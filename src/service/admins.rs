@@ -122,12 +122,16 @@ pub fn issue_admin_token(
 ) -> Result<IssuedAdminToken, ServiceError> {
     let value = token::mint(SecretKind::AdminToken, &crypto::random_bytes()?);
     let expires_at = context.policy.admin_token_expiry(now);
-    context.store.insert_admin_token(
+    let stored = context.store.insert_admin_token(
         admin.id,
         &context.keys.token_digest(value.expose()),
         now,
         expires_at,
     )?;
+    if !stored {
+        // Disabled since it authenticated: the same answer as any failed authentication.
+        return Err(OAuthError::invalid_client().into());
+    }
     log::info!("issued an admin token to admin {:?}", admin.name);
     Ok(IssuedAdminToken {
         value,

@@ -61,15 +61,16 @@ pub fn site(context: &Context, admin: &Admin, site_key: &str) -> Result<SiteSumm
     Ok(SiteSummary { site, token_count })
 }
 
-/// The site's tokens in listing order: primary, active, inactive.
+/// The site's tokens in listing order: primary, usable, then inactive or expired.
 pub fn tokens(
     context: &Context,
     admin: &Admin,
     site_key: &str,
+    now: NaiveDateTime,
 ) -> Result<Vec<ManagedToken>, ServiceError> {
     let site = managed_site(context, admin, site_key)?;
     let mut tokens = context.store.site_tokens(site.id)?;
-    sort_for_listing(&mut tokens);
+    sort_for_listing(&mut tokens, now);
     Ok(tokens)
 }
 
@@ -170,6 +171,8 @@ pub fn act(
     )?;
     let changed = match outcome {
         TokenChangeOutcome::Changed(token) => token,
+        // Nothing happened, so nothing is counted or logged.
+        TokenChangeOutcome::Unchanged(token) => return Ok((token, new_value)),
         TokenChangeOutcome::NotFound => return Err(AdminRefusal::TokenNotFound.into()),
         TokenChangeOutcome::Primary => return Err(AdminRefusal::PrimaryTokenManagedByOAuth.into()),
     };

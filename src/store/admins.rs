@@ -204,29 +204,43 @@ impl Store {
         })
     }
 
-    /// Stores a new admin token's digest, and deletes tokens that have expired (they would never
-    /// be accepted again).
+    /// Stores a new admin token's digest if the admin is still enabled (`false` when not), and
+    /// deletes tokens that have expired (they would never be accepted again).
+    ///
+    /// The admin's row is locked first (a no-op `UPDATE`), so a concurrent `disable`, which deletes
+    /// the admin's tokens, either runs before (and this insert is refused) or waits and then
+    /// deletes this token too: a token issued to a disabled admin can never come back when the
+    /// admin is enabled again.
     pub fn insert_admin_token(
         &self,
         admin_id: i64,
         value_digest: &[u8],
         now: NaiveDateTime,
         expires_at: NaiveDateTime,
-    ) -> Result<(), StoreError> {
-        with_connection!(self, |conn| {
-            conn.transaction(|conn| {
-                diesel::delete(admin_tokens::table.filter(admin_tokens::expires_at.le(now)))
-                    .execute(conn)?;
-                diesel::insert_into(admin_tokens::table)
-                    .values((
-                        admin_tokens::admin_id.eq(admin_id),
-                        admin_tokens::value_digest.eq(value_digest),
-                        admin_tokens::issued_at.eq(now),
-                        admin_tokens::expires_at.eq(expires_at),
-                    ))
-                    .execute(conn)?;
-                Ok(())
-            })
+    ) -> Result<bool, StoreError> {
+        write_transaction!(self, |conn| {
+            let still_enabled = diesel::update(
+                admins::table
+                    .filter(admins::id.eq(admin_id))
+                    .filter(admins::enabled.eq(true)),
+            )
+            .set(admins::enabled.eq(true))
+            .execute(conn)?
+                == 1;
+            if !still_enabled {
+                return Ok(false);
+            }
+            diesel::delete(admin_tokens::table.filter(admin_tokens::expires_at.le(now)))
+                .execute(conn)?;
+            diesel::insert_into(admin_tokens::table)
+                .values((
+                    admin_tokens::admin_id.eq(admin_id),
+                    admin_tokens::value_digest.eq(value_digest),
+                    admin_tokens::issued_at.eq(now),
+                    admin_tokens::expires_at.eq(expires_at),
+                ))
+                .execute(conn)?;
+            Ok(true)
         })
     }
 

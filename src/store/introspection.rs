@@ -72,11 +72,15 @@ impl Store {
             conn.unnoticed_transaction(&self.changes, |conn| {
                 for &(token_id, used_at) in uses {
                     diesel::update(
-                        tokens::table.filter(tokens::id.eq(token_id)).filter(
-                            tokens::last_used_at
-                                .is_null()
-                                .or(tokens::last_used_at.lt(used_at)),
-                        ),
+                        tokens::table
+                            .filter(tokens::id.eq(token_id))
+                            .filter(
+                                tokens::last_used_at
+                                    .is_null()
+                                    .or(tokens::last_used_at.lt(used_at)),
+                            )
+                            // A use of a value replaced since (regenerated) is not this value's.
+                            .filter(tokens::generated_at.le(used_at)),
                     )
                     .set(tokens::last_used_at.eq(used_at))
                     .execute(conn)?;

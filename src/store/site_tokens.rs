@@ -96,6 +96,9 @@ pub enum TokenChange<'a> {
 #[derive(Debug)]
 pub enum TokenChangeOutcome {
     Changed(ManagedToken),
+    /// Nothing to do (validating an active token, invalidating an inactive one, the same
+    /// description); nothing was recorded.
+    Unchanged(ManagedToken),
     /// The site has no token with this id.
     NotFound,
     /// The id is the site's primary token, which the admin scope may not change.
@@ -218,6 +221,7 @@ impl Store {
                     .execute(conn)
                     .map(drop)
             };
+            let mut changed = false;
             match *change {
                 TokenChange::Regenerate {
                     value_digest,
@@ -232,6 +236,7 @@ impl Store {
                         ))
                         .execute(conn)?;
                     record(conn, TokenEvent::Regenerated, Some(value_digest), None)?;
+                    changed = true;
                 }
                 TokenChange::SetActive(active) if active != current.active => {
                     diesel::update(tokens::table.filter(this_token))
@@ -243,6 +248,7 @@ impl Store {
                         TokenEvent::Invalidated
                     };
                     record(conn, event, None, None)?;
+                    changed = true;
                 }
                 TokenChange::SetActive(_) => {}
             }
@@ -256,12 +262,18 @@ impl Store {
                     None,
                     Some(description),
                 )?;
+                changed = true;
             }
-            let changed = tokens::table
+            let after = tokens::table
                 .filter(this_token)
                 .select(TokenRow::as_select())
                 .get_result(conn)?;
-            Ok(TokenChangeOutcome::Changed(changed.into()))
+            let token = ManagedToken::from(after);
+            Ok(if changed {
+                TokenChangeOutcome::Changed(token)
+            } else {
+                TokenChangeOutcome::Unchanged(token)
+            })
         })
     }
 

@@ -64,6 +64,10 @@ crate::on_both_backends!(
     a_json_body_with_another_content_type_is_415,
     a_body_over_16_kib_is_413,
     a_wrong_method_on_an_admin_path_is_405_with_allow,
+    unauthenticated_requests_get_the_challenge_before_anything_else_is_read,
+    a_malformed_bearer_header_is_invalid_request_with_a_challenge,
+    unknown_json_fields_are_refused_without_repeating_their_names,
+    expired_tokens_are_listed_as_expired_after_the_usable_ones,
     responses_carrying_a_token_value_are_not_cacheable,
 );
 
@@ -75,9 +79,10 @@ crate::per_backend!(sqlite_configured, postgres_configured;
 );
 
 /// The members of every token view.
-const VIEW_FIELDS: [&str; 9] = [
+const VIEW_FIELDS: [&str; 10] = [
     "active",
     "description",
+    "expired",
     "expires_at",
     "generated_at",
     "id",
@@ -2528,4 +2533,113 @@ fn the_furthest_expiry_follows_max_token_lifetime(backend: Backend) {
         }),
     );
     assert_eq!(token_count_in_db(&app, &scene.site), 1);
+}
+
+fn unauthenticated_requests_get_the_challenge_before_anything_else_is_read(app: TestApp) {
+    let scene = scene(&app, "Guarded Store");
+    let created = create_named(&app, &scene.token, &scene.site, "Guarded Partner");
+    let requests: [(&str, String, Option<&str>, &[u8]); 6] = [
+        (
+            "POST",
+            tokens_path(&scene.site),
+            Some("application/json"),
+            b"{bad",
+        ),
+        ("POST", tokens_path(&scene.site), Some("text/plain"), b"x"),
+        (
+            "POST",
+            format!("{}/regenerate", token_path(&scene.site, created.id)),
+            Some("application/json"),
+            br#"{"nope": 1}"#,
+        ),
+        (
+            "GET",
+            format!("{}/abc", tokens_path(&scene.site)),
+            None,
+            b"",
+        ),
+        ("GET", "/admin/v1/sites?limit=0".to_string(), None, b""),
+        (
+            "GET",
+            "/admin/v1/sites/site_%00/tokens".to_string(),
+            None,
+            b"",
+        ),
+    ];
+    for (method, path, content_type, body) in requests {
+        let mut request = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .body(body.to_vec());
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        let response = request.send().unwrap();
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(challenge, "Bearer realm=\"tokenwarden\"", "{method} {path}");
+        assert_admin_error(response, 401, "invalid_token", &format!("{method} {path}"));
+    }
+    assert_eq!(token_count_in_db(&app, &scene.site), 1);
+}
+
+fn a_malformed_bearer_header_is_invalid_request_with_a_challenge(app: TestApp) {
+    for header in ["Bearer", "Bearer a b", "Bearer    "] {
+        let response = app
+            .client
+            .get(app.url("/admin/v1/sites"))
+            .header("Authorization", header)
+            .send()
+            .unwrap();
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            challenge, "Bearer realm=\"tokenwarden\", error=\"invalid_request\"",
+            "{header:?}"
+        );
+        assert_admin_error(response, 400, "invalid_request", header);
+    }
+}
+
+fn unknown_json_fields_are_refused_without_repeating_their_names(app: TestApp) {
+    let scene = scene(&app, "Quiet Store");
+    let leaked = "twp_ThisCouldBeASecretPastedIntoTheWrongPlace";
+    let response = app.admin_post(
+        &scene.token,
+        &tokens_path(&scene.site),
+        Some(&json!({ "description": "Partner", leaked: true })),
+    );
+    let body = assert_admin_error(response, 422, "validation_failed", "unknown field");
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(!description.contains(leaked), "{description}");
+    assert!(description.contains("description"), "{description}");
+}
+
+fn expired_tokens_are_listed_as_expired_after_the_usable_ones(app: TestApp) {
+    let scene = scene(&app, "Ageing Store");
+    let soon = (tokenwarden::clock::now() + chrono::Duration::seconds(2))
+        .and_utc()
+        .to_rfc3339();
+    let expiring = create_token(
+        &app,
+        &scene.token,
+        &scene.site,
+        json!({ "description": "Short Partner", "expires_at": soon }),
+    );
+    let lasting = create_named(&app, &scene.token, &scene.site, "Long Partner");
+    assert_eq!(expiring.body["expired"], false, "{}", expiring.body);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let listed = list_tokens(&app, &scene.token, &scene.site);
+    let order: Vec<i64> = listed
+        .iter()
+        .map(|token| token["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [lasting.id, expiring.id], "{listed:?}");
+    assert_eq!(listed[1]["expired"], true, "{}", listed[1]);
+    assert_eq!(listed[1]["active"], true, "{}", listed[1]);
+    assert_eq!(listed[0]["expired"], false, "{}", listed[0]);
 }

@@ -904,3 +904,22 @@ fn lines_containing(text: &str, needle: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[test]
+fn serve_refuses_admin_token_lifetimes_and_expiry_limits_out_of_range() {
+    for args in [
+        ["--admin-token-ttl-secs", "400000000000"],
+        ["--admin-token-ttl-secs", "0"],
+        ["--max-token-lifetime-days", "100000"],
+    ] {
+        // An unusable database: if the value were accepted, serve would fail with status 1.
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
+            .args(["--database", "mysql://nowhere/none", "serve"])
+            .args(args)
+            .output()
+            .expect("run tokenwarden");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
+}
