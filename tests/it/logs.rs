@@ -28,6 +28,55 @@ fn postgres_logs_at_trace_hold_no_secrets() {
     logs_hold_no_secrets(Backend::Postgres);
 }
 
+/// Request lines have a log target of their own, so operators can drop just them; by default
+/// (`RUST_LOG` unset: info) they are written.
+#[test]
+fn request_lines_can_be_switched_off_alone() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let site = crate::cli::create_site(&db.url, "Quiet Log Store");
+    for (filter, request_lines_expected) in
+        [(None, true), (Some("info,tokenwarden::access=warn"), false)]
+    {
+        let stderr_file = db.dir.path().join("filtered.log");
+        let mut command = tokenwarden(&db.url);
+        if let Some(filter) = filter {
+            command.env("RUST_LOG", filter);
+        }
+        let (mut server, address) = crate::cli::start_server(&mut command, &[], &stderr_file);
+        server.wait_until_listening(address);
+        let client = Client::new();
+        let wrong_key = crate::helpers::form_request(
+            &client,
+            format!("http://{address}/oauth2/token"),
+            Some((&site.site_key, "twk_wrong")),
+            "grant_type=client_credentials",
+        );
+        assert_eq!(wrong_key.send().unwrap().status(), 401);
+        let request_line = "POST /oauth2/token 401 ";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while request_lines_expected
+            && !fs::read_to_string(&stderr_file)
+                .unwrap()
+                .contains(request_line)
+        {
+            assert!(Instant::now() < deadline, "no request line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(server);
+        let logged = fs::read_to_string(&stderr_file).unwrap();
+        assert!(logged.contains("tokenwarden listening on"), "{logged}");
+        assert!(
+            logged.contains("client authentication failed for site"),
+            "other info lines stay: {logged}"
+        );
+        assert_eq!(
+            logged.contains(&format!("tokenwarden::access] {request_line}")),
+            request_lines_expected,
+            "RUST_LOG={filter:?}: {logged}"
+        );
+    }
+}
+
 /// One request log line per request: `METHOD PATH STATUS LATENCYms`, path without query string.
 const EXPECTED_REQUEST_LINES: [&str; 16] = [
     "POST /oauth2/token 200 ",
@@ -292,7 +341,7 @@ fn logs_hold_no_secrets(backend: Backend) {
         request_lines(&logged),
         http.requests.get(),
         "one request line per request:\n{}",
-        lines_containing(&logged, "logger")
+        lines_containing(&logged, "tokenwarden::access")
     );
 
     let exposed: Vec<Exposed> = std::iter::once(Exposed::ServerSecret(secret))
@@ -405,7 +454,7 @@ fn lines_containing(text: &str, needle: &str) -> String {
 
 fn request_lines(log: &str) -> usize {
     log.lines()
-        .filter(|line| line.contains(" INFO  actix_web::middleware::logger] "))
+        .filter(|line| line.contains(" INFO  tokenwarden::access] "))
         .count()
 }
 
@@ -426,7 +475,7 @@ fn wait_for(path: &Path, expected: &[&str], requests: usize) -> String {
             Instant::now() < deadline,
             "request lines missing: {missing:?}, {} of {requests} logged\n{}",
             request_lines(&text),
-            lines_containing(&text, "logger")
+            lines_containing(&text, "tokenwarden::access")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
