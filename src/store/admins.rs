@@ -343,7 +343,12 @@ impl Store {
     }
 }
 
-diesel::define_sql_function!(fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text);
+diesel::define_sql_function! {
+    /// SQL `lower()`. SQLite's built-in folds ASCII letters only, PostgreSQL's every letter, so
+    /// SQLite connections replace it with Rust's `to_lowercase` (`SqlitePragmas`): site search
+    /// then matches the same sites on both backends.
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
 
 /// `%search%` in lower case, with LIKE's wildcards escaped so they match themselves.
 fn like_pattern(search: &str) -> String {

@@ -227,7 +227,8 @@ macro_rules! write_transaction {
 pub(crate) use {with_connection, write_transaction};
 
 /// Sets the pragmas every SQLite connection needs: WAL so readers never wait for the writer, a busy
-/// timeout so writers queue instead of failing, and foreign keys (off by default in SQLite).
+/// timeout so writers queue instead of failing, and foreign keys (off by default in SQLite); and
+/// replaces `lower()` with a Unicode-aware one, as PostgreSQL's is (see `admins::lower`).
 #[derive(Debug)]
 struct SqlitePragmas {
     busy_timeout: Duration,
@@ -240,7 +241,9 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
              PRAGMA foreign_keys = ON;",
             self.busy_timeout.as_millis()
         ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        .map_err(diesel::r2d2::Error::QueryError)?;
+        admins::lower_utils::register_impl(conn, |text: String| text.to_lowercase())
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 

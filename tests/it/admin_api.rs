@@ -943,6 +943,7 @@ fn site_search_is_a_case_insensitive_literal_substring_of_name_or_key(app: TestA
     let alpha = app.create_site("Alphabet Store");
     app.create_site("alphabetic Gear");
     app.create_site("100% Cotton");
+    app.create_site("ÉCOLE Supplies");
     let bravo = app.create_site("Bravo Shop");
     let admin = app.create_platform_admin("Searcher");
     let token = app.admin_token(&admin);
@@ -960,6 +961,9 @@ fn site_search_is_a_case_insensitive_literal_substring_of_name_or_key(app: TestA
         (key_part.to_lowercase(), vec!["Bravo Shop"]),
         (alpha.site_key.clone(), vec!["Alphabet Store"]),
         ("no such text".into(), vec![]),
+        // Letters beyond ASCII fold too, on both backends.
+        ("école".into(), vec!["ÉCOLE Supplies"]),
+        ("ÉCOLE".into(), vec!["ÉCOLE Supplies"]),
     ];
     for (q, expected) in cases {
         let (sites, total) = list_sites(&app, &token, &[("q", q.as_str())]);
