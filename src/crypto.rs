@@ -23,6 +23,14 @@ pub struct RandomnessUnavailable;
 #[error("a sealed value could not be opened with the server secret")]
 pub struct UnsealFailed;
 
+/// SHA-256 of public content (no key): for cache validators such as the admin page's ETags.
+pub fn content_digest(content: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, content);
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(digest.as_ref());
+    bytes
+}
+
 /// Fills a fresh array from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomnessUnavailable> {
     let mut bytes = [0u8; N];

@@ -7,6 +7,7 @@ use crate::server::BackgroundHandle;
 use crate::service::Context;
 
 mod admin;
+mod admin_page;
 mod body;
 mod discovery;
 pub mod error;
@@ -86,6 +87,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
             admin::history,
         ))
+        .service(only(Method::GET, "/admin", admin_page::redirect))
+        .service(only(Method::GET, "/admin/", admin_page::index))
+        .service(only(Method::GET, "/admin/app.js", admin_page::script))
+        .service(only(Method::GET, "/admin/app.css", admin_page::stylesheet))
         .default_service(web::to(not_found));
 }
 

@@ -3,6 +3,7 @@
 
 mod admin_api;
 mod admin_cli;
+mod admin_page;
 mod bad_input;
 mod cli;
 mod client_library;
