@@ -486,8 +486,10 @@
     }
   }
 
+  // The server's word (its clock) first; the local check covers a page left open past the expiry.
   function isExpired(token) {
-    return Boolean(token.expires_at) && Date.parse(token.expires_at) <= Date.now();
+    return token.expired === true
+      || (Boolean(token.expires_at) && Date.parse(token.expires_at) <= Date.now());
   }
 
   function renderTokens(tokens) {
