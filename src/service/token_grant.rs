@@ -116,6 +116,10 @@ fn issue_within(
     reach: Reach,
 ) -> Result<Option<GrantedToken>, ServiceError> {
     let generation = current_generation(&context.store, context.grants.sites.is_some())?;
+    if generation.is_none() && reach == Reach::MemoryOnly {
+        // Caches off, or a change feed that is not live: nothing may come from memory.
+        return Ok(None);
+    }
     let flow_request = FlowRequest {
         request,
         scope: request.scope.as_ref().map(|scope| scope.join(" ")),
