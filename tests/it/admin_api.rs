@@ -3,7 +3,7 @@
 //! real CLI (`helpers::create_admin`) on the database the in-process server uses.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use tokenwarden::domain::token::{self, SecretKind};
 
 use crate::helpers::{
-    assert_admin_error, assert_oauth_error, AdminKeys, Backend, SiteKeys, TestApp, TestDatabase,
+    assert_admin_error, assert_oauth_error, race, AdminKeys, Backend, SiteKeys, TestApp,
+    TestDatabase,
 };
 
 crate::on_both_backends!(
@@ -399,28 +400,6 @@ fn never_issued(kind: SecretKind) -> String {
     token::mint(kind, &[7u8; token::RANDOM_BYTES])
         .expose()
         .to_string()
-}
-
-/// Runs `work` on `threads` threads released at the same instant; returns their results.
-fn race<T: Send + 'static>(
-    threads: usize,
-    work: impl Fn(usize) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(threads));
-    let work = Arc::new(work);
-    let handles: Vec<_> = (0..threads)
-        .map(|index| {
-            let (barrier, work) = (barrier.clone(), work.clone());
-            thread::spawn(move || {
-                barrier.wait();
-                work(index)
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("a racer panicked"))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

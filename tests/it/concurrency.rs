@@ -1,36 +1,13 @@
 //! Concurrency is decided by the database: one primary token per site however many requests race.
 
-use std::sync::{Arc, Barrier};
-use std::thread;
+use std::sync::Arc;
 
-use crate::helpers::{SiteKeys, TestApp};
+use crate::helpers::{race, SiteKeys, TestApp};
 
 crate::on_both_backends!(
     concurrent_first_requests_all_receive_the_one_primary_token,
     racing_mints_and_invalidations_leave_one_slot_with_consistent_history,
 );
-
-/// Runs `work` on `threads` threads released at the same instant; returns their results.
-fn race<T: Send + 'static>(
-    threads: usize,
-    work: impl Fn(usize) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(threads));
-    let work = Arc::new(work);
-    let handles: Vec<_> = (0..threads)
-        .map(|index| {
-            let (barrier, work) = (barrier.clone(), work.clone());
-            thread::spawn(move || {
-                barrier.wait();
-                work(index)
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("a racer panicked"))
-        .collect()
-}
 
 fn token_request(app: &TestApp, site: &SiteKeys) -> (u16, String) {
     let response = app.post_form(

@@ -666,3 +666,26 @@ pub fn assert_admin_error(response: Response, status: u16, error: &str, what: &s
     assert!(!description.is_empty(), "{what}: empty error_description");
     body
 }
+
+/// Runs `work` on `threads` threads released at the same instant; returns their results.
+pub fn race<T: Send + 'static>(
+    threads: usize,
+    work: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    use std::sync::{Arc, Barrier};
+    let barrier = Arc::new(Barrier::new(threads));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..threads)
+        .map(|index| {
+            let (barrier, work) = (barrier.clone(), work.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                work(index)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("a racer panicked"))
+        .collect()
+}
