@@ -58,6 +58,8 @@ pub enum StoreError {
     /// No connection could be had within the pool's timeout: the database is down or saturated.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[from] diesel::r2d2::PoolError),
+    #[error("cannot open the database: {0}")]
+    Open(#[from] diesel::ConnectionError),
     #[error("a database query failed: {0}")]
     Query(#[from] diesel::result::Error),
     #[error("database migrations failed: {0}")]
@@ -226,9 +228,10 @@ macro_rules! write_transaction {
 
 pub(crate) use {with_connection, write_transaction};
 
-/// Sets the pragmas every SQLite connection needs: WAL so readers never wait for the writer, a busy
-/// timeout so writers queue instead of failing, and foreign keys (off by default in SQLite); and
-/// replaces `lower()` with a Unicode-aware one, as PostgreSQL's is (see `admins::lower`).
+/// Sets the pragmas every SQLite connection needs: a busy timeout so writers queue instead of
+/// failing, full fsync at commit and foreign keys (off by default in SQLite); and replaces
+/// `lower()` with a Unicode-aware one, as PostgreSQL's is (see `admins::lower`). WAL mode belongs
+/// to the file, not the connection: [`enter_wal_mode`] sets it once before the pool opens.
 #[derive(Debug)]
 struct SqlitePragmas {
     busy_timeout: Duration,
@@ -237,13 +240,40 @@ struct SqlitePragmas {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             self.busy_timeout.as_millis()
         ))
         .map_err(diesel::r2d2::Error::QueryError)?;
         admins::lower_utils::register_impl(conn, |text: String| text.to_lowercase())
             .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Puts an SQLite file into WAL mode, so readers never wait for the writer, before any pooled
+/// connection opens it.
+///
+/// Every pooled connection setting WAL itself raced on a fresh file: r2d2 opens a pool's
+/// connections concurrently, and a connection that finds the file switching journal modes under
+/// it gets `SQLITE_BUSY` at once, without the busy timeout's wait (seen as r2d2 logging "database
+/// is locked" on one CLI command in five on a fresh file). Another process starting on the same
+/// fresh file can still race this one, so a busy answer is retried until the busy timeout is spent.
+fn enter_wal_mode(path: &str, busy_timeout: Duration) -> Result<(), StoreError> {
+    let mut conn = SqliteConnection::establish(path)?;
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {}",
+        busy_timeout.as_millis()
+    ))?;
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match conn.batch_execute("PRAGMA journal_mode = WAL") {
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("database is locked")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            outcome => return Ok(outcome?),
+        }
     }
 }
 
@@ -356,6 +386,7 @@ impl Store {
     pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, StoreError> {
         let store = match url {
             DatabaseUrl::Sqlite(path) => {
+                enter_wal_mode(&path.to_string_lossy(), settings.busy_timeout)?;
                 let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
                 // No `SELECT 1` on checkout: an SQLite connection is a file handle, which does not
                 // go away; diesel's `has_broken` still drops one left in a transaction.

@@ -512,6 +512,21 @@ fn invalid_site_names_are_refused(backend: Backend) {
     assert_eq!(listed, serde_json::json!({ "sites": [] }));
 }
 
+/// The first command on a fresh SQLite file opens the pool's connections concurrently; they used
+/// to race each other switching the file to WAL, and one command in five printed an r2d2 "database
+/// is locked" error before its answer (store::enter_wal_mode). Twenty fresh files make a
+/// regression all but certain to show.
+#[test]
+fn commands_on_a_fresh_sqlite_file_print_nothing_but_their_answer() {
+    for attempt in 0..20 {
+        let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+        let listed = run(tokenwarden(&db.url).args(["site", "list", "--json"]));
+        assert!(listed.status.success(), "attempt {attempt}: {listed:?}");
+        assert_eq!(listed.stderr, "", "attempt {attempt}");
+        assert_eq!(listed.stdout, "{\"sites\":[]}\n", "attempt {attempt}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server secret
 // ---------------------------------------------------------------------------------------------
