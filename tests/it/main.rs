@@ -10,6 +10,7 @@ mod client_library;
 mod concurrency;
 mod discovery;
 mod examples;
+mod faults;
 mod helpers;
 mod introspection;
 mod invalidate;

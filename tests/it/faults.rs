@@ -1,0 +1,524 @@
+//! What production does to a server: the database going away and coming back, the process killed
+//! mid-write, the SQLite disk filling up or turning read-only. Each scenario checks the client
+//! sees a prompt RFC 6749 5.2 answer (503 `temporarily_unavailable`, never a 500 or a hang), that
+//! nothing acknowledged is lost or half-applied, and that service resumes without a restart.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{json, Value};
+
+use crate::cli::{create_site, succeed_json, tokenwarden};
+use crate::helpers::{
+    assert_oauth_error, create_admin, form_request, Backend, ServerProcess, SiteKeys, TestApp,
+    TestDatabase,
+};
+
+crate::per_backend!(killing_the_server_mid_write_loses_nothing_acknowledged);
+
+/// How long a request may take to be refused while the database is away: the pool's connection
+/// timeout (500 ms here) plus generous scheduling slack, far below any client's patience.
+const PROMPT: Duration = Duration::from_secs(3);
+
+/// PostgreSQL refusing every connection and dropping the open ones (as when it stops or
+/// restarts): every endpoint that needs it answers 503 `temporarily_unavailable` promptly, and
+/// once it is back every endpoint works again with the same data, without a restart.
+#[test]
+fn a_database_outage_gets_prompt_503s_everywhere_and_service_resumes_by_itself() {
+    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+        return;
+    };
+    let app = TestApp::spawn_with(db, |config| {
+        config.pool.connection_timeout = Duration::from_millis(500);
+    });
+    let site = app.create_site("Outage Store");
+    let token = app.primary_token(&site);
+    let resource_server = app.create_resource_server("Outage API");
+    let admin = app.create_platform_admin("Outage Admin");
+    let admin_token = app.admin_token(&admin);
+    let requests = OutageRequests {
+        app: &app,
+        site: &site,
+        token: &token,
+        resource_server: (&resource_server.client_id, &resource_server.client_secret),
+        admin_token: &admin_token,
+    };
+    requests.all_succeed();
+
+    let name = database_name(&app.db.url);
+    let mut postgres = postgres_admin();
+    postgres.execute(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    ));
+    // The node's caches stand down once its change listener has lost the database; until then
+    // a cached answer is still exact, because no other node can write either.
+    let deadline = Instant::now() + PROMPT;
+    while app.context.store.changes().is_live() {
+        assert!(Instant::now() < deadline, "the listener never noticed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (what, response) in requests.each() {
+        let started = Instant::now();
+        let response = response();
+        let took = started.elapsed();
+        assert!(took < PROMPT, "{what}: answered after {took:?}");
+        assert_oauth_error(response, 503, "temporarily_unavailable");
+    }
+
+    postgres.execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.client.get(app.url("/readyz")).send().unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "service did not resume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    requests.all_succeed();
+    assert_eq!(app.primary_token(&site), token, "the primary survived");
+}
+
+/// A request to send again and again, named for failure messages.
+type Request<'a> = Box<dyn Fn() -> Response + 'a>;
+
+/// One request per kind of endpoint that needs the database.
+struct OutageRequests<'a> {
+    app: &'a TestApp,
+    site: &'a SiteKeys,
+    token: &'a str,
+    resource_server: (&'a str, &'a str),
+    admin_token: &'a str,
+}
+
+impl OutageRequests<'_> {
+    fn each(&self) -> Vec<(&'static str, Request<'_>)> {
+        let app = self.app;
+        let site = (self.site.site_key.as_str(), self.site.auth_key.as_str());
+        vec![
+            (
+                "token",
+                Box::new(move || {
+                    app.post_form("/oauth2/token", Some(site), "grant_type=client_credentials")
+                }),
+            ),
+            (
+                "introspect",
+                Box::new(move || {
+                    app.post_form(
+                        "/oauth2/introspect",
+                        Some(self.resource_server),
+                        &format!("token={}", self.token),
+                    )
+                }),
+            ),
+            (
+                "invalidate_token of another value",
+                Box::new(move || {
+                    app.post_form(
+                        "/oauth2/invalidate_token",
+                        Some(site),
+                        "access_token=twp_not_this_sites_primary",
+                    )
+                }),
+            ),
+            (
+                "admin list",
+                Box::new(move || app.admin_get(self.admin_token, "/admin/v1/sites")),
+            ),
+            (
+                "readyz",
+                Box::new(move || app.client.get(app.url("/readyz")).send().unwrap()),
+            ),
+        ]
+    }
+
+    fn all_succeed(&self) {
+        for (what, response) in self.each() {
+            let response = response();
+            let status = response.status();
+            // Invalidating a value that is not the site's primary is a 400 by design; the point
+            // is that the database was reached to find that out.
+            let expected = if what.starts_with("invalidate") {
+                400
+            } else {
+                200
+            };
+            assert_eq!(status, expected, "{what}: {}", response.text().unwrap());
+        }
+        let active = self
+            .app
+            .post_form(
+                "/oauth2/introspect",
+                Some(self.resource_server),
+                &format!("token={}", self.token),
+            )
+            .json::<Value>()
+            .unwrap();
+        assert_eq!(active["active"], true, "{active}");
+    }
+}
+
+fn database_name(url: &str) -> String {
+    let path = url.rsplit('/').next().unwrap_or_default();
+    path.split('?').next().unwrap_or_default().to_string()
+}
+
+/// A connection to the PostgreSQL server's maintenance database, to act on a test database.
+struct PostgresAdmin(diesel::PgConnection);
+
+fn postgres_admin() -> PostgresAdmin {
+    use diesel::Connection;
+    let url = std::env::var("TOKENWARDEN_TEST_POSTGRES_URL").expect("PostgreSQL is configured");
+    PostgresAdmin(diesel::PgConnection::establish(&url).expect("connect to PostgreSQL"))
+}
+
+impl PostgresAdmin {
+    fn execute(&mut self, sql: &str) {
+        diesel::connection::SimpleConnection::batch_execute(&mut self.0, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 under load
+// ---------------------------------------------------------------------------------------------
+
+/// Sites under load at once: one integrator and one site manager working on each.
+const SITES: usize = 4;
+
+/// The real binary under a mixed load (integrators minting and invalidating their primaries, an
+/// admin creating, invalidating and validating tokens) is killed with SIGKILL mid-stream. After a
+/// restart every acknowledged write is there, the one write in flight per worker is either wholly
+/// applied or not at all, and the invariants hold: at most one active primary and at most 10
+/// tokens per site, and each token's history replays to its current state.
+fn killing_the_server_mid_write_loses_nothing_acknowledged(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend) else {
+        return;
+    };
+    let sites: Vec<SiteKeys> = (0..SITES)
+        .map(|n| create_site(&db.url, &format!("Kill Store {n}")))
+        .collect();
+    let admin = create_admin(&db.url, "Kill Admin", "platform-admin", &[]);
+    let resource_server = succeed_json(tokenwarden(&db.url).args([
+        "resource-server",
+        "create",
+        "--name",
+        "Kill API",
+        "--json",
+    ]));
+
+    let mut server = ServerProcess::start(&db.url, &[]);
+    let base_url = server.base_url.clone();
+    let admin_token = {
+        let response = form_request(
+            &Client::new(),
+            format!("{base_url}/oauth2/token"),
+            Some((&admin.client_id, &admin.client_secret)),
+            "grant_type=client_credentials&scope=admin",
+        )
+        .send()
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let workers: Vec<_> = sites
+        .iter()
+        .cloned()
+        .map(|site| {
+            let base_url = base_url.clone();
+            std::thread::spawn(move || integrator_load(&base_url, &site))
+        })
+        .chain(sites.iter().map(|site| {
+            let (base_url, token, site_key) =
+                (base_url.clone(), admin_token.clone(), site.site_key.clone());
+            std::thread::spawn(move || admin_load(&base_url, &token, &site_key))
+        }))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    let journals: Vec<Journal> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let acknowledged: usize = journals.iter().map(|j| j.acknowledged().len()).sum();
+    let in_flight = journals.iter().filter(|j| j.in_flight().is_some()).count();
+    eprintln!("killed after {acknowledged} acknowledged writes, {in_flight} in flight");
+    assert!(
+        acknowledged > 20,
+        "too little load to mean anything: {acknowledged}"
+    );
+
+    let server = ServerProcess::start(&db.url, &[]);
+    let client = Client::new();
+    let admin_token = form_request(
+        &client,
+        format!("{}/oauth2/token", server.base_url),
+        Some((&admin.client_id, &admin.client_secret)),
+        "grant_type=client_credentials&scope=admin",
+    )
+    .send()
+    .unwrap()
+    .json::<Value>()
+    .unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rs = (
+        resource_server["client_id"].as_str().unwrap(),
+        resource_server["client_secret"].as_str().unwrap(),
+    );
+    let active = |token: &str| -> bool {
+        let answer: Value = form_request(
+            &client,
+            format!("{}/oauth2/introspect", server.base_url),
+            Some(rs),
+            &format!("token={token}"),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+        answer["active"] == true
+    };
+    let get = |path: &str| -> Value {
+        let response = client
+            .get(format!("{}{path}", server.base_url))
+            .bearer_auth(&admin_token)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().unwrap()
+    };
+
+    for journal in &journals {
+        journal.check_primary(&active);
+    }
+    for site in &sites {
+        let path = format!("/admin/v1/sites/{}/tokens", site.site_key);
+        let tokens = get(&path)["tokens"].as_array().unwrap().clone();
+        assert!(
+            tokens.len() <= 10,
+            "{}: {} tokens",
+            site.site_key,
+            tokens.len()
+        );
+        let active_primaries = tokens
+            .iter()
+            .filter(|t| t["kind"] == "primary" && t["active"] == true)
+            .count();
+        assert!(active_primaries <= 1, "{}: {tokens:?}", site.site_key);
+        for token in &tokens {
+            let history = get(&format!("{path}/{}/history", token["id"]));
+            assert_eq!(
+                replay(&history),
+                token["active"].as_bool().unwrap(),
+                "{token}: {history}"
+            );
+        }
+    }
+    for journal in &journals {
+        let Some(site_key) = &journal.admin_site else {
+            continue;
+        };
+        let listed: HashMap<i64, bool> = get(&format!("/admin/v1/sites/{site_key}/tokens"))
+            ["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["id"].as_i64().unwrap(), t["active"].as_bool().unwrap()))
+            .collect();
+        for (id, expected) in journal.expected_states() {
+            assert_eq!(
+                listed.get(&id),
+                Some(&expected),
+                "token {id} of {site_key}: an acknowledged write was lost"
+            );
+        }
+    }
+}
+
+/// What a history says the token's state is: created, validated and regenerated leave or make
+/// it active unless invalidated later; only `invalidated` makes it inactive.
+fn replay(history: &Value) -> bool {
+    let mut active = false;
+    for event in history["events"].as_array().expect("an events array") {
+        match event["event"].as_str().unwrap() {
+            "created" | "validated" => active = true,
+            "invalidated" => active = false,
+            "regenerated" | "description_changed" => {}
+            other => panic!("unknown event {other} in {history}"),
+        }
+    }
+    active
+}
+
+/// One write a worker sent, and whether the server acknowledged it with a 2xx.
+#[derive(Debug, Clone)]
+enum Operation {
+    /// `/oauth2/token` answered this value.
+    Minted(String),
+    /// `/oauth2/invalidate_token` of this value.
+    Invalidated(String),
+    /// Admin create of a token with this id (known only when acknowledged).
+    Created(Option<i64>),
+    /// Admin invalidate or validate of this token id; `true` for validate.
+    SetActive(i64, bool),
+}
+
+#[derive(Debug, Default)]
+struct Journal {
+    /// Each operation with whether it was acknowledged; only the last may be unacknowledged.
+    operations: Vec<(Operation, bool)>,
+    /// The site an admin worker managed.
+    admin_site: Option<String>,
+}
+
+impl Journal {
+    fn acknowledged(&self) -> Vec<&Operation> {
+        self.operations
+            .iter()
+            .filter(|(_, acked)| *acked)
+            .map(|(operation, _)| operation)
+            .collect()
+    }
+
+    /// The one operation that was sent and never answered, if the kill caught one.
+    fn in_flight(&self) -> Option<&Operation> {
+        match self.operations.last() {
+            Some((operation, false)) => Some(operation),
+            _ => None,
+        }
+    }
+
+    /// Checks an integrator's last acknowledged write against the restarted server: a mint
+    /// stays active unless the invalidation in flight may have reached it; an invalidation holds.
+    fn check_primary(&self, active: &impl Fn(&str) -> bool) {
+        match self.acknowledged().last() {
+            Some(Operation::Minted(value)) => {
+                let may_be_invalidated =
+                    matches!(self.in_flight(), Some(Operation::Invalidated(v)) if v == value);
+                if !may_be_invalidated {
+                    assert!(active(value), "an acknowledged mint was lost");
+                }
+            }
+            Some(Operation::Invalidated(value)) => {
+                assert!(!active(value), "an acknowledged invalidation was lost");
+            }
+            _ => {}
+        }
+    }
+
+    /// An admin worker's expectations: each acknowledged token's state after its last
+    /// acknowledged switch (created tokens start active), leaving out the token whose switch
+    /// was in flight.
+    fn expected_states(&self) -> HashMap<i64, bool> {
+        let mut states = HashMap::new();
+        for operation in self.acknowledged() {
+            match operation {
+                Operation::Created(Some(id)) => states.insert(*id, true),
+                Operation::SetActive(id, state) => states.insert(*id, *state),
+                _ => None,
+            };
+        }
+        if let Some(Operation::SetActive(id, _)) = self.in_flight() {
+            states.remove(id);
+        }
+        states
+    }
+}
+
+/// Sends `request` and journals it: acknowledged on a 2xx, stop on a connection error (the kill).
+/// Anything else (a 4xx or 5xx) fails the test: the load only sends valid requests.
+fn send(
+    journal: &mut Journal,
+    operation: Operation,
+    request: reqwest::blocking::RequestBuilder,
+) -> Option<Value> {
+    journal.operations.push((operation, false));
+    let response = request.send().ok()?;
+    let status = response.status();
+    let body: Value = response.json().ok()?;
+    if status.as_u16() == 409 && body["error"] == "token_limit_reached" {
+        journal.operations.pop();
+        return Some(body);
+    }
+    assert!(status.is_success(), "{status}: {body}");
+    journal.operations.last_mut().unwrap().1 = true;
+    Some(body)
+}
+
+fn integrator_load(base_url: &str, site: &SiteKeys) -> Journal {
+    let client = Client::new();
+    let credentials = Some((site.site_key.as_str(), site.auth_key.as_str()));
+    let mut journal = Journal::default();
+    loop {
+        let request = form_request(
+            &client,
+            format!("{base_url}/oauth2/token"),
+            credentials,
+            "grant_type=client_credentials",
+        );
+        journal
+            .operations
+            .push((Operation::Minted(String::new()), false));
+        let Ok(response) = request.send() else {
+            journal.operations.pop();
+            return journal;
+        };
+        assert_eq!(response.status(), 200);
+        let Ok(body) = response.json::<Value>() else {
+            return journal;
+        };
+        let value = body["access_token"].as_str().unwrap().to_string();
+        *journal.operations.last_mut().unwrap() = (Operation::Minted(value.clone()), true);
+        let request = form_request(
+            &client,
+            format!("{base_url}/oauth2/invalidate_token"),
+            credentials,
+            &format!("access_token={value}"),
+        );
+        if send(&mut journal, Operation::Invalidated(value), request).is_none() {
+            return journal;
+        }
+    }
+}
+
+fn admin_load(base_url: &str, admin_token: &str, site_key: &str) -> Journal {
+    let client = Client::new();
+    let tokens = format!("{base_url}/admin/v1/sites/{site_key}/tokens");
+    let mut journal = Journal {
+        admin_site: Some(site_key.to_string()),
+        ..Journal::default()
+    };
+    let mut created = Vec::new();
+    for round in 0.. {
+        let request = client
+            .post(&tokens)
+            .bearer_auth(admin_token)
+            .json(&json!({ "description": format!("Partner {round}") }));
+        let Some(body) = send(&mut journal, Operation::Created(None), request) else {
+            return journal;
+        };
+        match body["id"].as_i64() {
+            Some(id) => {
+                *journal.operations.last_mut().unwrap() = (Operation::Created(Some(id)), true);
+                created.push(id);
+            }
+            None => break,
+        }
+    }
+    if created.is_empty() {
+        return journal;
+    }
+    for round in 0.. {
+        let id = created[round % created.len()];
+        let validate = (round / created.len()) % 2 == 1;
+        let action = if validate { "validate" } else { "invalidate" };
+        let request = client
+            .post(format!("{tokens}/{id}/{action}"))
+            .bearer_auth(admin_token);
+        if send(&mut journal, Operation::SetActive(id, validate), request).is_none() {
+            return journal;
+        }
+    }
+    journal
+}
