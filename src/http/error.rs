@@ -181,15 +181,23 @@ fn oauth_status(code: OAuthErrorCode) -> StatusCode {
     }
 }
 
-/// Failures that say "try again later" rather than "this server is broken".
+/// Failures that say "try again later" rather than "this server is broken": the database is
+/// unreachable or busy, or (SQLite) its disk is full or read-only. The operator reads the cause
+/// in the log; the file is intact (SQLite rolls the transaction back) and writes work again once
+/// space or write access returns.
 fn is_unavailable(error: &StoreError) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
         StoreError::Unavailable(_) => true,
         StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
-        StoreError::Query(Error::DatabaseError(_, info)) => {
-            info.message().contains("database is locked")
-        }
+        StoreError::Query(Error::DatabaseError(_, info)) => [
+            "database is locked",
+            "no connection to the server",
+            "database or disk is full",
+            "attempt to write a readonly database",
+        ]
+        .iter()
+        .any(|message| info.message().contains(message)),
         _ => false,
     }
 }

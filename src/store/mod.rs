@@ -58,8 +58,12 @@ pub enum StoreError {
     /// No connection could be had within the pool's timeout: the database is down or saturated.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[from] diesel::r2d2::PoolError),
-    #[error("cannot open the database: {0}")]
-    Open(#[from] diesel::ConnectionError),
+    /// SQLite cannot open or write its file: a missing or read-only directory, a read-only disk.
+    #[error(
+        "{0}: the file's directory must exist and be writable (SQLite keeps its -wal and -shm \
+         files beside the database), on a disk that is not read-only"
+    )]
+    SqliteFileUnwritable(String),
     #[error("a database query failed: {0}")]
     Query(#[from] diesel::result::Error),
     #[error("database migrations failed: {0}")]
@@ -257,8 +261,20 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
 /// it gets `SQLITE_BUSY` at once, without the busy timeout's wait (seen as r2d2 logging "database
 /// is locked" on one CLI command in five on a fresh file). Another process starting on the same
 /// fresh file can still race this one, so a busy answer is retried until the busy timeout is spent.
+///
+/// This is the first access to the file, so it is also where a missing or read-only directory or
+/// disk shows: that is reported as [`StoreError::SqliteFileUnwritable`], which says what to fix.
 fn enter_wal_mode(path: &str, busy_timeout: Duration) -> Result<(), StoreError> {
-    let mut conn = SqliteConnection::establish(path)?;
+    let unwritable = |cause: String| StoreError::SqliteFileUnwritable(cause);
+    // SQLite itself would open a file it cannot write read-only, without a word, whenever its
+    // -shm file is left over from an earlier process: reads would work and every write fail.
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(unwritable(format!("{path}: {err}")));
+        }
+        _ => {}
+    }
+    let mut conn = SqliteConnection::establish(path).map_err(|err| unwritable(err.to_string()))?;
     conn.batch_execute(&format!(
         "PRAGMA busy_timeout = {}",
         busy_timeout.as_millis()
@@ -272,6 +288,13 @@ fn enter_wal_mode(path: &str, busy_timeout: Duration) -> Result<(), StoreError> 
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if ["unable to open", "readonly"]
+                    .iter()
+                    .any(|cause| info.message().contains(cause)) =>
+            {
+                return Err(unwritable(info.message().to_string()));
+            }
             outcome => return Ok(outcome?),
         }
     }
@@ -282,19 +305,21 @@ fn enter_wal_mode(path: &str, busy_timeout: Duration) -> Result<(), StoreError> 
 ///
 /// r2d2's default check on checkout is diesel's `SELECT 1`: a second round trip for every query,
 /// which cost a third of `/oauth2/token`'s throughput on PostgreSQL (docs/performance.md). Simply
-/// switching it off would rely on diesel's `has_broken` alone, which notices a dead connection
-/// only after a query on it has failed (libpq then reports the transaction status unknown). Each
-/// pooled connection would then fail one request after a database restart: up to the pool size,
-/// not one, and the first request after an outage would still fail. So instead:
-/// - a connection that comes back from a request broken is discarded (diesel's `has_broken`), and
-///   the loss makes every other connection of the pool suspect: each is pinged once, at its next
-///   checkout (`is_valid`), and replaced if dead. A database restart therefore costs one failed
-///   request (503 `temporarily_unavailable`, `http/error.rs`), not one per pooled connection;
-/// - otherwise a checkout costs one atomic load.
+/// switching it off would rely on diesel's `has_broken` alone, which looks only at the
+/// transaction state: a connection that died during a plain read would go back into the pool and
+/// fail every request that took it (seen as a 500 in `tests/it/faults.rs`). So instead:
+/// - a connection is discarded when it comes back from a request broken: diesel's check, or
+///   libpq finding it gone ([`is_gone`], a non-blocking read); and the loss makes every other
+///   connection of the pool suspect: each is pinged once, at its next checkout (`is_valid`), and
+///   replaced if dead. A database restart therefore costs one failed request (503
+///   `temporarily_unavailable`, `http/error.rs`), not one per pooled connection;
+/// - otherwise a checkout costs one atomic load and the same non-blocking read, which also
+///   catches a connection the server closed while it sat idle (an idle timeout, a terminated
+///   backend).
 ///
-/// The price: a connection that dies alone while idle (a server-side idle timeout, a firewall
-/// forgetting the flow) fails the one request that takes it next, with 503; it is then replaced,
-/// and the others are checked.
+/// The price: a connection that dies silently while idle (a firewall forgetting the flow, a
+/// network partition: nothing arrives on its socket) fails the one request that takes it next,
+/// with 503 once TCP gives up; it is then replaced, and the others are checked.
 #[derive(Debug)]
 pub(crate) struct PgManager {
     diesel: ConnectionManager<PgConnection>,
@@ -346,20 +371,34 @@ impl ManageConnection for PgManager {
 
     fn is_valid(&self, session: &mut PgSession) -> Result<(), Self::Error> {
         let losses = self.losses.load(Ordering::Acquire);
-        if session.alive_at != losses {
+        if session.alive_at != losses || is_gone(&mut session.connection) {
             self.diesel.is_valid(&mut session.connection)?;
             session.alive_at = losses;
         }
         Ok(())
     }
 
+    /// diesel's own check looks only at the transaction state, so a connection that died during
+    /// a plain read would go back into the pool and fail every request that took it.
     fn has_broken(&self, session: &mut PgSession) -> bool {
-        let broken = self.diesel.has_broken(&mut session.connection);
+        let broken =
+            self.diesel.has_broken(&mut session.connection) || is_gone(&mut session.connection);
         if broken {
             self.losses.fetch_add(1, Ordering::AcqRel);
         }
         broken
     }
+}
+
+/// Whether libpq knows the connection is gone, or finds the server's goodbye (a terminated or
+/// restarted backend) waiting on its socket. `PQconsumeInput`, which diesel runs for
+/// `notifications_iter`, reads without blocking and fails in both cases: a system call, no round
+/// trip. Pooled connections never `LISTEN`, so no notification is lost by reading them.
+fn is_gone(connection: &mut PgConnection) -> bool {
+    connection
+        .notifications_iter()
+        .next()
+        .is_some_and(|notification| notification.is_err())
 }
 
 impl Store {
@@ -383,6 +422,11 @@ impl Store {
     }
 
     /// Opens the pool and applies pending migrations.
+    ///
+    /// The pool opens all its connections before this returns (r2d2's checked build), within the
+    /// connection timeout. Letting them open in the background instead made a short CLI command
+    /// exit while libpq was still in a TLS handshake on another thread, and OpenSSL's exit
+    /// handlers then crashed the process (one run in 60).
     pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, StoreError> {
         let store = match url {
             DatabaseUrl::Sqlite(path) => {

@@ -4,15 +4,19 @@
 //! nothing acknowledged is lost or half-applied, and that service resumes without a restart.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
-use crate::cli::{create_site, succeed_json, tokenwarden};
+use crate::cli::{create_site, site_keys, start_server, succeed_json, tokenwarden, Running};
 use crate::helpers::{
-    assert_oauth_error, create_admin, form_request, Backend, ServerProcess, SiteKeys, TestApp,
-    TestDatabase,
+    assert_oauth_error, create_admin, form_request, test_secret, Backend, ServerProcess, SiteKeys,
+    TestApp, TestDatabase,
 };
 
 crate::per_backend!(killing_the_server_mid_write_loses_nothing_acknowledged);
@@ -29,7 +33,9 @@ fn a_database_outage_gets_prompt_503s_everywhere_and_service_resumes_by_itself()
     let Some(db) = TestDatabase::create(Backend::Postgres) else {
         return;
     };
+    // Two connections: opening ten TLS connections within the short timeout is not the point.
     let app = TestApp::spawn_with(db, |config| {
+        config.pool.max_connections = 2;
         config.pool.connection_timeout = Duration::from_millis(500);
     });
     let site = app.create_site("Outage Store");
@@ -521,4 +527,266 @@ fn admin_load(base_url: &str, admin_token: &str, site_key: &str) -> Journal {
         }
     }
     journal
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite on a full or read-only disk
+// ---------------------------------------------------------------------------------------------
+
+/// The real binary on an SQLite file in a small tmpfs of its own, mounted in a private mount
+/// namespace (`unshare`), so the test can fill the disk or make it read-only without touching
+/// the machine. The test reaches the files through `/proc/PID/root`.
+struct ConfinedServer {
+    process: Running,
+    address: SocketAddr,
+    /// The mount point as the server sees it.
+    mount: PathBuf,
+    _dir: TempDir,
+}
+
+/// `unshare … sh -c 'mount a 4 MiB tmpfs on DIR/disk && BEFORE exec tokenwarden --database
+/// sqlite://DIR/disk/tokenwarden.db'`, to which the caller appends a command; `before` is shell
+/// run first inside the namespace. `None` (a skip) where mount namespaces are not permitted,
+/// except under `CI=true`.
+fn confined_command(dir: &Path, before: &str) -> Option<Command> {
+    let probe = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .status();
+    if !probe.is_ok_and(|status| status.success()) {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "this test needs `unshare --mount` (root in a sandbox that allows mounts)"
+        );
+        eprintln!("skipped: mount namespaces are not permitted here");
+        return None;
+    }
+    let mount = dir.join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let mut command = Command::new("unshare");
+    command
+        .env("TOKENWARDEN_SECRET", test_secret())
+        .env("RUST_LOG", "warn")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=4m tokenwarden-test \"$1\" && shift && {before} exec \"$@\""
+        ))
+        .arg("sh")
+        .arg(&mount)
+        .arg(env!("CARGO_BIN_EXE_tokenwarden"))
+        .arg("--database")
+        .arg(confined_database(dir));
+    Some(command)
+}
+
+fn confined_database(dir: &Path) -> String {
+    format!("sqlite://{}/disk/tokenwarden.db", dir.display())
+}
+
+impl ConfinedServer {
+    fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = confined_command(dir.path(), "")?;
+        // No background usage writes, so a copy taken between requests is consistent.
+        let (mut process, address) = start_server(
+            &mut command,
+            &["--usage-flush-secs", "3600"],
+            &dir.path().join("stderr"),
+        );
+        process.wait_until_listening(address);
+        Some(Self {
+            process,
+            address,
+            mount: dir.path().join("disk"),
+            _dir: dir,
+        })
+    }
+
+    /// A path under the mount point, as seen from outside the namespace. Only for plain file
+    /// operations: SQLite resolves the `/proc/PID/root` link and would open a file outside.
+    fn outside(&self, name: &str) -> PathBuf {
+        let inside = self.mount.join(name);
+        PathBuf::from(format!(
+            "/proc/{}/root{}",
+            self.process.0.id(),
+            inside.display()
+        ))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// `tokenwarden ARGS… --json` on the server's database, run inside its mount namespace.
+    fn cli(&self, args: &[&str]) -> Value {
+        let mut command = Command::new("nsenter");
+        command
+            .env("TOKENWARDEN_SECRET", test_secret())
+            .args(["-t", &self.process.0.id().to_string(), "-m"])
+            .arg(env!("CARGO_BIN_EXE_tokenwarden"))
+            .arg("--database")
+            .arg(format!("sqlite://{}/tokenwarden.db", self.mount.display()))
+            .args(args)
+            .arg("--json");
+        succeed_json(&mut command)
+    }
+
+    /// SQLite's own check of a copy of the files, taken while the server is idle.
+    fn integrity_check(&self) -> String {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Check {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            integrity_check: String,
+        }
+        let copy = tempfile::tempdir().unwrap();
+        for suffix in ["", "-wal"] {
+            let name = format!("tokenwarden.db{suffix}");
+            std::fs::copy(self.outside(&name), copy.path().join(&name)).unwrap();
+        }
+        let path = copy.path().join("tokenwarden.db");
+        let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        diesel::sql_query("PRAGMA integrity_check")
+            .get_result::<Check>(&mut conn)
+            .unwrap()
+            .integrity_check
+    }
+}
+
+fn mint(client: &Client, server: &ConfinedServer, site: &SiteKeys) -> Response {
+    form_request(
+        client,
+        server.url("/oauth2/token"),
+        Some((&site.site_key, &site.auth_key)),
+        "grant_type=client_credentials",
+    )
+    .send()
+    .unwrap()
+}
+
+/// A full disk: writes get 503 `temporarily_unavailable` (never a 500), reads go on, the file
+/// stays intact, and writes work again as soon as space returns, without a restart.
+#[test]
+fn sqlite_on_a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns() {
+    let Some(server) = ConfinedServer::start() else {
+        return;
+    };
+    let client = Client::new();
+    let reader = site_keys(&server.cli(&["site", "create", "--name", "Reading Store"]));
+    let response = mint(&client, &server, &reader);
+    let body = response.json::<Value>().unwrap();
+    let token = body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_string();
+    let writer = site_keys(&server.cli(&["site", "create", "--name", "Writing Store"]));
+    let resource_server = server.cli(&["resource-server", "create", "--name", "Disk API"]);
+    let introspect = || -> Value {
+        form_request(
+            &client,
+            server.url("/oauth2/introspect"),
+            Some((
+                resource_server["client_id"].as_str().unwrap(),
+                resource_server["client_secret"].as_str().unwrap(),
+            )),
+            &format!("token={token}"),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+    };
+
+    let filler = server.outside("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+
+    // Each round writes twice (a mint, an invalidation); the WAL file may hold a few rounds in
+    // space it already has, so keep going until the disk refuses one.
+    let mut refused = None;
+    for _ in 0..500 {
+        let response = mint(&client, &server, &writer);
+        if response.status() != 200 {
+            refused = Some(response);
+            break;
+        }
+        let value = response.json::<Value>().unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let response = form_request(
+            &client,
+            server.url("/oauth2/invalidate_token"),
+            Some((&writer.site_key, &writer.auth_key)),
+            &format!("access_token={value}"),
+        )
+        .send()
+        .unwrap();
+        if response.status() != 200 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("a full disk refused no write");
+    assert_oauth_error(refused, 503, "temporarily_unavailable");
+    assert_eq!(introspect()["active"], true, "reads go on");
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        mint(&client, &server, &writer).status(),
+        200,
+        "writes resume"
+    );
+    assert_eq!(introspect()["active"], true);
+    assert_eq!(server.integrity_check(), "ok");
+}
+
+/// A disk that is read-only when the server starts: it refuses to start, saying why, instead of
+/// serving and failing every write; the file is untouched.
+#[test]
+fn sqlite_on_a_read_only_disk_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = dir.path().join("created.json");
+    let before = format!(
+        "{bin} --database {database} site create --name 'Frozen Store' --json > {created} && \
+         mount -o remount,ro {mount} && ",
+        bin = env!("CARGO_BIN_EXE_tokenwarden"),
+        database = confined_database(dir.path()),
+        created = created.display(),
+        mount = dir.path().join("disk").display(),
+    );
+    let Some(mut command) = confined_command(dir.path(), &before) else {
+        return;
+    };
+    let mut server = Running(
+        command
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the server started on a read-only disk"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let finished = server.finish();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the database")
+            && stderr.contains("must exist and be writable"),
+        "{stderr}"
+    );
+    let site: Value = serde_json::from_str(&std::fs::read_to_string(&created).unwrap()).unwrap();
+    assert!(
+        site["site_key"].is_string(),
+        "the site was created before: {site}"
+    );
 }
