@@ -306,8 +306,9 @@ fn enter_wal_mode(path: &str, busy_timeout: Duration) -> Result<(), StoreError> 
 /// r2d2's default check on checkout is diesel's `SELECT 1`: a second round trip for every query,
 /// which cost a third of `/oauth2/token`'s throughput on PostgreSQL (docs/performance.md). Simply
 /// switching it off would rely on diesel's `has_broken` alone, which looks only at the
-/// transaction state: a connection that died during a plain read would go back into the pool and
-/// fail every request that took it (seen as a 500 in `tests/it/faults.rs`). So instead:
+/// transaction state, so a dead connection could go back into the pool and fail the requests
+/// that took it (seen once under load in `tests/it/faults.rs`: libpq's "no connection to the
+/// server", then a 500). So instead:
 /// - a connection is discarded when it comes back from a request broken: diesel's check, or
 ///   libpq finding it gone ([`is_gone`], a non-blocking read); and the loss makes every other
 ///   connection of the pool suspect: each is pinged once, at its next checkout (`is_valid`), and

@@ -790,3 +790,42 @@ fn sqlite_on_a_read_only_disk_refuses_to_start_and_says_why() {
         "the site was created before: {site}"
     );
 }
+
+/// The pool's only connection has its backend terminated between two requests: the request that
+/// meets it may fail with 503, never 500, and the connection leaves the pool, so the requests
+/// after it succeed (`store::PgManager`).
+#[test]
+fn a_connection_that_died_between_reads_leaves_the_pool() {
+    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+        return;
+    };
+    let app = TestApp::spawn_with(db, |config| {
+        config.pool.max_connections = 1;
+        config.introspection_cache = false;
+    });
+    let site = app.create_site("Pool Store");
+    let token = app.primary_token(&site);
+    let resource_server = app.create_resource_server("Pool API");
+    let introspect = || {
+        app.post_form(
+            "/oauth2/introspect",
+            Some((&resource_server.client_id, &resource_server.client_secret)),
+            &format!("token={token}"),
+        )
+        .status()
+        .as_u16()
+    };
+    assert_eq!(introspect(), 200);
+
+    let name = database_name(&app.db.url);
+    postgres_admin().execute(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+    ));
+    let statuses: Vec<u16> = (0..5).map(|_| introspect()).collect();
+    assert!([200, 503].contains(&statuses[0]), "{statuses:?}");
+    assert!(
+        statuses[1..].iter().all(|status| *status == 200),
+        "{statuses:?}"
+    );
+}
