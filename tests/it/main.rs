@@ -16,5 +16,6 @@ mod invalidate;
 mod logs;
 mod openapi;
 mod secrets_at_rest;
+mod shutdown;
 mod tls;
 mod token;
