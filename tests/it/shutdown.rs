@@ -79,7 +79,7 @@ fn stop_gracefully(backend: Backend, signal: &str) {
     .unwrap();
     assert_eq!(introspected["active"], true);
     assert_eq!(db.count(USED), 0, "usage was written before the stop");
-    drop(client);
+    // `client` keeps its idle keep-alive connection open: the stop must close it, not wait for it.
 
     let (mut in_flight, rest) = start_slow_request(address, &token_body);
     send_signal(&server, signal);
@@ -95,6 +95,7 @@ fn stop_gracefully(backend: Backend, signal: &str) {
     assert_eq!(db.count(USED), 1, "the usage batch was not flushed");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(&format!("SIG{signal} received")), "{text}");
+    drop(client);
 }
 
 /// A request that never finishes is cut off once the shutdown timeout has passed, and the process
