@@ -15,6 +15,7 @@ use crate::domain::secret::Secret;
 use crate::server;
 use crate::service::{admins, resource_servers, sites, Context};
 use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings};
+use crate::tls::TlsFiles;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,6 +117,15 @@ struct ServeArgs {
     /// Scopes non-primary tokens may carry, separated by spaces (default: none)
     #[arg(long, env = "TOKENWARDEN_TOKEN_SCOPES", default_value = "")]
     token_scopes: String,
+    /// Serve HTTPS with this PEM certificate chain (server certificate first); needs --tls-key
+    #[arg(long, env = "TOKENWARDEN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, RSA or SEC1) of --tls-cert
+    #[arg(long, env = "TOKENWARDEN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds requests in flight get to finish after SIGTERM or SIGINT
+    #[arg(long, env = "TOKENWARDEN_SHUTDOWN_TIMEOUT_SECS", default_value_t = config::DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
+    shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +257,8 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         admin_token_ttl: Duration::from_secs(config::DEFAULT_ADMIN_TOKEN_TTL_SECS),
         max_token_lifetime: Duration::from_secs(config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
         token_scopes: Vec::new(),
+        tls: None,
+        shutdown_timeout: Duration::from_secs(config::DEFAULT_SHUTDOWN_TIMEOUT_SECS),
     })
 }
 
@@ -265,17 +277,23 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
         .split_whitespace()
         .map(str::to_string)
         .collect();
+    config.tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| TlsFiles { cert, key });
+    config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
     let context = server::open_context(&config)?;
     let system = actix_web::rt::System::new();
     let address = system.block_on(async {
         let started = server::start(&config, context.clone())?;
         let address = started.address;
+        let base_url = format!("{}://{address}", config.scheme());
         log::info!(
-            "tokenwarden listening on http://{address} (database {:?})",
+            "tokenwarden listening on {base_url} (database {:?})",
             config.database
         );
         if args.demo {
-            print_demo_site(&context, address)?;
+            print_demo_site(&context, &base_url)?;
         }
         let outcome = started.server.await;
         started.background.shutdown();
@@ -290,7 +308,7 @@ const DEMO_SITE_NAME: &str = "Demo Store";
 
 /// `serve --demo`: creates the demo site once; later starts can only name it, because its auth key
 /// is stored hashed.
-fn print_demo_site(context: &Context, address: SocketAddr) -> CliResult {
+fn print_demo_site(context: &Context, base_url: &str) -> CliResult {
     let existing = sites::find_by_name(context, DEMO_SITE_NAME)?;
     match existing {
         Some(site) => println!(
@@ -303,7 +321,7 @@ fn print_demo_site(context: &Context, address: SocketAddr) -> CliResult {
             println!(
                 "Created demo site \"{DEMO_SITE_NAME}\" (the auth key is shown this once only):\n  \
                  site key: {}\n  auth key: {}\nGet its primary token:\n  curl -s -X POST \
-                 http://{address}/oauth2/token -d grant_type=client_credentials -d client_id={} \
+                 {base_url}/oauth2/token -d grant_type=client_credentials -d client_id={} \
                  -d client_secret={}",
                 credentials.site_key,
                 credentials.auth_key.expose(),

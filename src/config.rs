@@ -14,6 +14,7 @@ use base64::Engine;
 use crate::crypto::{RandomnessUnavailable, ServerSecret, SECRET_LEN};
 use crate::domain::secret::Secret;
 use crate::store::{DatabaseUrl, PoolSettings};
+use crate::tls::TlsFiles;
 
 /// Default address: loopback only, so a first `serve` exposes nothing to the network.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -33,6 +34,9 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME_DAYS: u64 = 365;
 /// must stay a four-digit year, which both backends store and compare correctly.
 pub const MAX_ADMIN_TOKEN_TTL_SECS: u64 = 86_400;
 pub const MAX_TOKEN_LIFETIME_DAYS: u64 = 3_650;
+/// Default time requests in flight get to finish after SIGTERM or SIGINT: what
+/// `docker stop` and Kubernetes wait before they kill.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 
 /// Where the server secret (the root of every key in `crypto::Keys`) comes from.
 #[derive(Debug, Clone)]
@@ -55,7 +59,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// HTTP worker threads; `None` lets actix use one per core.
     pub workers: Option<usize>,
-    /// The issuer identifier published in the RFC 8414 metadata; `None` derives `http://<bind>`.
+    /// The issuer identifier published in the RFC 8414 metadata; `None` derives `http(s)://<bind>`.
     pub issuer: Option<String>,
     /// Whether introspection and repeat token requests may answer from memory (exact either way;
     /// see `store::ChangeFeed`).
@@ -71,6 +75,10 @@ pub struct Config {
     pub max_token_lifetime: Duration,
     /// The scopes non-primary tokens may carry; empty means tokens carry no scope.
     pub token_scopes: Vec<String>,
+    /// HTTPS served directly; `None` serves plain HTTP (behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+    /// How long requests in flight may take to finish after a stop signal.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {
@@ -90,6 +98,8 @@ impl Config {
             admin_token_ttl: Duration::from_secs(DEFAULT_ADMIN_TOKEN_TTL_SECS),
             max_token_lifetime: Duration::from_secs(DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
             token_scopes: Vec::new(),
+            tls: None,
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
         }
     }
 
@@ -97,9 +107,17 @@ impl Config {
     pub fn issuer(&self, bound: SocketAddr) -> String {
         self.issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
+            .unwrap_or_else(|| format!("{}://{bound}", self.scheme()))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// `https` when the server itself terminates TLS.
+    pub fn scheme(&self) -> &'static str {
+        match self.tls {
+            Some(_) => "https",
+            None => "http",
+        }
     }
 
     /// Reads, or on first use creates, the server secret.
@@ -256,6 +274,20 @@ mod tests {
             config.server_secret(),
             Err(ConfigError::SecretRequired)
         ));
+    }
+
+    #[test]
+    fn the_derived_issuer_is_https_when_the_server_terminates_tls() {
+        let mut config = Config::for_tests(DatabaseUrl::Postgres("postgres://h/db".into()));
+        let bound: SocketAddr = "10.0.0.7:8443".parse().unwrap();
+        assert_eq!(config.issuer(bound), "http://10.0.0.7:8443");
+        config.tls = Some(TlsFiles {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+        });
+        assert_eq!(config.issuer(bound), "https://10.0.0.7:8443");
+        config.issuer = Some("https://auth.example.com/".into());
+        assert_eq!(config.issuer(bound), "https://auth.example.com");
     }
 
     #[test]

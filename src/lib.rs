@@ -2,8 +2,8 @@
 //! resource servers their tokens unlock.
 //!
 //! Imports point down: `http` → `service` → {`domain`, `store`}; `store` may use `domain` types;
-//! `domain` knows neither actix nor diesel; `crypto` is the only user of ring. `docs/architecture.md`
-//! follows one request through these layers.
+//! `domain` knows neither actix nor diesel; `crypto` is the only user of ring, `tls` the only user of
+//! rustls. `docs/architecture.md` follows one request through these layers.
 
 pub mod cli;
 pub mod clock;
@@ -14,3 +14,4 @@ pub mod http;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;

@@ -1,7 +1,9 @@
 //! Builds the application: secret, keys, database pool and migrations, caches, background tasks,
 //! then the HTTP server.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -11,6 +13,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
+use futures_util::future::{select, Either};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
@@ -21,6 +24,7 @@ use crate::service::introspect::Introspection;
 use crate::service::token_grant::GrantCaches;
 use crate::service::{Context, Counters};
 use crate::store::{Store, StoreError};
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -40,6 +44,10 @@ pub enum StartError {
     },
     #[error("cannot start a background thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen for stop signals: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Loads the server secret and opens (and migrates) the database: what the server and every CLI
@@ -89,8 +97,16 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
         address: config.bind,
         source,
     };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| files.server_config())
+        .transpose()?;
     let listener = TcpListener::bind(config.bind).map_err(bind_error)?;
     let address = listener.local_addr().map_err(bind_error)?;
+    if tls.is_none() && !address.ip().is_loopback() {
+        warn_plaintext(address);
+    }
     let background = BackgroundTasks::start(config, &context)?;
     let state = web::Data::new(AppState {
         context: context.clone(),
@@ -110,11 +126,53 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
-    let server = server.listen(listener).map_err(bind_error)?.run();
+    let server = server
+        .shutdown_timeout(config.shutdown_timeout.as_secs())
+        .shutdown_signal(stop_signal(config.shutdown_timeout)?);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls),
+        None => server.listen(listener),
+    };
+    let server = server.map_err(bind_error)?.run();
     Ok(Started {
         server,
         address,
         background,
+    })
+}
+
+/// RFC 6749 1.6 and 10.9 require TLS on every request to the authorization server: client
+/// secrets and tokens travel in these requests and bodies, and whoever reads them can use them.
+/// Plain HTTP is fine on loopback (a proxy on the same host terminates TLS); elsewhere it is
+/// right only behind a TLS-terminating proxy on a trusted network, which the server cannot see,
+/// so it warns rather than refuses.
+fn warn_plaintext(address: SocketAddr) {
+    log::warn!(
+        "serving plain HTTP on {address}, which is not a loopback address: client secrets and \
+         tokens must not cross an untrusted network in clear (RFC 6749 1.6, 10.9); serve HTTPS \
+         with --tls-cert and --tls-key, or keep a TLS-terminating proxy in front"
+    );
+}
+
+/// SIGTERM (what systemd, Docker and Kubernetes send) and SIGINT (Ctrl-C) both stop gracefully:
+/// the listener closes, so new connections are refused, and requests in flight get up to
+/// `timeout` to finish (keep-alive connections close after their current response). actix's
+/// own handlers would treat SIGINT as a forced stop, so they are replaced. Registered here,
+/// before the server runs, so no signal is missed; SIGKILL still ends the process at once.
+fn stop_signal(timeout: Duration) -> Result<impl Future<Output = ()>, StartError> {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    Ok(async move {
+        let name = match select(pin!(terminate.recv()), pin!(interrupt.recv())).await {
+            Either::Left(_) => "SIGTERM",
+            Either::Right(_) => "SIGINT",
+        };
+        log::info!(
+            "{name} received: refusing new connections, finishing requests in flight (for at \
+             most {}s)",
+            timeout.as_secs()
+        );
     })
 }
 

@@ -17,4 +17,6 @@ mod invalidate;
 mod logs;
 mod openapi;
 mod secrets_at_rest;
+mod shutdown;
+mod tls;
 mod token;
