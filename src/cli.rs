@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::config::{self, Config, SecretSource};
+use crate::config::{self, Config, ConnectionLimits, SecretSource};
 use crate::domain::admin::Role;
 use crate::domain::secret::Secret;
+use crate::domain::throttle::{self, ThrottleLimits};
 use crate::server;
 use crate::service::{admins, resource_servers, sites, Context};
 use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings};
@@ -116,6 +117,30 @@ struct ServeArgs {
     /// Scopes non-primary tokens may carry, separated by spaces (default: none)
     #[arg(long, env = "TOKENWARDEN_TOKEN_SCOPES", default_value = "")]
     token_scopes: String,
+    /// Failed client authentications per client id per window before it is locked (0: off)
+    #[arg(long, env = "TOKENWARDEN_THROTTLE_CLIENT_FAILURES", default_value_t = throttle::DEFAULT_CLIENT_FAILURES)]
+    throttle_client_failures: u32,
+    /// Failed client authentications per source address per window before it is locked (0: off)
+    #[arg(long, env = "TOKENWARDEN_THROTTLE_ADDRESS_FAILURES", default_value_t = throttle::DEFAULT_ADDRESS_FAILURES)]
+    throttle_address_failures: u32,
+    /// Length of the throttling window, and so of a lock, in seconds
+    #[arg(long, env = "TOKENWARDEN_THROTTLE_WINDOW_SECS", default_value_t = throttle::DEFAULT_WINDOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    throttle_window_secs: u64,
+    /// Open connections per worker
+    #[arg(long, env = "TOKENWARDEN_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds an idle connection is kept open between requests (0: no keep-alive)
+    #[arg(long, env = "TOKENWARDEN_KEEP_ALIVE_SECS", default_value_t = 5)]
+    keep_alive_secs: u64,
+    /// Milliseconds a new connection has to send its request head, then 408 and closed
+    #[arg(long, env = "TOKENWARDEN_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    client_request_timeout_ms: u64,
+    /// Milliseconds a closing connection has to shut down before it is dropped
+    #[arg(long, env = "TOKENWARDEN_CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    client_disconnect_timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +272,8 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         admin_token_ttl: Duration::from_secs(config::DEFAULT_ADMIN_TOKEN_TTL_SECS),
         max_token_lifetime: Duration::from_secs(config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
         token_scopes: Vec::new(),
+        throttle: ThrottleLimits::default(),
+        connections: ConnectionLimits::default(),
     })
 }
 
@@ -265,6 +292,18 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
         .split_whitespace()
         .map(str::to_string)
         .collect();
+    config.throttle = ThrottleLimits {
+        client_failures: args.throttle_client_failures,
+        address_failures: args.throttle_address_failures,
+        window: Duration::from_secs(args.throttle_window_secs),
+        ..ThrottleLimits::default()
+    };
+    config.connections = ConnectionLimits {
+        max_connections: args.max_connections.max(1),
+        keep_alive: Duration::from_secs(args.keep_alive_secs),
+        client_request_timeout: Duration::from_millis(args.client_request_timeout_ms),
+        client_disconnect_timeout: Duration::from_millis(args.client_disconnect_timeout_ms),
+    };
     let context = server::open_context(&config)?;
     let system = actix_web::rt::System::new();
     let address = system.block_on(async {

@@ -13,6 +13,7 @@ use base64::Engine;
 
 use crate::crypto::{RandomnessUnavailable, ServerSecret, SECRET_LEN};
 use crate::domain::secret::Secret;
+use crate::domain::throttle::ThrottleLimits;
 use crate::store::{DatabaseUrl, PoolSettings};
 
 /// Default address: loopback only, so a first `serve` exposes nothing to the network.
@@ -71,6 +72,36 @@ pub struct Config {
     pub max_token_lifetime: Duration,
     /// The scopes non-primary tokens may carry; empty means tokens carry no scope.
     pub token_scopes: Vec<String>,
+    /// Brute-force throttling of failed client authentication.
+    pub throttle: ThrottleLimits,
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on HTTP connections, so slow or idle clients cannot hold the server (actix-web's
+/// `HttpServer` settings). Request heads have fixed bounds in actix-http 3: 128 KiB (else 431)
+/// and 96 headers (else 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections per worker; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long an idle connection is kept open between requests; zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// How long a new connection may take to send its first request's line and headers (then 408
+    /// and closed): the bound on slowloris clients.
+    pub client_request_timeout: Duration,
+    /// How long a closing connection may take to shut down before it is dropped.
+    pub client_disconnect_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            keep_alive: Duration::from_secs(5),
+            client_request_timeout: Duration::from_secs(5),
+            client_disconnect_timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Config {
@@ -90,6 +121,8 @@ impl Config {
             admin_token_ttl: Duration::from_secs(DEFAULT_ADMIN_TOKEN_TTL_SECS),
             max_token_lifetime: Duration::from_secs(DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
             token_scopes: Vec::new(),
+            throttle: ThrottleLimits::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
+use crate::domain::throttle::Throttle;
 use crate::domain::token_policy::TokenPolicy;
 use crate::http::metrics::{self, Metrics};
 use crate::http::{self, AppState};
@@ -70,6 +72,7 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
                 .unwrap_or(chrono::Duration::MAX),
             scopes: config.token_scopes.clone(),
         }),
+        throttle: Arc::new(Throttle::new(config.throttle)),
     })
 }
 
@@ -110,6 +113,16 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
+    let limits = &config.connections;
+    let keep_alive = match limits.keep_alive {
+        Duration::ZERO => KeepAlive::Disabled,
+        idle => KeepAlive::Timeout(idle),
+    };
+    server = server
+        .max_connections(limits.max_connections)
+        .keep_alive(keep_alive)
+        .client_request_timeout(limits.client_request_timeout)
+        .client_disconnect_timeout(limits.client_disconnect_timeout);
     let server = server.listen(listener).map_err(bind_error)?.run();
     Ok(Started {
         server,

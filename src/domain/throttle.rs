@@ -161,6 +161,11 @@ impl Throttle {
         locked
     }
 
+    /// How long a lock lasts.
+    pub fn window(&self) -> Duration {
+        self.limits.window
+    }
+
     /// Attempts refused since start, for metrics.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)

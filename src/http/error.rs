@@ -116,6 +116,11 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             VALIDATION_FAILED,
             cause.clone(),
         ),
+        ApiError::Service(ServiceError::Throttled(throttled)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            THROTTLED,
+            throttled.to_string(),
+        ),
         ApiError::Service(ServiceError::Store(store)) if is_unavailable(store) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -128,6 +133,15 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
         ),
     }
 }
+
+/// The code of a 429 from brute-force throttling (`domain::throttle`). RFC 6749 5.2 defines no code
+/// for it, and RFC 6585 4 defines the status but no body. `temporarily_unavailable` (RFC 6749
+/// 4.1.2.1: "unable to handle the request due to a temporary overloading") is the registered code
+/// that tells a client what to do, retry later, and this server already answers it for an
+/// unreachable database (503); the status and `Retry-After` say which case and how long. Not
+/// `invalid_client`, which would be a lie for correct credentials, nor RFC 8628's `slow_down`,
+/// which belongs to device-flow polling.
+const THROTTLED: &str = "temporarily_unavailable";
 
 /// The admin API's own error codes, beside the RFC ones.
 const VALIDATION_FAILED: &str = "validation_failed";
@@ -216,6 +230,9 @@ impl ResponseError for ApiError {
         if let Some(challenge) = bearer_challenge(self) {
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
+        if let ApiError::Service(ServiceError::Throttled(throttled)) = self {
+            response.insert_header((header::RETRY_AFTER, throttled.retry_after_secs));
+        }
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, *allow));
         }
@@ -281,6 +298,17 @@ mod tests {
             response.headers().get(header::CACHE_CONTROL).unwrap(),
             "no-store"
         );
+    }
+
+    #[test]
+    fn throttling_is_a_429_with_retry_after() {
+        let throttled = crate::domain::throttle::Throttled {
+            retry_after_secs: 42,
+        };
+        let response = ApiError::from(ServiceError::from(throttled)).error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "42");
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl Collector for ServiceCollector {
                 counters.invalidated(),
             ),
             (
+                "client_auth_throttled",
+                "Client authentication attempts refused by brute-force throttling",
+                self.context.throttle.refused(),
+            ),
+            (
                 "introspection_cache_hits",
                 "Introspections answered from memory",
                 hits,

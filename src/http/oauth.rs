@@ -1,6 +1,8 @@
 //! Handlers of the OAuth 2.0 endpoints: parse, call the service in `web::block`, answer.
 //! `/oauth2/token` first tries to answer from memory on the HTTP worker.
 
+use std::time::Instant;
+
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -9,6 +11,7 @@ use super::body::read_form;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::request::{InvalidateRequest, RevocationRequest, TokenRequest};
+use crate::domain::throttle::Origin;
 use crate::service::{primary_token, token_grant};
 
 /// A successful access token response (RFC 6749 5.1).
@@ -52,6 +55,9 @@ pub struct InvalidatedResponse {
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody,
             headers(("WWW-Authenticate" = String, description = "Basic realm=\"tokenwarden\""))),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security((), ("client_secret_basic" = []))
@@ -65,11 +71,13 @@ pub async fn token(
     let token_request = TokenRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Repeat requests are answered on this worker; anything needing the database goes to the pool.
-    let issued = match token_grant::issue_from_memory(&state.context, &token_request, now)? {
+    let origin = origin(&request);
+    let issued = match token_grant::issue_from_memory(&state.context, &token_request, &origin, now)?
+    {
         Some(issued) => issued,
         None => {
             let context = state.context.clone();
-            web::block(move || token_grant::issue(&context, &token_request, now)).await??
+            web::block(move || token_grant::issue(&context, &token_request, &origin, now)).await??
         }
     };
     Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
@@ -95,6 +103,9 @@ pub async fn token(
         (status = 400, description = "Not this site's primary token, or a malformed request", body = super::error::ErrorBody),
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security((), ("client_secret_basic" = []))
@@ -108,7 +119,8 @@ pub async fn invalidate_token(
     let invalidate = InvalidateRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    web::block(move || primary_token::invalidate(&context, &invalidate, now)).await??;
+    let origin = origin(&request);
+    web::block(move || primary_token::invalidate(&context, &invalidate, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).json(InvalidatedResponse { invalidated: true }))
 }
 
@@ -126,6 +138,9 @@ pub async fn invalidate_token(
         (status = 400, description = "Malformed request", body = super::error::ErrorBody),
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security((), ("client_secret_basic" = []))
@@ -139,8 +154,18 @@ pub async fn revoke(
     let revocation = RevocationRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    web::block(move || primary_token::revoke(&context, &revocation, now)).await??;
+    let origin = origin(&request);
+    web::block(move || primary_token::revoke(&context, &revocation, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).finish())
+}
+
+/// Who is authenticating, for the brute-force throttle: the TCP peer's address (a proxy's
+/// `X-Forwarded-For` is not trusted) and a monotonic instant.
+pub(super) fn origin(request: &HttpRequest) -> Origin {
+    Origin {
+        address: request.peer_addr().map(|peer| peer.ip()),
+        at: Instant::now(),
+    }
 }
 
 /// RFC 6749 5.1: responses carrying tokens or credentials must not be cached.

@@ -16,4 +16,5 @@ mod invalidate;
 mod logs;
 mod openapi;
 mod secrets_at_rest;
+mod throttle;
 mod token;
