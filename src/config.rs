@@ -105,7 +105,9 @@ impl Default for ConnectionLimits {
 }
 
 impl Config {
-    /// Loopback on an OS-chosen port, the given database, a fixed test secret.
+    /// Loopback on an OS-chosen port, the given database, a fixed test secret. Throttling is on
+    /// with limits no functional test reaches (some poll with failing requests); the throttling
+    /// tests set their own.
     pub fn for_tests(database: DatabaseUrl) -> Self {
         Self {
             bind: "127.0.0.1:0".parse().expect("a valid literal address"),
@@ -121,7 +123,11 @@ impl Config {
             admin_token_ttl: Duration::from_secs(DEFAULT_ADMIN_TOKEN_TTL_SECS),
             max_token_lifetime: Duration::from_secs(DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
             token_scopes: Vec::new(),
-            throttle: ThrottleLimits::default(),
+            throttle: ThrottleLimits {
+                client_failures: 1_000,
+                address_failures: 10_000,
+                ..ThrottleLimits::default()
+            },
             connections: ConnectionLimits::default(),
         }
     }
