@@ -86,8 +86,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// How long an idle connection is kept open between requests; zero turns keep-alive off.
     pub keep_alive: Duration,
-    /// How long a new connection may take to send its first request's line and headers (then 408
-    /// and closed): the bound on slowloris clients.
+    /// How long a new connection may take to send its first request's line and headers, and any
+    /// request its body (then 408 and closed): the bound on slowloris clients.
     pub client_request_timeout: Duration,
     /// How long a closing connection may take to shut down before it is dropped.
     pub client_disconnect_timeout: Duration,

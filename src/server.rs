@@ -98,6 +98,7 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     let state = web::Data::new(AppState {
         context: context.clone(),
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.connections.client_request_timeout,
         issuer: config.issuer(address),
         background: background.handle(),
     });

@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body could not be read")]
     UnreadableBody,
+    /// The body did not fully arrive in time (`body::read_limited`).
+    #[error("the request body did not arrive within {timeout:?}")]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("no such endpoint")]
     NotFound,
     /// `allow` is the value of the `Allow` header: the one method the resource answers.
@@ -84,6 +87,14 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the request body could not be read".into(),
+        ),
+        ApiError::BodyTimeout { timeout } => (
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            format!(
+                "the request body must arrive within {} ms",
+                timeout.as_millis()
+            ),
         ),
         ApiError::NotFound => (
             StatusCode::NOT_FOUND,
@@ -232,6 +243,11 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Service(ServiceError::Throttled(throttled)) = self {
             response.insert_header((header::RETRY_AFTER, throttled.retry_after_secs));
+        }
+        if let ApiError::BodyTimeout { .. } = self {
+            // The rest of the body may still be on its way: the connection cannot carry another
+            // request (RFC 9110 15.5.9).
+            response.force_close();
         }
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, *allow));

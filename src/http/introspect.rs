@@ -66,7 +66,8 @@ pub async fn introspect(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let (authorization, params) =
+        read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let introspection = IntrospectionRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Cache hits are answered on this worker; anything needing the database goes to the pool.

@@ -23,6 +23,8 @@ use error::ApiError;
 pub struct AppState {
     pub context: Context,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive (`ConnectionLimits::client_request_timeout`).
+    pub body_timeout: std::time::Duration,
     /// RFC 8414 issuer identifier, without a trailing slash.
     pub issuer: String,
     pub background: BackgroundHandle,

@@ -533,6 +533,44 @@ fn a_slowloris_client_is_cut_off_after_the_request_timeout_while_others_are_serv
     assert_eq!(healthz_within(&app, Duration::from_secs(2)).unwrap(), 200);
 }
 
+/// actix bounds only the head; the body has the same time to arrive (`http::body`), then 408 JSON
+/// and the connection is closed.
+#[test]
+fn a_body_sent_byte_by_byte_is_cut_off_after_the_request_timeout() {
+    let app = with_connections(|limits| {
+        limits.client_request_timeout = Duration::from_secs(1);
+    });
+    let mut slow = RawConnection::open(&app);
+    slow.0
+        .write_all(
+            b"POST /oauth2/token HTTP/1.1\r\nHost: tokenwarden\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+        )
+        .unwrap();
+    let mut served = None;
+    let closed = slow
+        .drip_until_closed(b"a", Duration::from_secs(6), || {
+            served = Some(healthz_within(&app, Duration::from_millis(500)));
+        })
+        .expect("the slow body was never cut off");
+    assert_eq!(served.unwrap().expect("answered meanwhile"), 200);
+    assert!(
+        closed.after >= Duration::from_millis(800) && closed.after < Duration::from_secs(3),
+        "closed after {:?}",
+        closed.after
+    );
+    assert!(
+        closed.answer.starts_with("HTTP/1.1 408"),
+        "{:?}",
+        closed.answer
+    );
+    assert!(
+        closed.answer.contains(r#""error":"invalid_request""#),
+        "{:?}",
+        closed.answer
+    );
+}
+
 #[test]
 fn an_idle_connection_is_closed_after_the_keep_alive_time() {
     let app = with_connections(|limits| {
@@ -602,4 +640,31 @@ fn a_request_head_over_128_kib_is_431() {
     while !big.read_into(&mut answer) && Instant::now() < deadline {}
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
+
+/// actix-http 3 arms the request-head timeout for a connection's first request only: a client
+/// that sends one request and then drips the next head is not cut off while it keeps sending
+/// (docs/security.md). With keep-alive off there is no next request: the server closes each
+/// connection after its answer.
+#[test]
+fn with_keep_alive_off_a_connection_carries_one_request() {
+    let app = with_connections(|limits| {
+        limits.keep_alive = Duration::ZERO;
+    });
+    let mut connection = RawConnection::open(&app);
+    connection
+        .0
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tokenwarden\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !connection.read_into(&mut answer) {
+        assert!(Instant::now() < deadline, "the connection stayed open");
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
 }
