@@ -127,6 +127,10 @@ struct ServeArgs {
     #[arg(long, env = "TOKENWARDEN_THROTTLE_WINDOW_SECS", default_value_t = throttle::DEFAULT_WINDOW.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     throttle_window_secs: u64,
+    /// Count failures per the last X-Forwarded-For address (set this only behind a proxy that
+    /// appends it) instead of the TCP peer
+    #[arg(long, env = "TOKENWARDEN_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
     /// Open connections per worker
     #[arg(long, env = "TOKENWARDEN_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
@@ -273,6 +277,7 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         max_token_lifetime: Duration::from_secs(config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
         token_scopes: Vec::new(),
         throttle: ThrottleLimits::default(),
+        trust_forwarded_for: false,
         connections: ConnectionLimits::default(),
     })
 }
@@ -298,6 +303,7 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
         window: Duration::from_secs(args.throttle_window_secs),
         ..ThrottleLimits::default()
     };
+    config.trust_forwarded_for = args.trust_forwarded_for;
     config.connections = ConnectionLimits {
         max_connections: args.max_connections.max(1),
         keep_alive: Duration::from_secs(args.keep_alive_secs),

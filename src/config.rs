@@ -74,6 +74,9 @@ pub struct Config {
     pub token_scopes: Vec<String>,
     /// Brute-force throttling of failed client authentication.
     pub throttle: ThrottleLimits,
+    /// Whether the source address throttling counts is the last `X-Forwarded-For` entry (set by
+    /// a proxy in front) instead of the TCP peer.
+    pub trust_forwarded_for: bool,
     pub connections: ConnectionLimits,
 }
 
@@ -128,6 +131,7 @@ impl Config {
                 address_failures: 10_000,
                 ..ThrottleLimits::default()
             },
+            trust_forwarded_for: false,
             connections: ConnectionLimits::default(),
         }
     }

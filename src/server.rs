@@ -99,6 +99,7 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
         context: context.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.connections.client_request_timeout,
+        trust_forwarded_for: config.trust_forwarded_for,
         issuer: config.issuer(address),
         background: background.handle(),
     });

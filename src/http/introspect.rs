@@ -71,7 +71,7 @@ pub async fn introspect(
     let introspection = IntrospectionRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Cache hits are answered on this worker; anything needing the database goes to the pool.
-    let origin = super::oauth::origin(&request);
+    let origin = super::oauth::origin(&state, &request);
     let outcome =
         match introspect::introspect_from_memory(&state.context, &introspection, &origin, now)? {
             Some(outcome) => outcome,

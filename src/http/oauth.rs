@@ -72,7 +72,7 @@ pub async fn token(
     let token_request = TokenRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Repeat requests are answered on this worker; anything needing the database goes to the pool.
-    let origin = origin(&request);
+    let origin = origin(&state, &request);
     let issued = match token_grant::issue_from_memory(&state.context, &token_request, &origin, now)?
     {
         Some(issued) => issued,
@@ -121,7 +121,7 @@ pub async fn invalidate_token(
     let invalidate = InvalidateRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    let origin = origin(&request);
+    let origin = origin(&state, &request);
     web::block(move || primary_token::invalidate(&context, &invalidate, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).json(InvalidatedResponse { invalidated: true }))
 }
@@ -157,16 +157,25 @@ pub async fn revoke(
     let revocation = RevocationRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    let origin = origin(&request);
+    let origin = origin(&state, &request);
     web::block(move || primary_token::revoke(&context, &revocation, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 
-/// Who is authenticating, for the brute-force throttle: the TCP peer's address (a proxy's
-/// `X-Forwarded-For` is not trusted) and a monotonic instant.
-pub(super) fn origin(request: &HttpRequest) -> Origin {
+/// Who is authenticating, for the brute-force throttle: the TCP peer's address and a monotonic
+/// instant. With `--trust-forwarded-for`, the last `X-Forwarded-For` entry instead: the one the
+/// proxy in front appended; entries before it are whatever the client sent. Without a usable
+/// entry, the peer.
+pub(super) fn origin(state: &AppState, request: &HttpRequest) -> Origin {
+    let forwarded = state
+        .trust_forwarded_for
+        .then(|| request.headers().get_all("x-forwarded-for").last())
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok());
     Origin {
-        address: request.peer_addr().map(|peer| peer.ip()),
+        address: forwarded.or_else(|| request.peer_addr().map(|peer| peer.ip())),
         at: Instant::now(),
     }
 }

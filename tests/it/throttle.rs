@@ -668,3 +668,62 @@ fn with_keep_alive_off_a_connection_carries_one_request() {
         "{answer:?}"
     );
 }
+
+#[test]
+fn the_openapi_document_lists_429_with_retry_after_where_clients_authenticate() {
+    let app = with_connections(|_| {});
+    let document: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    for path in [
+        "/oauth2/token",
+        "/oauth2/invalidate_token",
+        "/oauth2/revoke",
+        "/oauth2/introspect",
+    ] {
+        let throttled = &document["paths"][path]["post"]["responses"]["429"];
+        assert!(
+            throttled["headers"]["Retry-After"].is_object(),
+            "{path}: {throttled}"
+        );
+    }
+}
+
+/// Behind a proxy every client arrives from the proxy's address; `--trust-forwarded-for` counts
+/// the address the proxy appended to `X-Forwarded-For` instead, and only that one.
+#[test]
+fn with_trusted_forwarded_for_the_last_forwarded_address_is_counted() {
+    let app = spawn_adjusted(Backend::Sqlite, 100, 2, |config| {
+        config.trust_forwarded_for = true;
+    })
+    .expect("SQLite is always available");
+    let site = app.create_site("Proxied Store");
+    let via = |forwarded_for: &str, secret: &str| {
+        crate::helpers::form_request(
+            &app.client,
+            app.url("/oauth2/token"),
+            Some((&site.site_key, secret)),
+            "grant_type=client_credentials",
+        )
+        .header("X-Forwarded-For", forwarded_for)
+        .send()
+        .unwrap()
+    };
+    let guess = wrong(&site.auth_key);
+    // The client wrote the first entry; the proxy appended the real address.
+    for spoofed in ["198.51.100.1", "198.51.100.2"] {
+        let response = via(&format!("{spoofed}, 203.0.113.9"), &guess);
+        assert_oauth_error(response, 401, "invalid_client");
+    }
+    assert_throttled(via("203.0.113.9", &site.auth_key));
+    assert_throttled(via("203.0.113.10, 203.0.113.9", &site.auth_key));
+    assert_eq!(via("203.0.113.10", &site.auth_key).status(), 200);
+    assert_eq!(
+        via("203.0.113.9, 203.0.113.10", &site.auth_key).status(),
+        200
+    );
+}
