@@ -82,7 +82,7 @@ pub struct Config {
 
 /// Bounds on HTTP connections, so slow or idle clients cannot hold the server (actix-web's
 /// `HttpServer` settings). Request heads have fixed bounds in actix-http 3: 128 KiB (else 431)
-/// and 96 headers (else 400).
+/// and 96 headers (else 431).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Open connections per worker; further ones wait in the listen backlog.

@@ -727,3 +727,27 @@ fn with_trusted_forwarded_for_the_last_forwarded_address_is_counted() {
         200
     );
 }
+
+/// actix-http's fixed bound on the number of headers (96; not configurable in actix-web 4).
+#[test]
+fn a_request_with_more_than_96_headers_is_431() {
+    let app = with_connections(|_| {});
+    let send = |count: usize| {
+        let mut connection = RawConnection::open(&app);
+        let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: tokenwarden\r\n");
+        for n in 1..count {
+            head.push_str(&format!("X-Header-{n}: {n}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        connection.0.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !connection.read_into(&mut answer) && Instant::now() < deadline {}
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    // Host, the X-Header-n and Connection: `count + 1` headers in all.
+    let answer = send(95);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let answer = send(96);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
