@@ -9,9 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::config::{self, Config, SecretSource};
+use crate::config::{self, Config, ConnectionLimits, SecretSource};
 use crate::domain::admin::Role;
 use crate::domain::secret::Secret;
+use crate::domain::throttle::{self, ThrottleLimits};
 use crate::server;
 use crate::service::{admins, resource_servers, sites, Context};
 use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings};
@@ -126,6 +127,34 @@ struct ServeArgs {
     /// Seconds requests in flight get to finish after SIGTERM or SIGINT
     #[arg(long, env = "TOKENWARDEN_SHUTDOWN_TIMEOUT_SECS", default_value_t = config::DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     shutdown_timeout_secs: u64,
+    /// Failed client authentications per client id per window before it is locked (0: off)
+    #[arg(long, env = "TOKENWARDEN_THROTTLE_CLIENT_FAILURES", default_value_t = throttle::DEFAULT_CLIENT_FAILURES)]
+    throttle_client_failures: u32,
+    /// Failed client authentications per source address per window before it is locked (0: off)
+    #[arg(long, env = "TOKENWARDEN_THROTTLE_ADDRESS_FAILURES", default_value_t = throttle::DEFAULT_ADDRESS_FAILURES)]
+    throttle_address_failures: u32,
+    /// Length of the throttling window, and so of a lock, in seconds
+    #[arg(long, env = "TOKENWARDEN_THROTTLE_WINDOW_SECS", default_value_t = throttle::DEFAULT_WINDOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    throttle_window_secs: u64,
+    /// Count failures per the last X-Forwarded-For address (set this only behind a proxy that
+    /// appends it) instead of the TCP peer
+    #[arg(long, env = "TOKENWARDEN_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+    /// Open connections per worker
+    #[arg(long, env = "TOKENWARDEN_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds an idle connection is kept open between requests (0: no keep-alive)
+    #[arg(long, env = "TOKENWARDEN_KEEP_ALIVE_SECS", default_value_t = 5)]
+    keep_alive_secs: u64,
+    /// Milliseconds a new connection has to send its request head, then 408 and closed
+    #[arg(long, env = "TOKENWARDEN_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    client_request_timeout_ms: u64,
+    /// Milliseconds a closing connection has to shut down before it is dropped
+    #[arg(long, env = "TOKENWARDEN_CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    client_disconnect_timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +288,9 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         token_scopes: Vec::new(),
         tls: None,
         shutdown_timeout: Duration::from_secs(config::DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+        throttle: ThrottleLimits::default(),
+        trust_forwarded_for: false,
+        connections: ConnectionLimits::default(),
     })
 }
 
@@ -282,6 +314,19 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
         .zip(args.tls_key)
         .map(|(cert, key)| TlsFiles { cert, key });
     config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
+    config.throttle = ThrottleLimits {
+        client_failures: args.throttle_client_failures,
+        address_failures: args.throttle_address_failures,
+        window: Duration::from_secs(args.throttle_window_secs),
+        ..ThrottleLimits::default()
+    };
+    config.trust_forwarded_for = args.trust_forwarded_for;
+    config.connections = ConnectionLimits {
+        max_connections: args.max_connections.max(1),
+        keep_alive: Duration::from_secs(args.keep_alive_secs),
+        client_request_timeout: Duration::from_millis(args.client_request_timeout_ms),
+        client_disconnect_timeout: Duration::from_millis(args.client_disconnect_timeout_ms),
+    };
     let context = server::open_context(&config)?;
     let system = actix_web::rt::System::new();
     let address = system.block_on(async {

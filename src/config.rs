@@ -13,6 +13,7 @@ use base64::Engine;
 
 use crate::crypto::{RandomnessUnavailable, ServerSecret, SECRET_LEN};
 use crate::domain::secret::Secret;
+use crate::domain::throttle::ThrottleLimits;
 use crate::store::{DatabaseUrl, PoolSettings};
 use crate::tls::TlsFiles;
 
@@ -79,10 +80,45 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// How long requests in flight may take to finish after a stop signal.
     pub shutdown_timeout: Duration,
+    /// Brute-force throttling of failed client authentication.
+    pub throttle: ThrottleLimits,
+    /// Whether the source address throttling counts is the last `X-Forwarded-For` entry (set by
+    /// a proxy in front) instead of the TCP peer.
+    pub trust_forwarded_for: bool,
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on HTTP connections, so slow or idle clients cannot hold the server (actix-web's
+/// `HttpServer` settings). Request heads have fixed bounds in actix-http 3: 128 KiB (else 431)
+/// and 96 headers (else 431).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections per worker; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long an idle connection is kept open between requests; zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// How long a new connection may take to send its first request's line and headers, and any
+    /// request its body (then 408 and closed): the bound on slowloris clients.
+    pub client_request_timeout: Duration,
+    /// How long a closing connection may take to shut down before it is dropped.
+    pub client_disconnect_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            keep_alive: Duration::from_secs(5),
+            client_request_timeout: Duration::from_secs(5),
+            client_disconnect_timeout: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Config {
-    /// Loopback on an OS-chosen port, the given database, a fixed test secret.
+    /// Loopback on an OS-chosen port, the given database, a fixed test secret. Throttling is on
+    /// with limits no functional test reaches (some poll with failing requests); the throttling
+    /// tests set their own.
     pub fn for_tests(database: DatabaseUrl) -> Self {
         Self {
             bind: "127.0.0.1:0".parse().expect("a valid literal address"),
@@ -100,6 +136,13 @@ impl Config {
             token_scopes: Vec::new(),
             tls: None,
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            throttle: ThrottleLimits {
+                client_failures: 1_000,
+                address_failures: 10_000,
+                ..ThrottleLimits::default()
+            },
+            trust_forwarded_for: false,
+            connections: ConnectionLimits::default(),
         }
     }
 

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 use futures_util::future::{select, Either};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
+use crate::domain::throttle::Throttle;
 use crate::domain::token_policy::TokenPolicy;
 use crate::http::metrics::{self, Metrics};
 use crate::http::{self, AppState};
@@ -78,6 +80,7 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
                 .unwrap_or(chrono::Duration::MAX),
             scopes: config.token_scopes.clone(),
         }),
+        throttle: Arc::new(Throttle::new(config.throttle)),
     })
 }
 
@@ -111,6 +114,8 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     let state = web::Data::new(AppState {
         context: context.clone(),
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.connections.client_request_timeout,
+        trust_forwarded_for: config.trust_forwarded_for,
         issuer: config.issuer(address),
         background: background.handle(),
     });
@@ -126,7 +131,16 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
+    let limits = &config.connections;
+    let keep_alive = match limits.keep_alive {
+        Duration::ZERO => KeepAlive::Disabled,
+        idle => KeepAlive::Timeout(idle),
+    };
     let server = server
+        .max_connections(limits.max_connections)
+        .keep_alive(keep_alive)
+        .client_request_timeout(limits.client_request_timeout)
+        .client_disconnect_timeout(limits.client_disconnect_timeout)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
         .shutdown_signal(stop_signal(config.shutdown_timeout)?);
     let server = match tls {

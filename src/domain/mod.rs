@@ -4,7 +4,8 @@
 //! site name are ([`site`]), what a token request says ([`request`]), what is recorded in a token's
 //! history ([`history`]) and the OAuth 2.0 error vocabulary ([`oauth_error`]). For the admin scope:
 //! who may manage which sites ([`admin`]), what a token description may say ([`description`]) and
-//! the operator's limits on expiry and scope ([`token_policy`]).
+//! the operator's limits on expiry and scope ([`token_policy`]). Brute-force throttling of client
+//! authentication lives in [`throttle`].
 
 pub mod admin;
 pub mod description;
@@ -15,5 +16,6 @@ pub mod request;
 pub mod secret;
 pub mod site;
 pub mod slots;
+pub mod throttle;
 pub mod token;
 pub mod token_policy;

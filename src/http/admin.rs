@@ -256,7 +256,8 @@ pub async fn create_token(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let site_key = path.into_inner();
-    let body: CreateTokenBody = read_json(&request, payload, state.max_body_bytes).await?;
+    let body: CreateTokenBody =
+        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let order = TokenOrder {
         description: body.description,
         expires_at: body.expires_at,
@@ -414,7 +415,8 @@ async fn act(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let (site_key, token_id) = token_path(path)?;
-    let body: TokenActionBody = read_json(&request, payload, state.max_body_bytes).await?;
+    let body: TokenActionBody =
+        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let now = caller.now;
     let (token, value) = caller
         .run(move |context, admin, now| {

@@ -1,5 +1,7 @@
 //! Reading request bodies: bounded in size, in the one media type each endpoint accepts.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
@@ -15,6 +17,7 @@ pub async fn read_form(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<(AuthorizationHeader, Params), ApiError> {
     refuse_declared_oversize(request, limit)?;
     if !has_media_type(request, "application/x-www-form-urlencoded") {
@@ -23,7 +26,7 @@ pub async fn read_form(
         )
         .into());
     }
-    let body = read_limited(payload, limit).await?;
+    let body = read_limited(payload, limit, timeout).await?;
     let authorization = AuthorizationHeader::parse(
         request
             .headers()
@@ -43,9 +46,10 @@ pub async fn read_json<T: DeserializeOwned + Default>(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
+    timeout: Duration,
 ) -> Result<T, ApiError> {
     refuse_declared_oversize(request, limit)?;
-    let body = read_limited(payload, limit).await?;
+    let body = read_limited(payload, limit, timeout).await?;
     if body.is_empty() && !request.headers().contains_key(header::CONTENT_TYPE) {
         return Ok(T::default());
     }
@@ -90,17 +94,28 @@ fn refuse_declared_oversize(request: &HttpRequest, limit: usize) -> Result<(), A
     Ok(())
 }
 
-/// Reads the body, refusing it as soon as it grows past `limit` (a chunked body declares no size).
-async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::UnreadableBody)?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+/// Reads the body, refusing it as soon as it grows past `limit` (a chunked body declares no size),
+/// or when it has not fully arrived within `timeout`: actix bounds only the time to send a request
+/// head, so without this a client could hold a connection by sending its body a byte at a time.
+async fn read_limited(
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<web::BytesMut, ApiError> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| ApiError::UnreadableBody)?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    actix_web::rt::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout { timeout })?
 }
 
 /// Whether the `Content-Type` essence (parameters such as `charset` aside) is `expected`.

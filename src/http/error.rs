@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body could not be read")]
     UnreadableBody,
+    /// The body did not fully arrive in time (`body::read_limited`).
+    #[error("the request body did not arrive within {timeout:?}")]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("no such endpoint")]
     NotFound,
     /// `allow` is the value of the `Allow` header: the one method the resource answers.
@@ -85,6 +88,14 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             "invalid_request",
             "the request body could not be read".into(),
         ),
+        ApiError::BodyTimeout { timeout } => (
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request",
+            format!(
+                "the request body must arrive within {} ms",
+                timeout.as_millis()
+            ),
+        ),
         ApiError::NotFound => (
             StatusCode::NOT_FOUND,
             "not_found",
@@ -116,6 +127,11 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             VALIDATION_FAILED,
             cause.clone(),
         ),
+        ApiError::Service(ServiceError::Throttled(throttled)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            THROTTLED,
+            throttled.to_string(),
+        ),
         ApiError::Service(ServiceError::Store(store)) if is_unavailable(store) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -128,6 +144,15 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
         ),
     }
 }
+
+/// The code of a 429 from brute-force throttling (`domain::throttle`). RFC 6749 5.2 defines no code
+/// for it, and RFC 6585 4 defines the status but no body. `temporarily_unavailable` (RFC 6749
+/// 4.1.2.1: "unable to handle the request due to a temporary overloading") is the registered code
+/// that tells a client what to do, retry later, and this server already answers it for an
+/// unreachable database (503); the status and `Retry-After` say which case and how long. Not
+/// `invalid_client`, which would be a lie for correct credentials, nor RFC 8628's `slow_down`,
+/// which belongs to device-flow polling.
+const THROTTLED: &str = "temporarily_unavailable";
 
 /// The admin API's own error codes, beside the RFC ones.
 const VALIDATION_FAILED: &str = "validation_failed";
@@ -224,6 +249,14 @@ impl ResponseError for ApiError {
         if let Some(challenge) = bearer_challenge(self) {
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
+        if let ApiError::Service(ServiceError::Throttled(throttled)) = self {
+            response.insert_header((header::RETRY_AFTER, throttled.retry_after_secs));
+        }
+        if let ApiError::BodyTimeout { .. } = self {
+            // The rest of the body may still be on its way: the connection cannot carry another
+            // request (RFC 9110 15.5.9).
+            response.force_close();
+        }
         if let ApiError::MethodNotAllowed { allow } = self {
             response.insert_header((header::ALLOW, *allow));
         }
@@ -289,6 +322,17 @@ mod tests {
             response.headers().get(header::CACHE_CONTROL).unwrap(),
             "no-store"
         );
+    }
+
+    #[test]
+    fn throttling_is_a_429_with_retry_after() {
+        let throttled = crate::domain::throttle::Throttled {
+            retry_after_secs: 42,
+        };
+        let response = ApiError::from(ServiceError::from(throttled)).error_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "42");
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct IntrospectionResponse {
         (status = 400, description = "Malformed request", body = super::error::ErrorBody),
         (status = 401, description = "Resource server authentication failed", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security(("client_secret_basic" = []))
@@ -63,17 +66,21 @@ pub async fn introspect(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let (authorization, params) =
+        read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let introspection = IntrospectionRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Cache hits are answered on this worker; anything needing the database goes to the pool.
-    let outcome = match introspect::introspect_from_memory(&state.context, &introspection, now)? {
-        Some(outcome) => outcome,
-        None => {
-            let context = state.context.clone();
-            web::block(move || introspect::introspect(&context, &introspection, now)).await??
-        }
-    };
+    let origin = super::oauth::origin(&state, &request);
+    let outcome =
+        match introspect::introspect_from_memory(&state.context, &introspection, &origin, now)? {
+            Some(outcome) => outcome,
+            None => {
+                let context = state.context.clone();
+                web::block(move || introspect::introspect(&context, &introspection, &origin, now))
+                    .await??
+            }
+        };
     if outcome.flush_due {
         state.background.flush_usage_now();
     }

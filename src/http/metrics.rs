@@ -88,7 +88,8 @@ pub async fn measure(
 }
 
 /// Prometheus metrics (OpenMetrics text): requests and latency per endpoint and status, tokens
-/// minted and invalidated, introspection cache hits and misses, database pool state.
+/// minted and invalidated, client authentications refused by throttling, introspection cache hits
+/// and misses, database pool state.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "OpenMetrics text exposition",
         content_type = "application/openmetrics-text")))]
@@ -124,6 +125,11 @@ impl Collector for ServiceCollector {
                 "tokens_invalidated",
                 "Tokens invalidated",
                 counters.invalidated(),
+            ),
+            (
+                "client_auth_throttled",
+                "Client authentication attempts refused by brute-force throttling",
+                self.context.throttle.refused(),
             ),
             (
                 "introspection_cache_hits",

@@ -1,6 +1,8 @@
 //! Handlers of the OAuth 2.0 endpoints: parse, call the service in `web::block`, answer.
 //! `/oauth2/token` first tries to answer from memory on the HTTP worker.
 
+use std::time::Instant;
+
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -9,6 +11,7 @@ use super::body::read_form;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::request::{InvalidateRequest, RevocationRequest, TokenRequest};
+use crate::domain::throttle::Origin;
 use crate::service::{primary_token, token_grant};
 
 /// A successful access token response (RFC 6749 5.1).
@@ -52,6 +55,9 @@ pub struct InvalidatedResponse {
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody,
             headers(("WWW-Authenticate" = String, description = "Basic realm=\"tokenwarden\""))),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security((), ("client_secret_basic" = []))
@@ -61,15 +67,18 @@ pub async fn token(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let (authorization, params) =
+        read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let token_request = TokenRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Repeat requests are answered on this worker; anything needing the database goes to the pool.
-    let issued = match token_grant::issue_from_memory(&state.context, &token_request, now)? {
+    let origin = origin(&state, &request);
+    let issued = match token_grant::issue_from_memory(&state.context, &token_request, &origin, now)?
+    {
         Some(issued) => issued,
         None => {
             let context = state.context.clone();
-            web::block(move || token_grant::issue(&context, &token_request, now)).await??
+            web::block(move || token_grant::issue(&context, &token_request, &origin, now)).await??
         }
     };
     Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
@@ -95,6 +104,9 @@ pub async fn token(
         (status = 400, description = "Not this site's primary token, or a malformed request", body = super::error::ErrorBody),
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security((), ("client_secret_basic" = []))
@@ -104,11 +116,13 @@ pub async fn invalidate_token(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let (authorization, params) =
+        read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let invalidate = InvalidateRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    web::block(move || primary_token::invalidate(&context, &invalidate, now)).await??;
+    let origin = origin(&state, &request);
+    web::block(move || primary_token::invalidate(&context, &invalidate, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).json(InvalidatedResponse { invalidated: true }))
 }
 
@@ -126,6 +140,9 @@ pub async fn invalidate_token(
         (status = 400, description = "Malformed request", body = super::error::ErrorBody),
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed client authentications for this client id or from this address",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
     security((), ("client_secret_basic" = []))
@@ -135,12 +152,32 @@ pub async fn revoke(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) = read_form(&request, payload, state.max_body_bytes).await?;
+    let (authorization, params) =
+        read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let revocation = RevocationRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
-    web::block(move || primary_token::revoke(&context, &revocation, now)).await??;
+    let origin = origin(&state, &request);
+    web::block(move || primary_token::revoke(&context, &revocation, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).finish())
+}
+
+/// Who is authenticating, for the brute-force throttle: the TCP peer's address and a monotonic
+/// instant. With `--trust-forwarded-for`, the last `X-Forwarded-For` entry instead: the one the
+/// proxy in front appended; entries before it are whatever the client sent. Without a usable
+/// entry, the peer.
+pub(super) fn origin(state: &AppState, request: &HttpRequest) -> Origin {
+    let forwarded = state
+        .trust_forwarded_for
+        .then(|| request.headers().get_all("x-forwarded-for").last())
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok());
+    Origin {
+        address: forwarded.or_else(|| request.peer_addr().map(|peer| peer.ip())),
+        at: Instant::now(),
+    }
 }
 
 /// RFC 6749 5.1: responses carrying tokens or credentials must not be cached.

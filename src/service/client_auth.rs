@@ -1,12 +1,14 @@
-//! Client authentication of sites (RFC 6749 2.3.1).
+//! Client authentication of sites (RFC 6749 2.3.1), and [`throttled`], which puts every client
+//! authentication (sites, admins, resource servers) behind the brute-force throttle.
 
 use std::sync::Arc;
 
 use super::cache::{cached, Reach};
 use super::{Context, ServiceError};
-use crate::domain::oauth_error::OAuthError;
+use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
+use crate::domain::throttle::{Locked, Origin};
 use crate::store::SiteAuthentication;
 
 /// Checks a site key and auth key. Unknown site, wrong key and disabled site all fail with the same
@@ -76,3 +78,50 @@ fn verify(
 
 /// A digest no secret matches, checked against when the client id is unknown.
 pub(super) const UNKNOWN_CLIENT_DIGEST: [u8; 32] = [0; 32];
+
+/// Runs `work`, a use case that authenticates `client_id`, behind the brute-force throttle
+/// (`domain::throttle`): refused with [`ServiceError::Throttled`] before `work` runs, so before any
+/// query, when the client id or the source address is locked; an `invalid_client` answer of
+/// `work` counts as a failure of both. The lock's start is logged at info.
+pub(super) fn throttled<T>(
+    context: &Context,
+    client_id: &str,
+    origin: &Origin,
+    work: impl FnOnce() -> Result<T, ServiceError>,
+) -> Result<T, ServiceError> {
+    context.throttle.admit(client_id, origin)?;
+    let outcome = work();
+    if let Err(ServiceError::OAuth(refusal)) = &outcome {
+        if refusal.code == OAuthErrorCode::InvalidClient {
+            let window = context.throttle.window().as_secs_f64();
+            for locked in context.throttle.record_failure(client_id, origin) {
+                match locked {
+                    Locked::ClientId => log::info!(
+                        "throttling client id {}: too many failed authentications, locked for {window} s",
+                        loggable(client_id)
+                    ),
+                    Locked::Address(address) => log::info!(
+                        "throttling address {address}: too many failed client authentications, \
+                         locked for {window} s"
+                    ),
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// A client id as the log may show it. It comes from the client, so anything that does not look
+/// like an identifier (ours are 23-25 URL-safe characters; every secret is longer) is not shown:
+/// it could be a secret pasted into the wrong field, or text meant to forge log lines.
+fn loggable(client_id: &str) -> &str {
+    let identifier = client_id.len() <= 32
+        && client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if identifier {
+        client_id
+    } else {
+        "(not an identifier)"
+    }
+}

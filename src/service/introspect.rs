@@ -8,6 +8,7 @@
 use chrono::NaiveDateTime;
 
 use super::cache::{cached, current_generation, GenerationCache, Reach};
+use super::client_auth::throttled;
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
 use crate::crypto::Digest;
@@ -15,6 +16,7 @@ use crate::domain::introspection::{judge, ActiveToken, TokenFacts};
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::IntrospectionRequest;
 use crate::domain::secret::Secret;
+use crate::domain::throttle::Origin;
 use crate::domain::token::{self, SecretKind};
 
 /// Caches for introspection; `None` caches mean every check reads the database.
@@ -52,11 +54,12 @@ pub struct Introspected {
 pub fn introspect(
     context: &Context,
     request: &IntrospectionRequest,
+    origin: &Origin,
     now: NaiveDateTime,
 ) -> Result<Introspected, ServiceError> {
-    introspect_within(context, request, now, Reach::Database)?.ok_or(ServiceError::Invariant(
-        "introspection with database access gave no answer",
-    ))
+    introspect_within(context, request, origin, now, Reach::Database)?.ok_or(
+        ServiceError::Invariant("introspection with database access gave no answer"),
+    )
 }
 
 /// The same answer as [`introspect`] when memory alone can give it (every lookup a cache hit of
@@ -67,12 +70,27 @@ pub fn introspect(
 pub fn introspect_from_memory(
     context: &Context,
     request: &IntrospectionRequest,
+    origin: &Origin,
     now: NaiveDateTime,
 ) -> Result<Option<Introspected>, ServiceError> {
-    introspect_within(context, request, now, Reach::MemoryOnly)
+    introspect_within(context, request, origin, now, Reach::MemoryOnly)
 }
 
+/// Behind the throttle as a whole: the change-feed check and the resource-server lookup query
+/// before the secret is checked.
 fn introspect_within(
+    context: &Context,
+    request: &IntrospectionRequest,
+    origin: &Origin,
+    now: NaiveDateTime,
+    reach: Reach,
+) -> Result<Option<Introspected>, ServiceError> {
+    throttled(context, &request.credentials.client_id, origin, || {
+        judge_request(context, request, now, reach)
+    })
+}
+
+fn judge_request(
     context: &Context,
     request: &IntrospectionRequest,
     now: NaiveDateTime,

@@ -13,6 +13,7 @@ use crate::crypto::{Keys, RandomnessUnavailable, UnsealFailed};
 use crate::domain::admin::AdminRefusal;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::site::NameError;
+use crate::domain::throttle::{Throttle, Throttled};
 use crate::domain::token_policy::TokenPolicy;
 use crate::store::{Store, StoreError};
 
@@ -40,6 +41,8 @@ pub struct Context {
     pub grants: Arc<token_grant::GrantCaches>,
     pub counters: Arc<Counters>,
     pub policy: Arc<TokenPolicy>,
+    /// Failed client authentications, per client id and per address (`domain::throttle`).
+    pub throttle: Arc<Throttle>,
 }
 
 /// Counts of token lifecycle events since start, for metrics.
@@ -75,6 +78,10 @@ pub enum ServiceError {
     /// The admin API refuses the action (not found, limit reached, invalid field…).
     #[error(transparent)]
     Admin(#[from] AdminRefusal),
+    /// Too many failed authentications for this client id or from this address: refused
+    /// unchecked (`domain::throttle`).
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

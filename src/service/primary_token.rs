@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 
 use super::cache::{cached, Reach};
+use super::client_auth::throttled;
 use super::{authenticate_site, Context, ServiceError};
 use crate::crypto;
 use crate::domain::history::Actor;
@@ -15,6 +16,7 @@ use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{InvalidateRequest, RevocationRequest};
 use crate::domain::secret::Secret;
 use crate::domain::site::{primary_token_description, Site};
+use crate::domain::throttle::Origin;
 use crate::domain::token::{self, SecretKind};
 use crate::store::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 
@@ -90,13 +92,13 @@ pub(super) fn get_or_mint_cached(
 pub fn invalidate(
     context: &Context,
     request: &InvalidateRequest,
+    origin: &Origin,
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
-    let site = authenticate_site(
-        context,
-        &request.credentials.client_id,
-        &request.credentials.secret,
-    )?;
+    let credentials = &request.credentials;
+    let site = throttled(context, &credentials.client_id, origin, || {
+        authenticate_site(context, &credentials.client_id, &credentials.secret)
+    })?;
     match invalidate_for_site(context, &site, &request.access_token, now)? {
         InvalidationOutcome::Invalidated | InvalidationOutcome::AlreadyInvalid => Ok(()),
         InvalidationOutcome::NotThisSitesPrimary => {
@@ -111,13 +113,13 @@ pub fn invalidate(
 pub fn revoke(
     context: &Context,
     request: &RevocationRequest,
+    origin: &Origin,
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
-    let site = authenticate_site(
-        context,
-        &request.credentials.client_id,
-        &request.credentials.secret,
-    )?;
+    let credentials = &request.credentials;
+    let site = throttled(context, &credentials.client_id, origin, || {
+        authenticate_site(context, &credentials.client_id, &credentials.secret)
+    })?;
     invalidate_for_site(context, &site, &request.token, now)?;
     Ok(())
 }

@@ -43,12 +43,13 @@ use oxide_auth::primitives::scope::Scope;
 
 use super::admins::{authenticate_admin, issue_admin_token};
 use super::cache::{current_generation, GenerationCache, Reach};
-use super::client_auth::authenticate_site_cached;
+use super::client_auth::{authenticate_site_cached, throttled};
 use super::{primary_token, Context, ServiceError};
 use crate::domain::admin::{Admin, ADMIN_CLIENT_ID_PREFIX, ADMIN_SCOPE};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::request::TokenRequest;
 use crate::domain::secret::Secret;
+use crate::domain::throttle::Origin;
 use crate::store::{PrimaryToken, SiteAuthentication};
 
 /// Caches for the token endpoint, switched on and off with introspection's (`--introspection-cache`);
@@ -90,9 +91,10 @@ pub struct GrantedToken {
 pub fn issue(
     context: &Context,
     request: &TokenRequest,
+    origin: &Origin,
     now: NaiveDateTime,
 ) -> Result<GrantedToken, ServiceError> {
-    issue_within(context, request, now, Reach::Database)?.ok_or(ServiceError::Invariant(
+    issue_within(context, request, origin, now, Reach::Database)?.ok_or(ServiceError::Invariant(
         "the token flow with database access gave no answer",
     ))
 }
@@ -104,12 +106,26 @@ pub fn issue(
 pub fn issue_from_memory(
     context: &Context,
     request: &TokenRequest,
+    origin: &Origin,
     now: NaiveDateTime,
 ) -> Result<Option<GrantedToken>, ServiceError> {
-    issue_within(context, request, now, Reach::MemoryOnly)
+    issue_within(context, request, origin, now, Reach::MemoryOnly)
 }
 
+/// The whole flow sits behind the throttle: even its first step, the change-feed check, may query.
 fn issue_within(
+    context: &Context,
+    request: &TokenRequest,
+    origin: &Origin,
+    now: NaiveDateTime,
+    reach: Reach,
+) -> Result<Option<GrantedToken>, ServiceError> {
+    throttled(context, &request.credentials.client_id, origin, || {
+        run_flow(context, request, now, reach)
+    })
+}
+
+fn run_flow(
     context: &Context,
     request: &TokenRequest,
     now: NaiveDateTime,

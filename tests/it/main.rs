@@ -18,5 +18,6 @@ mod logs;
 mod openapi;
 mod secrets_at_rest;
 mod shutdown;
+mod throttle;
 mod tls;
 mod token;

@@ -1,0 +1,752 @@
+//! Hardening (#6): brute-force throttling of client authentication on every endpoint that
+//! authenticates a client, and the bounds on connections (slow clients, idle connections,
+//! connection count, header size). Over real HTTP; throttling on both backends.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::{LazyLock, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use diesel::connection::{set_default_instrumentation, Instrumentation, InstrumentationEvent};
+use reqwest::blocking::{Client, Response};
+use tokenwarden::config::{Config, ConnectionLimits};
+use tokenwarden::domain::throttle::ThrottleLimits;
+
+use crate::helpers::{assert_oauth_error, Backend, ResourceServerKeys, TestApp, TestDatabase};
+
+crate::per_backend!(
+    a_locked_client_id_gets_429_even_with_the_right_key_and_other_clients_do_not,
+    admin_sign_in_is_throttled,
+    invalidate_and_revoke_failures_lock_the_client_id_on_every_endpoint,
+    introspection_is_throttled_per_resource_server,
+    an_address_over_its_limit_is_refused_for_every_client_and_forwarded_for_is_not_trusted,
+    throttled_requests_make_no_database_query,
+);
+
+/// A lock short enough to wait out in a test.
+const WINDOW: Duration = Duration::from_millis(1500);
+
+/// A server whose throttle locks a client id after `client_failures` and an address after
+/// `address_failures` failed authentications, for [`WINDOW`].
+fn spawn(backend: Backend, client_failures: u32, address_failures: u32) -> Option<TestApp> {
+    spawn_adjusted(backend, client_failures, address_failures, |_| {})
+}
+
+fn spawn_adjusted(
+    backend: Backend,
+    client_failures: u32,
+    address_failures: u32,
+    adjust: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let db = TestDatabase::create(backend)?;
+    Some(TestApp::spawn_with(db, |config| {
+        config.throttle = ThrottleLimits {
+            client_failures,
+            address_failures,
+            window: WINDOW,
+            ..ThrottleLimits::default()
+        };
+        adjust(config);
+    }))
+}
+
+fn token_request(app: &TestApp, client_id: &str, secret: &str) -> Response {
+    app.post_form(
+        "/oauth2/token",
+        Some((client_id, secret)),
+        "grant_type=client_credentials",
+    )
+}
+
+/// Checks a throttling answer: 429, `Retry-After` in whole seconds within the window, the RFC
+/// 6749 5.2 body with `temporarily_unavailable`, no Basic challenge.
+fn assert_throttled(response: Response) {
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(
+        (1..=WINDOW.as_secs() + 1).contains(&retry_after),
+        "{retry_after}"
+    );
+    assert!(response.headers().get("www-authenticate").is_none());
+    assert_oauth_error(response, 429, "temporarily_unavailable");
+}
+
+fn wait_out_the_window() {
+    std::thread::sleep(WINDOW + Duration::from_millis(100));
+}
+
+fn wrong(secret: &str) -> String {
+    // Same format, other characters: a plausible guess that fails.
+    let mut guess: Vec<char> = secret.chars().collect();
+    let last = guess.len() - 1;
+    guess[last] = if guess[last] == 'A' { 'B' } else { 'A' };
+    guess.into_iter().collect()
+}
+
+fn a_locked_client_id_gets_429_even_with_the_right_key_and_other_clients_do_not(backend: Backend) {
+    let Some(app) = spawn(backend, 3, 50) else {
+        return;
+    };
+    let victim = app.create_site("Guessed Store");
+    let neighbour = app.create_site("Neighbour Store");
+    for _ in 0..3 {
+        assert_oauth_error(
+            token_request(&app, &victim.site_key, &wrong(&victim.auth_key)),
+            401,
+            "invalid_client",
+        );
+    }
+    assert_throttled(token_request(&app, &victim.site_key, &victim.auth_key));
+    assert_throttled(token_request(
+        &app,
+        &victim.site_key,
+        &wrong(&victim.auth_key),
+    ));
+    // Same address, another client id, under the address limit: unaffected.
+    let token = app.primary_token(&neighbour);
+    assert!(token.starts_with("twp_"));
+
+    wait_out_the_window();
+    assert!(app.primary_token(&victim).starts_with("twp_"));
+}
+
+fn admin_sign_in_is_throttled(backend: Backend) {
+    let Some(app) = spawn(backend, 2, 50) else {
+        return;
+    };
+    let admin = app.create_platform_admin("Guessed Admin");
+    let other = app.create_platform_admin("Other Admin");
+    for _ in 0..2 {
+        assert_oauth_error(
+            token_request(&app, &admin.client_id, &wrong(&admin.client_secret)),
+            401,
+            "invalid_client",
+        );
+    }
+    assert_throttled(app.admin_token_request(&admin));
+    app.admin_token(&other);
+    wait_out_the_window();
+    app.admin_token(&admin);
+}
+
+fn invalidate_and_revoke_failures_lock_the_client_id_on_every_endpoint(backend: Backend) {
+    let Some(app) = spawn(backend, 2, 50) else {
+        return;
+    };
+    let site = app.create_site("Invalidating Store");
+    let token = app.primary_token(&site);
+    let guess = wrong(&site.auth_key);
+    assert_oauth_error(
+        app.post_form(
+            "/oauth2/invalidate_token",
+            Some((&site.site_key, &guess)),
+            &format!("access_token={token}"),
+        ),
+        401,
+        "invalid_client",
+    );
+    assert_oauth_error(
+        app.post_form(
+            "/oauth2/revoke",
+            Some((&site.site_key, &guess)),
+            &format!("token={token}"),
+        ),
+        401,
+        "invalid_client",
+    );
+    assert_throttled(app.invalidate(&site, &token));
+    assert_throttled(app.post_form(
+        "/oauth2/revoke",
+        Some((&site.site_key, &site.auth_key)),
+        &format!("token={token}"),
+    ));
+    assert_throttled(token_request(&app, &site.site_key, &site.auth_key));
+    wait_out_the_window();
+    assert_eq!(app.invalidate(&site, &token).status(), 200);
+    assert_eq!(
+        app.post_form(
+            "/oauth2/revoke",
+            Some((&site.site_key, &site.auth_key)),
+            &format!("token={token}"),
+        )
+        .status(),
+        200
+    );
+}
+
+fn introspect(app: &TestApp, rs: &ResourceServerKeys, secret: &str, token: &str) -> Response {
+    app.post_form(
+        "/oauth2/introspect",
+        Some((&rs.client_id, secret)),
+        &format!("token={token}"),
+    )
+}
+
+fn introspection_is_throttled_per_resource_server(backend: Backend) {
+    let Some(app) = spawn(backend, 3, 50) else {
+        return;
+    };
+    let site = app.create_site("Introspected Store");
+    let token = app.primary_token(&site);
+    let api = app.create_resource_server("Guessed API");
+    let other_api = app.create_resource_server("Other API");
+    for _ in 0..3 {
+        assert_oauth_error(
+            introspect(&app, &api, &wrong(&api.client_secret), &token),
+            401,
+            "invalid_client",
+        );
+    }
+    assert_throttled(introspect(&app, &api, &api.client_secret, &token));
+    assert_eq!(app.introspect(&other_api, &token)["active"], true);
+    wait_out_the_window();
+    assert_eq!(app.introspect(&api, &token)["active"], true);
+}
+
+fn an_address_over_its_limit_is_refused_for_every_client_and_forwarded_for_is_not_trusted(
+    backend: Backend,
+) {
+    let Some(app) = spawn(backend, 100, 4) else {
+        return;
+    };
+    let site = app.create_site("Innocent Store");
+    for n in 0..4 {
+        let random_id = format!("site_guess{n:0>15}");
+        assert_oauth_error(
+            token_request(&app, &random_id, "twk_guess"),
+            401,
+            "invalid_client",
+        );
+    }
+    assert_throttled(token_request(&app, &site.site_key, &site.auth_key));
+    let forwarded = crate::helpers::form_request(
+        &app.client,
+        app.url("/oauth2/token"),
+        Some((&site.site_key, &site.auth_key)),
+        "grant_type=client_credentials",
+    )
+    .header("X-Forwarded-For", "203.0.113.9")
+    .header("Forwarded", "for=203.0.113.9")
+    .send()
+    .unwrap();
+    assert_throttled(forwarded);
+    wait_out_the_window();
+    assert!(app.primary_token(&site).starts_with("twp_"));
+}
+
+/// Throttled requests are answered before any query: every query this test's database receives
+/// is counted through diesel's instrumentation, with the caches off so that every request that
+/// does get through reads the database.
+fn throttled_requests_make_no_database_query(backend: Backend) {
+    count_queries_per_database();
+    let Some(app) = spawn_adjusted(backend, 2, 50, |config| {
+        config.introspection_cache = false;
+    }) else {
+        return;
+    };
+    let site = app.create_site("Counted Store");
+    let api = app.create_resource_server("Counted API");
+    let token = app.primary_token(&site);
+    let guess = wrong(&site.auth_key);
+    let before = queries_on(&app.db);
+    assert_oauth_error(
+        token_request(&app, &site.site_key, &guess),
+        401,
+        "invalid_client",
+    );
+    assert!(
+        queries_on(&app.db) > before,
+        "a request that is not throttled must show up in the count"
+    );
+    assert_oauth_error(
+        token_request(&app, &site.site_key, &guess),
+        401,
+        "invalid_client",
+    );
+    for _ in 0..2 {
+        assert_oauth_error(
+            introspect(&app, &api, &wrong(&api.client_secret), &token),
+            401,
+            "invalid_client",
+        );
+    }
+    let before = queries_on(&app.db);
+    assert_throttled(token_request(&app, &site.site_key, &site.auth_key));
+    assert_throttled(app.invalidate(&site, &token));
+    assert_throttled(app.post_form(
+        "/oauth2/revoke",
+        Some((&site.site_key, &site.auth_key)),
+        &format!("token={token}"),
+    ));
+    assert_throttled(introspect(&app, &api, &api.client_secret, &token));
+    assert_eq!(queries_on(&app.db), before, "throttled requests queried");
+
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("tokenwarden_client_auth_throttled_total 4"),
+        "{metrics}"
+    );
+}
+
+/// Queries per database URL since the test process started.
+static QUERIES: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Mutex::default);
+
+/// Every diesel connection this process opens from now on counts its queries in [`QUERIES`]. The
+/// PostgreSQL change listener's connection (the one that runs `LISTEN`) is left out: its health
+/// checks run on their own clock, not on requests.
+fn count_queries_per_database() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        set_default_instrumentation(|| {
+            let mut url = None::<String>;
+            let mut listener = false;
+            let counter = move |event: InstrumentationEvent<'_>| match event {
+                InstrumentationEvent::StartEstablishConnection { url: opened, .. } => {
+                    url = Some(opened.to_string());
+                }
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    listener |= query.to_string().starts_with("LISTEN");
+                    if let (Some(url), false) = (&url, listener) {
+                        *QUERIES.lock().unwrap().entry(url.clone()).or_default() += 1;
+                    }
+                }
+                _ => {}
+            };
+            Some(Box::new(counter) as Box<dyn Instrumentation>)
+        })
+        .expect("install the query counter");
+    });
+}
+
+fn queries_on(db: &TestDatabase) -> u64 {
+    let marker = match db.backend {
+        Backend::Sqlite => db.dir.path().display().to_string(),
+        Backend::Postgres => db.url.rsplit('/').next().unwrap().to_string(),
+    };
+    QUERIES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(url, _)| url.contains(&marker))
+        .map(|(_, count)| count)
+        .sum()
+}
+
+/// The real binary, configured by flags: a lock is logged once at info, naming the site key and
+/// the address but no secret, and `--throttle-client-failures` sets the limit.
+#[test]
+fn serve_flags_set_the_limits_and_a_lock_is_logged_without_secrets() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let site = crate::cli::create_site(&db.url, "Logged Store");
+    let log_file = db.dir.path().join("throttle.log");
+    let (mut server, address) = crate::cli::start_server(
+        &mut crate::cli::tokenwarden(&db.url),
+        &[
+            "--throttle-client-failures",
+            "2",
+            "--throttle-address-failures",
+            "3",
+            "--throttle-window-secs",
+            "60",
+        ],
+        &log_file,
+    );
+    server.wait_until_listening(address);
+    let client = Client::new();
+    let guess = wrong(&site.auth_key);
+    let attempt = |secret: &str| {
+        crate::helpers::form_request(
+            &client,
+            format!("http://{address}/oauth2/token"),
+            Some((&site.site_key, secret)),
+            "grant_type=client_credentials",
+        )
+        .send()
+        .unwrap()
+    };
+    assert_eq!(attempt(&guess).status(), 401);
+    assert_eq!(attempt(&guess).status(), 401);
+    let refused = attempt(&site.auth_key);
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((59..=60).contains(&retry_after), "{retry_after}");
+    // A third failure under another client id locks the address as well.
+    let unknown = crate::helpers::form_request(
+        &client,
+        format!("http://{address}/oauth2/token"),
+        Some(("site_unknownunknownunkn", &guess)),
+        "grant_type=client_credentials",
+    );
+    assert_eq!(unknown.send().unwrap().status(), 401);
+
+    let expected = [
+        format!("throttling client id {}", site.site_key),
+        "throttling address 127.0.0.1".to_string(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = fs::read_to_string(&log_file).unwrap();
+        if expected.iter().all(|line| log.contains(line)) {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no throttling lines in:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for line in &expected {
+        assert_eq!(log.matches(line.as_str()).count(), 1, "{log}");
+        assert!(log
+            .lines()
+            .any(|logged| logged.contains(line.as_str()) && logged.contains("INFO")));
+    }
+    assert!(
+        !log.contains(&site.auth_key) && !log.contains(&guess),
+        "{log}"
+    );
+}
+
+/// What a [`RawConnection`] saw before the server closed it.
+struct Closed {
+    after: Duration,
+    answer: String,
+}
+
+/// A TCP connection driven byte by byte, as a slow or idle client would.
+struct RawConnection(TcpStream);
+
+impl RawConnection {
+    fn open(app: &TestApp) -> Self {
+        let address = app.base_url.trim_start_matches("http://");
+        let stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Self(stream)
+    }
+
+    /// Reads what is there; `true` once the server has closed the connection.
+    fn read_into(&mut self, answer: &mut Vec<u8>) -> bool {
+        let mut buffer = [0; 4096];
+        match self.0.read(&mut buffer) {
+            Ok(0) => true,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                false
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Sends `drip` every 200 ms (never a complete head) and runs `meanwhile` once, until the
+    /// server closes the connection or `give_up` passes.
+    fn drip_until_closed(
+        &mut self,
+        drip: &[u8],
+        give_up: Duration,
+        mut meanwhile: impl FnMut(),
+    ) -> Option<Closed> {
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut last_drip = None::<Instant>;
+        let mut ran = false;
+        while started.elapsed() < give_up {
+            if last_drip.is_none_or(|at| at.elapsed() >= Duration::from_millis(200)) {
+                // A write may fail once the server has closed; the read below notices.
+                let _ = self.0.write_all(drip);
+                last_drip = Some(Instant::now());
+            }
+            if !ran {
+                meanwhile();
+                ran = true;
+            }
+            if self.read_into(&mut answer) {
+                return Some(Closed {
+                    after: started.elapsed(),
+                    answer: String::from_utf8_lossy(&answer).into_owned(),
+                });
+            }
+        }
+        None
+    }
+}
+
+fn with_connections(adjust: impl FnOnce(&mut ConnectionLimits)) -> TestApp {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    TestApp::spawn_with(db, |config| {
+        config.workers = Some(1);
+        adjust(&mut config.connections);
+    })
+}
+
+fn healthz_within(app: &TestApp, limit: Duration) -> Result<u16, reqwest::Error> {
+    let client = Client::builder().timeout(limit).build().unwrap();
+    client
+        .get(app.url("/healthz"))
+        .send()
+        .map(|response| response.status().as_u16())
+}
+
+#[test]
+fn a_slowloris_client_is_cut_off_after_the_request_timeout_while_others_are_served() {
+    let app = with_connections(|limits| {
+        limits.client_request_timeout = Duration::from_secs(1);
+    });
+    let mut slow = RawConnection::open(&app);
+    slow.0
+        .write_all(b"POST /oauth2/token HTTP/1.1\r\nHost: tokenwarden\r\n")
+        .unwrap();
+    let mut served = None;
+    let closed = slow
+        .drip_until_closed(b"X-Slow: a\r\n", Duration::from_secs(6), || {
+            served = Some(healthz_within(&app, Duration::from_millis(800)));
+        })
+        .expect("the slow client was never cut off");
+    assert_eq!(served.unwrap().expect("answered meanwhile"), 200);
+    assert!(
+        closed.after >= Duration::from_millis(800) && closed.after < Duration::from_secs(3),
+        "closed after {:?}",
+        closed.after
+    );
+    assert!(
+        closed.answer.starts_with("HTTP/1.1 408"),
+        "{:?}",
+        closed.answer
+    );
+    assert_eq!(healthz_within(&app, Duration::from_secs(2)).unwrap(), 200);
+}
+
+/// actix bounds only the head; the body has the same time to arrive (`http::body`), then 408 JSON
+/// and the connection is closed.
+#[test]
+fn a_body_sent_byte_by_byte_is_cut_off_after_the_request_timeout() {
+    let app = with_connections(|limits| {
+        limits.client_request_timeout = Duration::from_secs(1);
+    });
+    let mut slow = RawConnection::open(&app);
+    slow.0
+        .write_all(
+            b"POST /oauth2/token HTTP/1.1\r\nHost: tokenwarden\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+        )
+        .unwrap();
+    let mut served = None;
+    let closed = slow
+        .drip_until_closed(b"a", Duration::from_secs(6), || {
+            served = Some(healthz_within(&app, Duration::from_millis(800)));
+        })
+        .expect("the slow body was never cut off");
+    assert_eq!(served.unwrap().expect("answered meanwhile"), 200);
+    assert!(
+        closed.after >= Duration::from_millis(800) && closed.after < Duration::from_secs(3),
+        "closed after {:?}",
+        closed.after
+    );
+    assert!(
+        closed.answer.starts_with("HTTP/1.1 408"),
+        "{:?}",
+        closed.answer
+    );
+    assert!(
+        closed.answer.contains(r#""error":"invalid_request""#),
+        "{:?}",
+        closed.answer
+    );
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_keep_alive_time() {
+    let app = with_connections(|limits| {
+        limits.keep_alive = Duration::from_secs(1);
+    });
+    let mut idle = RawConnection::open(&app);
+    idle.0
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tokenwarden\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !String::from_utf8_lossy(&answer).ends_with('}') {
+        assert!(!idle.read_into(&mut answer), "closed before answering");
+        assert!(Instant::now() < deadline, "no answer");
+    }
+    let answered = Instant::now();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    while !idle.read_into(&mut answer) {
+        assert!(
+            answered.elapsed() < Duration::from_secs(3),
+            "the idle connection stayed open"
+        );
+    }
+    assert!(
+        answered.elapsed() >= Duration::from_millis(800),
+        "closed after {:?}, before the keep-alive time",
+        answered.elapsed()
+    );
+}
+
+#[test]
+fn connections_over_the_limit_wait_until_one_closes() {
+    let app = with_connections(|limits| {
+        limits.max_connections = 2;
+        limits.client_request_timeout = Duration::from_secs(30);
+    });
+    let held: Vec<RawConnection> = (0..2).map(|_| RawConnection::open(&app)).collect();
+    // Let the single worker accept both before the third arrives.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        healthz_within(&app, Duration::from_millis(700)).is_err(),
+        "a third connection was served while two were open"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match healthz_within(&app, Duration::from_millis(700)) {
+            Ok(status) => break assert_eq!(status, 200),
+            Err(error) => assert!(Instant::now() < deadline, "never served: {error}"),
+        }
+    }
+}
+
+/// actix-http's fixed bound on a request head (128 KiB; not configurable in actix-web 4).
+#[test]
+fn a_request_head_over_128_kib_is_431() {
+    let app = with_connections(|_| {});
+    let mut big = RawConnection::open(&app);
+    // Exactly the limit and never finished: the server reads all of it, so it closes with
+    // nothing unread (which would reset the connection and could lose the answer).
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: tokenwarden\r\nX-Padding: ");
+    head.push_str(&"a".repeat(128 * 1024 - head.len()));
+    big.0.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !big.read_into(&mut answer) && Instant::now() < deadline {}
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
+
+/// actix-http 3 arms the request-head timeout for a connection's first request only: a client
+/// that sends one request and then drips the next head is not cut off while it keeps sending
+/// (docs/security.md). With keep-alive off there is no next request: the server closes each
+/// connection after its answer.
+#[test]
+fn with_keep_alive_off_a_connection_carries_one_request() {
+    let app = with_connections(|limits| {
+        limits.keep_alive = Duration::ZERO;
+    });
+    let mut connection = RawConnection::open(&app);
+    connection
+        .0
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: tokenwarden\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !connection.read_into(&mut answer) {
+        assert!(Instant::now() < deadline, "the connection stayed open");
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn the_openapi_document_lists_429_with_retry_after_where_clients_authenticate() {
+    let app = with_connections(|_| {});
+    let document: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    for path in [
+        "/oauth2/token",
+        "/oauth2/invalidate_token",
+        "/oauth2/revoke",
+        "/oauth2/introspect",
+    ] {
+        let throttled = &document["paths"][path]["post"]["responses"]["429"];
+        assert!(
+            throttled["headers"]["Retry-After"].is_object(),
+            "{path}: {throttled}"
+        );
+    }
+}
+
+/// Behind a proxy every client arrives from the proxy's address; `--trust-forwarded-for` counts
+/// the address the proxy appended to `X-Forwarded-For` instead, and only that one.
+#[test]
+fn with_trusted_forwarded_for_the_last_forwarded_address_is_counted() {
+    let app = spawn_adjusted(Backend::Sqlite, 100, 2, |config| {
+        config.trust_forwarded_for = true;
+    })
+    .expect("SQLite is always available");
+    let site = app.create_site("Proxied Store");
+    let via = |forwarded_for: &str, secret: &str| {
+        crate::helpers::form_request(
+            &app.client,
+            app.url("/oauth2/token"),
+            Some((&site.site_key, secret)),
+            "grant_type=client_credentials",
+        )
+        .header("X-Forwarded-For", forwarded_for)
+        .send()
+        .unwrap()
+    };
+    let guess = wrong(&site.auth_key);
+    // The client wrote the first entry; the proxy appended the real address.
+    for spoofed in ["198.51.100.1", "198.51.100.2"] {
+        let response = via(&format!("{spoofed}, 203.0.113.9"), &guess);
+        assert_oauth_error(response, 401, "invalid_client");
+    }
+    assert_throttled(via("203.0.113.9", &site.auth_key));
+    assert_throttled(via("203.0.113.10, 203.0.113.9", &site.auth_key));
+    assert_eq!(via("203.0.113.10", &site.auth_key).status(), 200);
+    assert_eq!(
+        via("203.0.113.9, 203.0.113.10", &site.auth_key).status(),
+        200
+    );
+}
+
+/// actix-http's fixed bound on the number of headers (96; not configurable in actix-web 4).
+#[test]
+fn a_request_with_more_than_96_headers_is_431() {
+    let app = with_connections(|_| {});
+    let send = |count: usize| {
+        let mut connection = RawConnection::open(&app);
+        let mut head = String::from("GET /healthz HTTP/1.1\r\nHost: tokenwarden\r\n");
+        for n in 1..count {
+            head.push_str(&format!("X-Header-{n}: {n}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        connection.0.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !connection.read_into(&mut answer) && Instant::now() < deadline {}
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    // Host, the X-Header-n and Connection: `count + 1` headers in all.
+    let answer = send(95);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let answer = send(96);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
