@@ -58,7 +58,13 @@ pub(super) fn get_or_mint_cached(
         || Ok(context.store.active_primary_token(site.id)?.map(Arc::new)),
     )?;
     match current {
-        Some(Some(current)) => return unseal(context, site, &current).map(Some),
+        Some(Some(current)) => match unseal(context, site, &current) {
+            Err(ServiceError::Unseal(_)) if reach == Reach::Database => {
+                retire_unopenable(context, site, &current, now)?;
+            }
+            Err(ServiceError::Unseal(_)) => return Ok(None),
+            opened => return opened.map(Some),
+        },
         Some(None) if reach == Reach::Database => {}
         // Not cached, or no active token: minting writes, which is not for the HTTP worker.
         _ => return Ok(None),
@@ -143,6 +149,29 @@ fn invalidate_for_site(
         log::info!("site {} invalidated its primary token", site.site_key);
     }
     Ok(outcome)
+}
+
+/// A primary token sealed under another server secret (the secret was replaced, docs/security.md
+/// "Rotating the server secret") is dead already: its lookup digest was keyed with the old secret
+/// too, so no introspection accepts it. It is invalidated, in its history as well, so the site,
+/// which has just authenticated with an auth key valid under the current secret, gets a new one
+/// instead of an error on every request.
+fn retire_unopenable(
+    context: &Context,
+    site: &Site,
+    token: &PrimaryToken,
+    now: NaiveDateTime,
+) -> Result<(), ServiceError> {
+    context
+        .store
+        .invalidate_primary_token(site.id, &token.value_digest, &site_actor(site), now)?;
+    context.counters.count_invalidated();
+    log::warn!(
+        "the primary token of site {} was sealed under another server secret; invalidated, a new \
+         one is minted",
+        site.site_key
+    );
+    Ok(())
 }
 
 fn unseal(context: &Context, site: &Site, token: &PrimaryToken) -> Result<Secret, ServiceError> {

@@ -16,7 +16,7 @@ use tokenwarden::config::SecretSource;
 
 use crate::helpers::{
     assert_eventually, assert_oauth_error, test_secret, wait_for_live_change_feed, Backend,
-    SiteKeys, TestApp, TestDatabase,
+    SiteKeys, TestApp, TestDatabase, TestNode,
 };
 
 crate::per_backend!(
@@ -646,6 +646,53 @@ fn postgres_without_a_secret_refuses_to_start_and_says_what_to_set() {
     // Nothing was created on the way to that error.
     let listed = succeed_json(tokenwarden(&db.url).args(["site", "list", "--json"]));
     assert_eq!(listed, serde_json::json!({ "sites": [] }));
+}
+
+/// Replacing the server secret (docs/security.md, "Rotating the server secret"): every stored
+/// credential was keyed with the old one, so the old auth key fails; once the auth key is rotated
+/// under the new secret, the site's next token request gets a new primary token (the old one,
+/// sealed under the old secret, is invalidated on the way) instead of a 500.
+#[test]
+fn after_a_server_secret_change_a_rotated_auth_key_gets_a_new_primary_token() {
+    use base64::Engine as _;
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let site = create_site(&db.url, "Rotating Store");
+    let old_token = TestNode::spawn(&db, |_| {}).primary_token(&site);
+
+    let new_secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let node = TestNode::spawn(&db, |config| {
+        config.secret =
+            SecretSource::Value(tokenwarden::domain::secret::Secret::new(new_secret.clone()));
+    });
+    let request = |site: &SiteKeys| {
+        node.post_form(
+            "/oauth2/token",
+            Some((&site.site_key, &site.auth_key)),
+            "grant_type=client_credentials",
+        )
+    };
+    assert_oauth_error(request(&site), 401, "invalid_client");
+    let rotated = site_keys(&succeed_json(
+        tokenwarden(&db.url)
+            .env("TOKENWARDEN_SECRET", &new_secret)
+            .args(["site", "rotate-auth-key", &site.site_key, "--json"]),
+    ));
+    let new_token = node.primary_token(&rotated);
+    assert_ne!(new_token, old_token);
+    assert_eq!(
+        node.primary_token(&rotated),
+        new_token,
+        "stable from now on"
+    );
+    let resource_server = node.create_resource_server("Rotation API");
+    assert_eq!(
+        node.introspect(&resource_server, &new_token)["active"],
+        true
+    );
+    assert_eq!(
+        node.introspect(&resource_server, &old_token)["active"],
+        false
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
