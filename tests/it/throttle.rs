@@ -23,6 +23,7 @@ crate::per_backend!(
     introspection_is_throttled_per_resource_server,
     an_address_over_its_limit_is_refused_for_every_client_and_forwarded_for_is_not_trusted,
     throttled_requests_make_no_database_query,
+    a_flood_of_random_tokens_reads_no_table,
 );
 
 /// A lock short enough to wait out in a test.
@@ -302,10 +303,56 @@ fn throttled_requests_make_no_database_query(backend: Backend) {
     );
 }
 
+/// Introspection of random guesses (RFC 6819 4.6.3) in the shape of every token kind: each is
+/// refused by the format check (its checksum fails) before any table is read, so a flood of them
+/// costs the database nothing. On SQLite each request still asks `PRAGMA data_version`, which
+/// reads the WAL index in shared memory, not a table (the cache's exactness check).
+fn a_flood_of_random_tokens_reads_no_table(backend: Backend) {
+    count_queries_per_database();
+    let Some(app) = spawn(backend, 10, 50) else {
+        return;
+    };
+    crate::helpers::wait_for_live_change_feed(&app);
+    let site = app.create_site("Flooded Store");
+    let api = app.create_resource_server("Flooded API");
+    let token = app.primary_token(&site);
+    assert_eq!(
+        app.introspect(&api, &token)["active"],
+        true,
+        "warms the caches"
+    );
+    let before = table_queries_on(&app.db);
+    for round in 0..200 {
+        let guess = random_token_shape(["twp_", "tws_", "twa_", "twx_"][round % 4]);
+        let answer = app.introspect(&api, &guess);
+        assert_eq!(answer, serde_json::json!({ "active": false }), "{guess}");
+    }
+    assert_eq!(
+        table_queries_on(&app.db),
+        before,
+        "random guesses read tables"
+    );
+}
+
+/// A value shaped like a token: the prefix, then 49 random base64url characters.
+fn random_token_shape(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes: [u8; 49] = tokenwarden::crypto::random_bytes().expect("randomness");
+    let tail: String = bytes
+        .iter()
+        .map(|byte| char::from(ALPHABET[usize::from(byte % 64)]))
+        .collect();
+    format!("{prefix}{tail}")
+}
+
 /// Queries per database URL since the test process started.
 static QUERIES: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Mutex::default);
 
-/// Every diesel connection this process opens from now on counts its queries in [`QUERIES`]. The
+/// [`QUERIES`] but for `PRAGMA data_version`, the SQLite change check that reads no table.
+static TABLE_QUERIES: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Mutex::default);
+
+/// Every diesel connection this process opens from now on counts its queries in [`QUERIES`] and
+/// [`TABLE_QUERIES`]. The
 /// PostgreSQL change listener's connection (the one that runs `LISTEN`) is left out: its health
 /// checks run on their own clock, not on requests.
 fn count_queries_per_database() {
@@ -319,9 +366,17 @@ fn count_queries_per_database() {
                     url = Some(opened.to_string());
                 }
                 InstrumentationEvent::StartQuery { query, .. } => {
-                    listener |= query.to_string().starts_with("LISTEN");
+                    let query = query.to_string();
+                    listener |= query.starts_with("LISTEN");
                     if let (Some(url), false) = (&url, listener) {
                         *QUERIES.lock().unwrap().entry(url.clone()).or_default() += 1;
+                        if !query.starts_with("PRAGMA data_version") {
+                            *TABLE_QUERIES
+                                .lock()
+                                .unwrap()
+                                .entry(url.clone())
+                                .or_default() += 1;
+                        }
                     }
                 }
                 _ => {}
@@ -333,11 +388,19 @@ fn count_queries_per_database() {
 }
 
 fn queries_on(db: &TestDatabase) -> u64 {
+    count_on(&QUERIES, db)
+}
+
+fn table_queries_on(db: &TestDatabase) -> u64 {
+    count_on(&TABLE_QUERIES, db)
+}
+
+fn count_on(counts: &Mutex<HashMap<String, u64>>, db: &TestDatabase) -> u64 {
     let marker = match db.backend {
         Backend::Sqlite => db.dir.path().display().to_string(),
         Backend::Postgres => db.url.rsplit('/').next().unwrap().to_string(),
     };
-    QUERIES
+    counts
         .lock()
         .unwrap()
         .iter()
