@@ -34,6 +34,11 @@ pub(crate) const NOTIFY: &str = "SELECT pg_notify('tokenwarden_changes', '')";
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
 const LISTENER_HEALTH_CHECK: Duration = Duration::from_secs(1);
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// How long the listener's health check may stay unacknowledged by the network before the kernel
+/// drops its connection (libpq's `tcp_user_timeout`, milliseconds). Without it a network partition,
+/// which closes nothing, would leave the check waiting until TCP gives up (minutes), the node still
+/// "live", and its caches answering without hearing other nodes' writes.
+const LISTENER_TCP_USER_TIMEOUT_MS: u32 = 2_000;
 
 pub struct ChangeFeed {
     generation: AtomicU64,
@@ -217,7 +222,7 @@ impl ChangeFeed {
     }
 
     fn listen_once(&self, url: &str, stop: &AtomicBool) -> Result<(), StoreError> {
-        let mut connection = PgConnection::establish(url)
+        let mut connection = PgConnection::establish(&with_tcp_user_timeout(url))
             .map_err(|error| StoreError::Listener(error.to_string()))?;
         connection.batch_execute(&format!("LISTEN {CHANNEL}"))?;
         // Anything committed before LISTEN took effect was missed: start a fresh generation.
@@ -242,6 +247,16 @@ impl ChangeFeed {
         }
         Ok(())
     }
+}
+
+/// `url` with [`LISTENER_TCP_USER_TIMEOUT_MS`] as libpq's `tcp_user_timeout`, unless the operator
+/// set one in the URL.
+fn with_tcp_user_timeout(url: &str) -> String {
+    if url.contains("tcp_user_timeout=") {
+        return url.to_string();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}tcp_user_timeout={LISTENER_TCP_USER_TIMEOUT_MS}")
 }
 
 /// A transaction for writes that change no cached answer (`last_used_at`): on SQLite committed
@@ -298,6 +313,20 @@ impl SqliteProbe {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_listener_bounds_how_long_its_health_check_may_go_unanswered() {
+        assert_eq!(
+            super::with_tcp_user_timeout("postgres://u@h/db"),
+            "postgres://u@h/db?tcp_user_timeout=2000"
+        );
+        assert_eq!(
+            super::with_tcp_user_timeout("postgres://u@h/db?sslmode=disable"),
+            "postgres://u@h/db?sslmode=disable&tcp_user_timeout=2000"
+        );
+        let chosen = "postgres://u@h/db?tcp_user_timeout=500";
+        assert_eq!(super::with_tcp_user_timeout(chosen), chosen);
+    }
+
     use super::*;
 
     #[test]
