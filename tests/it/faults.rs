@@ -15,8 +15,8 @@ use tempfile::TempDir;
 
 use crate::cli::{create_site, site_keys, start_server, succeed_json, tokenwarden, Running};
 use crate::helpers::{
-    assert_oauth_error, create_admin, form_request, test_secret, Backend, ServerProcess, SiteKeys,
-    TestApp, TestDatabase,
+    assert_oauth_error, create_admin, form_request, introspect_at, test_secret, Backend,
+    ServerProcess, SiteKeys, TestApp, TestDatabase,
 };
 
 crate::per_backend!(killing_the_server_mid_write_loses_nothing_acknowledged);
@@ -268,22 +268,8 @@ fn killing_the_server_mid_write_loses_nothing_acknowledged(backend: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-    let rs = (
-        resource_server["client_id"].as_str().unwrap(),
-        resource_server["client_secret"].as_str().unwrap(),
-    );
-    let active = |token: &str| -> bool {
-        let answer: Value = form_request(
-            &client,
-            format!("{}/oauth2/introspect", server.base_url),
-            Some(rs),
-            &format!("token={token}"),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-        answer["active"] == true
+    let active = |token: &str| {
+        introspect_at(&client, &server.base_url, &resource_server, token)["active"] == true
     };
     let get = |path: &str| -> Value {
         let response = client
@@ -681,21 +667,7 @@ fn sqlite_on_a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns(
         .to_string();
     let writer = site_keys(&server.cli(&["site", "create", "--name", "Writing Store"]));
     let resource_server = server.cli(&["resource-server", "create", "--name", "Disk API"]);
-    let introspect = || -> Value {
-        form_request(
-            &client,
-            server.url("/oauth2/introspect"),
-            Some((
-                resource_server["client_id"].as_str().unwrap(),
-                resource_server["client_secret"].as_str().unwrap(),
-            )),
-            &format!("token={token}"),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-    };
+    let introspect = || introspect_at(&client, &server.url(""), &resource_server, &token);
 
     let filler = server.outside("filler");
     let mut file = std::fs::File::create(&filler).unwrap();

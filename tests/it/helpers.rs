@@ -339,6 +339,31 @@ pub fn form_request(
     }
 }
 
+/// `POST {base_url}/oauth2/introspect` for `token`, as the resource server whose credentials
+/// `tokenwarden resource-server create --json` printed in `resource_server`; the JSON answer.
+pub fn introspect_at(
+    client: &Client,
+    base_url: &str,
+    resource_server: &Value,
+    token: &str,
+) -> Value {
+    let field = |name: &str| {
+        resource_server[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {resource_server}"))
+    };
+    form_request(
+        client,
+        format!("{base_url}/oauth2/introspect"),
+        Some((field("client_id"), field("client_secret"))),
+        &format!("token={token}"),
+    )
+    .send()
+    .expect("the introspection request reaches the server")
+    .json()
+    .expect("a JSON introspection answer")
+}
+
 /// Issue 3's bound for writes by another process (the CLI, another node): on SQLite the next
 /// request sees them (`PRAGMA data_version`), so `condition` must hold on the first try; on
 /// PostgreSQL they arrive by NOTIFY, so it must hold within a second (in practice milliseconds).

@@ -11,7 +11,7 @@ use reqwest::blocking::Client;
 use serde_json::Value;
 
 use crate::cli::{create_site, start_server, succeed_json, tokenwarden, Running};
-use crate::helpers::{form_request, Backend, TestDatabase};
+use crate::helpers::{form_request, introspect_at, Backend, TestDatabase};
 
 crate::per_backend!(a_stop_signal_finishes_the_request_in_flight_and_flushes_usage);
 
@@ -64,19 +64,7 @@ fn stop_gracefully(backend: Backend, signal: &str) {
         .json()
         .unwrap();
     let token = token["access_token"].as_str().unwrap();
-    let introspected: Value = form_request(
-        &client,
-        format!("{base}/oauth2/introspect"),
-        Some((
-            resource_server["client_id"].as_str().unwrap(),
-            resource_server["client_secret"].as_str().unwrap(),
-        )),
-        &format!("token={token}"),
-    )
-    .send()
-    .unwrap()
-    .json()
-    .unwrap();
+    let introspected = introspect_at(&client, &base, &resource_server, token);
     assert_eq!(introspected["active"], true);
     assert_eq!(db.count(USED), 0, "usage was written before the stop");
     // `client` keeps its idle keep-alive connection open: the stop must close it, not wait for it.
