@@ -35,7 +35,8 @@ pub async fn read_form(
 
 /// Reads an `application/json` body of the admin API into `T`, which must be a JSON object (serde
 /// would otherwise also read a struct from an array of its fields). An empty body sent without a
-/// `Content-Type` is `T::default()`, for actions whose fields are all optional.
+/// `Content-Type`, or the JSON `null`, is `T::default()`, for actions whose fields are all
+/// optional (the OpenAPI document describes such an optional body as "null or the object").
 ///
 /// Unreadable JSON is 400; JSON of the wrong shape (not an object, unknown or missing field, wrong
 /// type) is 422; another media type is 415 (RFC 9110 15.5.16).
@@ -57,12 +58,15 @@ pub async fn read_json<T: DeserializeOwned + Default>(
     parse_json(&body)
 }
 
-/// The JSON rules of [`read_json`] on a body already read: `T` from a JSON object, or
+/// The JSON rules of [`read_json`] on a body already read: `T` from a JSON object or `null`, or
 /// [`ApiError::MalformedJson`] / [`ApiError::JsonShape`]. Public so that the fuzz targets
 /// (`fuzz/`) can feed it bytes without an HTTP request.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    if value.is_null() {
+        return Ok(T::default());
+    }
     if !value.is_object() {
         return Err(ApiError::JsonShape(
             "the request body must be a JSON object".into(),
@@ -127,7 +131,20 @@ fn has_media_type(request: &HttpRequest, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::admin::CreateTokenBody;
+    use crate::http::admin::{CreateTokenBody, TokenActionBody};
+
+    /// Found by schemathesis: the document allows `null` for the optional action bodies.
+    #[test]
+    fn null_is_no_body() {
+        let body = parse_json::<TokenActionBody>(b" null ").unwrap();
+        assert_eq!(body.description, None);
+        for not_an_object in [&b"[]"[..], b"\"x\"", b"1", b"true"] {
+            assert!(matches!(
+                parse_json::<TokenActionBody>(not_an_object),
+                Err(ApiError::JsonShape(_))
+            ));
+        }
+    }
 
     /// Found by `an_unknown_field_name_is_never_echoed`: a name holding serde's own ", expected"
     /// used to leave its tail in the message.
@@ -181,7 +198,9 @@ mod properties {
     }
 
     /// What any admin JSON body may turn into: the body, or one of the two JSON errors.
-    fn parses_or_is_a_json_error<T: DeserializeOwned>(body: &[u8]) -> Result<(), TestCaseError> {
+    fn parses_or_is_a_json_error<T: DeserializeOwned + Default>(
+        body: &[u8],
+    ) -> Result<(), TestCaseError> {
         match parse_json::<T>(body) {
             Ok(_) | Err(ApiError::MalformedJson(_) | ApiError::JsonShape(_)) => Ok(()),
             Err(other) => Err(TestCaseError::fail(format!("unexpected error {other:?}"))),
@@ -195,7 +214,7 @@ mod properties {
             parses_or_is_a_json_error::<TokenActionBody>(&body)?;
         }
 
-        /// Valid JSON is never "malformed"; only an object can be a body.
+        /// Valid JSON is never "malformed"; only an object (or `null`, no body) can be a body.
         #[test]
         fn any_json_value_is_a_body_or_a_shape_error(value in json_value()) {
             let body = serde_json::to_vec(&value).unwrap();
@@ -204,7 +223,7 @@ mod properties {
                 parse_json::<TokenActionBody>(&body).map(drop),
             ] {
                 match result {
-                    Ok(()) => prop_assert!(value.is_object()),
+                    Ok(()) => prop_assert!(value.is_object() || value.is_null()),
                     Err(ApiError::JsonShape(_)) => {}
                     Err(other) => prop_assert!(false, "unexpected error {:?}", other),
                 }
