@@ -138,6 +138,16 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
+    /// A value computed outside Rust (Python's `zlib.crc32` and base64url), also the fuzz seed in
+    /// `fuzz/seeds/token_format/`.
+    #[test]
+    fn minting_matches_an_independent_implementation() {
+        let random: [u8; RANDOM_BYTES] = std::array::from_fn(|at| at as u8);
+        let expected = "twp_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8O9eHXQ";
+        assert_eq!(mint(SecretKind::PrimaryToken, &random).expose(), expected);
+        assert_eq!(recognise(expected), Ok(SecretKind::PrimaryToken));
+    }
+
     #[test]
     fn minted_values_have_the_documented_shape_and_are_recognised() {
         for kind in SecretKind::ALL {
