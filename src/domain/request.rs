@@ -547,6 +547,11 @@ mod properties {
         ])
     }
 
+    /// Client credentials that are printable ASCII (RFC 6749 Appendix A) or anything at all.
+    fn credential_text() -> impl Strategy<Value = String> {
+        prop_oneof!["[!-~]{1,12}", ".{1,12}"]
+    }
+
     proptest! {
         #[test]
         fn any_form_body_parses_or_is_an_invalid_request(body in prop::collection::vec(any::<u8>(), 0..256)) {
@@ -693,32 +698,61 @@ mod properties {
             prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
         }
 
-        /// Whatever arrives, a request either fails with an OAuth error or carries credentials
-        /// that are printable ASCII (RFC 6749 Appendix A), so nothing else reaches a query.
+        /// Whatever credentials arrive, in the header, the body or both, a request either fails
+        /// with an OAuth error or carries exactly the credentials sent, and they are printable
+        /// ASCII (RFC 6749 Appendix A), so nothing else reaches a query.
         #[test]
-        fn parsed_requests_carry_only_printable_credentials(
-            header in prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
-            body in "(grant_type=client_credentials|client_id=[^&]{0,8}|client_secret=[^&]{0,8}|scope=[^&]{0,8}|token=[^&]{0,8}|access_token=[^&]{0,8}|&)*",
+        fn parsed_requests_carry_only_the_printable_credentials_sent(
+            in_header in prop::option::of((credential_text(), credential_text())),
+            in_body in prop::option::of((credential_text(), credential_text())),
+            style in style(),
         ) {
-            let Ok(params) = Params::parse(body.as_bytes()) else { return Ok(()) };
+            let mut body = "grant_type=client_credentials&token=t&access_token=a".to_string();
+            if let Some((client_id, secret)) = &in_body {
+                body += &format!(
+                    "&client_id={}&client_secret={}",
+                    form_encode(client_id, &style),
+                    form_encode(secret, &style)
+                );
+            }
+            let params = Params::parse(body.as_bytes()).unwrap();
+            let header = in_header.as_ref().map(|(client_id, secret)| {
+                let user_pass = format!("{}:{}", form_encode(client_id, &style), form_encode(secret, &style));
+                format!("Basic {}", STANDARD.encode(user_pass))
+            });
+            let header = || AuthorizationHeader::parse(header.as_deref().map(str::as_bytes)).unwrap();
+            let sent = match (&in_header, &in_body) {
+                (Some(credentials), None) | (None, Some(credentials)) => Some(credentials),
+                _ => None,
+            };
             let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7E).contains(&b));
-            let header = || AuthorizationHeader::parse(header.as_deref());
-            let mut accepted = Vec::new();
-            if let Ok(request) = header().and_then(|h| TokenRequest::parse(h, &params)) {
-                accepted.push(request.credentials);
-            }
-            if let Ok(request) = header().and_then(|h| InvalidateRequest::parse(h, &params)) {
-                accepted.push(request.credentials);
-            }
-            if let Ok(request) = header().and_then(|h| RevocationRequest::parse(h, &params)) {
-                accepted.push(request.credentials);
-            }
-            if let Ok(request) = header().and_then(|h| IntrospectionRequest::parse(h, &params)) {
-                accepted.push(request.credentials);
-            }
-            for credentials in accepted {
-                prop_assert!(printable(&credentials.client_id));
-                prop_assert!(printable(credentials.secret.expose()));
+            let results = [
+                TokenRequest::parse(header(), &params).map(|request| request.credentials),
+                InvalidateRequest::parse(header(), &params).map(|request| request.credentials),
+                RevocationRequest::parse(header(), &params).map(|request| request.credentials),
+                IntrospectionRequest::parse(header(), &params).map(|request| request.credentials),
+            ];
+            for result in results {
+                match (result, sent) {
+                    (Ok(credentials), Some((client_id, secret))) => {
+                        prop_assert_eq!(&credentials.client_id, client_id);
+                        prop_assert_eq!(credentials.secret.expose(), secret.as_str());
+                        prop_assert!(printable(client_id) && printable(secret));
+                    }
+                    (Ok(_), None) => prop_assert!(false, "accepted without one set of credentials"),
+                    (Err(err), Some((client_id, secret))) => {
+                        prop_assert!(!printable(client_id) || !printable(secret));
+                        prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+                    }
+                    (Err(err), None) => {
+                        let expected = if in_header.is_some() {
+                            OAuthErrorCode::InvalidRequest
+                        } else {
+                            OAuthErrorCode::InvalidClient
+                        };
+                        prop_assert_eq!(err.code, expected);
+                    }
+                }
             }
         }
 
