@@ -481,3 +481,286 @@ mod tests {
         assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
     }
 }
+
+/// Properties of the parsers over generated input: any bytes end in a value or an `OAuthError` of
+/// the expected class, and what a client encodes by the RFC rules decodes back to what it meant.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A way of writing one character in a form body. Every character may be sent `%XX`-encoded;
+    /// a space may also be sent as `+`; and characters without meaning in a form may be sent as
+    /// they are (`%`, `+`, `&`, `=` and `:` must be encoded: `:` only matters in Basic credentials).
+    fn form_encode(text: &str, style: &[u8]) -> String {
+        let mut encoded = String::new();
+        for (at, c) in text.chars().enumerate() {
+            let pick = style.get(at % style.len().max(1)).copied().unwrap_or(0);
+            let literal = c.is_ascii_graphic() && !matches!(c, '%' | '+' | '&' | '=' | ':');
+            match (c, pick % 3) {
+                (' ', 0) => encoded.push('+'),
+                (_, 1) if literal => encoded.push(c),
+                _ => {
+                    let mut bytes = [0u8; 4];
+                    for byte in c.encode_utf8(&mut bytes).bytes() {
+                        if pick % 2 == 0 {
+                            encoded.push_str(&format!("%{byte:02X}"));
+                        } else {
+                            encoded.push_str(&format!("%{byte:02x}"));
+                        }
+                    }
+                }
+            }
+        }
+        encoded
+    }
+
+    fn style() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 1..8)
+    }
+
+    fn form_body(pairs: &BTreeMap<String, String>, style: &[u8], empty_pairs: bool) -> String {
+        let mut body: Vec<String> = pairs
+            .iter()
+            .map(|(name, value)| {
+                format!("{}={}", form_encode(name, style), form_encode(value, style))
+            })
+            .collect();
+        if empty_pairs {
+            body.insert(0, String::new());
+            body.push(String::new());
+        }
+        body.join("&")
+    }
+
+    /// UTF-8 that is not: a lone continuation byte, a start byte without its continuation, a byte
+    /// that never occurs, an encoded surrogate and an overlong form.
+    fn invalid_utf8() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "%80",
+            "%C3",
+            "%FF",
+            "%ED%A0%80",
+            "%C0%AF",
+            "%F4%90%80%80",
+        ])
+    }
+
+    /// Client credentials that are printable ASCII (RFC 6749 Appendix A) or anything at all.
+    fn credential_text() -> impl Strategy<Value = String> {
+        prop_oneof!["[!-~]{1,12}", ".{1,12}"]
+    }
+
+    proptest! {
+        #[test]
+        fn any_form_body_parses_or_is_an_invalid_request(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(err) = Params::parse(&body) {
+                prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+            }
+        }
+
+        #[test]
+        fn form_encoded_pairs_decode_to_what_was_encoded(
+            pairs in prop::collection::btree_map(".{0,12}", ".{0,24}", 0..8),
+            style in style(),
+            empty_pairs: bool,
+        ) {
+            let body = form_body(&pairs, &style, empty_pairs);
+            let params = Params::parse(body.as_bytes()).unwrap();
+            let expected: BTreeMap<String, String> =
+                pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect();
+            prop_assert_eq!(params.0, expected);
+        }
+
+        #[test]
+        fn plus_is_a_space_and_only_an_encoded_plus_is_a_plus(
+            pieces in prop::collection::vec(prop::sample::select(vec!["a", "+", "%2B", "%2b", "%20"]), 1..16),
+        ) {
+            let raw: String = pieces.concat();
+            let expected: String = pieces
+                .iter()
+                .map(|piece| match *piece {
+                    "a" => "a",
+                    "%2B" | "%2b" => "+",
+                    _ => " ",
+                })
+                .collect();
+            let params = Params::parse(format!("v={raw}").as_bytes()).unwrap();
+            prop_assert_eq!(params.get("v"), Some(expected.as_str()));
+        }
+
+        #[test]
+        fn a_repeated_name_is_refused_without_echoing_an_unknown_name(
+            pairs in prop::collection::btree_map(".{1,12}", ".{0,12}", 1..6),
+            pick: prop::sample::Index,
+            first in style(),
+            second in style(),
+        ) {
+            let name = pick.get(&pairs.keys().collect::<Vec<_>>()).to_string();
+            let body = format!(
+                "{}&{}={}",
+                form_body(&pairs, &first, false),
+                form_encode(&name, &second),
+                form_encode("again", &second),
+            );
+            let err = Params::parse(body.as_bytes()).unwrap_err();
+            prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+            prop_assert!(err.description.contains("repeated"));
+            if !KNOWN_PARAMETERS.contains(&name.as_str()) {
+                prop_assert_eq!(err.description.as_ref(), "a parameter is repeated");
+            }
+        }
+
+        #[test]
+        fn invalid_utf8_in_a_name_or_a_value_is_refused(
+            before in "[a-z]{0,6}",
+            bad in invalid_utf8(),
+            after in ".{0,6}",
+            in_name: bool,
+            style in style(),
+        ) {
+            let broken = format!("{before}{bad}{}", form_encode(&after, &style));
+            let body = if in_name { format!("{broken}=1") } else { format!("v={broken}") };
+            let err = Params::parse(body.as_bytes()).unwrap_err();
+            prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+            prop_assert!(err.description.contains("UTF-8"));
+        }
+
+        #[test]
+        fn any_authorization_header_parses_or_is_an_invalid_request(
+            header in prop::option::of(prop::collection::vec(any::<u8>(), 0..128)),
+        ) {
+            if let Err(err) = AuthorizationHeader::parse(header.as_deref()) {
+                prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+            }
+            if let Err(err) = bearer_token(header.as_deref()) {
+                prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+            }
+        }
+
+        /// RFC 7617 2 with RFC 6749 2.3.1: form-encode id and secret, join them with `:`,
+        /// base64-encode; the scheme is case-insensitive (RFC 7235 2.1).
+        #[test]
+        fn basic_credentials_round_trip(
+            client_id in ".{1,16}",
+            secret in ".{1,32}",
+            style in style(),
+            scheme in "[bB][aA][sS][iI][cC]",
+            padding in "[ ]{0,3}",
+        ) {
+            let user_pass = format!("{}:{}", form_encode(&client_id, &style), form_encode(&secret, &style));
+            let header = format!("{padding}{scheme} {padding}{}{padding}", STANDARD.encode(user_pass));
+            let AuthorizationHeader::Basic(credentials) =
+                AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
+            else {
+                panic!("expected Basic credentials");
+            };
+            prop_assert_eq!(credentials.client_id, client_id);
+            prop_assert_eq!(credentials.secret.expose(), secret.as_str());
+        }
+
+        /// RFC 7617 2: the user-id cannot contain a colon, the password can; a client that does
+        /// not form-encode a secret with a colon in it is still understood.
+        #[test]
+        fn only_the_first_colon_separates_id_and_secret(
+            client_id in "[a-z_]{1,12}",
+            secret in "[a-z:]{0,16}:[a-z:]{0,16}",
+        ) {
+            let header = format!("Basic {}", STANDARD.encode(format!("{client_id}:{secret}")));
+            let AuthorizationHeader::Basic(credentials) =
+                AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
+            else {
+                panic!("expected Basic credentials");
+            };
+            prop_assert_eq!(credentials.client_id, client_id);
+            prop_assert_eq!(credentials.secret.expose(), secret.as_str());
+        }
+
+        #[test]
+        fn another_scheme_is_not_basic(scheme in "[A-Za-z]{1,10}", rest in "[ -~]{0,40}") {
+            prop_assume!(!scheme.eq_ignore_ascii_case("basic"));
+            let header = format!("{scheme} {rest}");
+            prop_assert!(matches!(
+                AuthorizationHeader::parse(Some(header.as_bytes())),
+                Ok(AuthorizationHeader::OtherScheme)
+            ));
+        }
+
+        #[test]
+        fn basic_with_a_character_outside_base64_is_malformed(
+            before in "[A-Za-z0-9]{0,8}",
+            bad in "[!-*,.:-@\\[-`{-~]",
+            after in "[A-Za-z0-9]{0,8}",
+        ) {
+            let header = format!("Basic {before}{bad}{after}");
+            let err = AuthorizationHeader::parse(Some(header.as_bytes())).unwrap_err();
+            prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+        }
+
+        /// Whatever credentials arrive, in the header, the body or both, a request either fails
+        /// with an OAuth error or carries exactly the credentials sent, and they are printable
+        /// ASCII (RFC 6749 Appendix A), so nothing else reaches a query.
+        #[test]
+        fn parsed_requests_carry_only_the_printable_credentials_sent(
+            in_header in prop::option::of((credential_text(), credential_text())),
+            in_body in prop::option::of((credential_text(), credential_text())),
+            style in style(),
+        ) {
+            let mut body = "grant_type=client_credentials&token=t&access_token=a".to_string();
+            if let Some((client_id, secret)) = &in_body {
+                body += &format!(
+                    "&client_id={}&client_secret={}",
+                    form_encode(client_id, &style),
+                    form_encode(secret, &style)
+                );
+            }
+            let params = Params::parse(body.as_bytes()).unwrap();
+            let header = in_header.as_ref().map(|(client_id, secret)| {
+                let user_pass = format!("{}:{}", form_encode(client_id, &style), form_encode(secret, &style));
+                format!("Basic {}", STANDARD.encode(user_pass))
+            });
+            let header = || AuthorizationHeader::parse(header.as_deref().map(str::as_bytes)).unwrap();
+            let sent = match (&in_header, &in_body) {
+                (Some(credentials), None) | (None, Some(credentials)) => Some(credentials),
+                _ => None,
+            };
+            let printable = |text: &str| text.bytes().all(|b| (0x20..=0x7E).contains(&b));
+            let results = [
+                TokenRequest::parse(header(), &params).map(|request| request.credentials),
+                InvalidateRequest::parse(header(), &params).map(|request| request.credentials),
+                RevocationRequest::parse(header(), &params).map(|request| request.credentials),
+                IntrospectionRequest::parse(header(), &params).map(|request| request.credentials),
+            ];
+            for result in results {
+                match (result, sent) {
+                    (Ok(credentials), Some((client_id, secret))) => {
+                        prop_assert_eq!(&credentials.client_id, client_id);
+                        prop_assert_eq!(credentials.secret.expose(), secret.as_str());
+                        prop_assert!(printable(client_id) && printable(secret));
+                    }
+                    (Ok(_), None) => prop_assert!(false, "accepted without one set of credentials"),
+                    (Err(err), Some((client_id, secret))) => {
+                        prop_assert!(!printable(client_id) || !printable(secret));
+                        prop_assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+                    }
+                    (Err(err), None) => {
+                        let expected = if in_header.is_some() {
+                            OAuthErrorCode::InvalidRequest
+                        } else {
+                            OAuthErrorCode::InvalidClient
+                        };
+                        prop_assert_eq!(err.code, expected);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn bearer_tokens_round_trip(token in "[!-~]{1,64}", scheme in "[bB][eE][aA][rR][eE][rR]", padding in "[ ]{0,3}") {
+            let header = format!("{padding}{scheme} {padding}{token}{padding}");
+            let parsed = bearer_token(Some(header.as_bytes())).unwrap().unwrap();
+            prop_assert_eq!(parsed.expose(), token.as_str());
+        }
+    }
+}

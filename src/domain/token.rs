@@ -138,6 +138,16 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
+    /// A value computed outside Rust (Python's `zlib.crc32` and base64url), also the fuzz seed in
+    /// `fuzz/seeds/token_format/`.
+    #[test]
+    fn minting_matches_an_independent_implementation() {
+        let random: [u8; RANDOM_BYTES] = std::array::from_fn(|at| at as u8);
+        let expected = "twp_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8O9eHXQ";
+        assert_eq!(mint(SecretKind::PrimaryToken, &random).expose(), expected);
+        assert_eq!(recognise(expected), Ok(SecretKind::PrimaryToken));
+    }
+
     #[test]
     fn minted_values_have_the_documented_shape_and_are_recognised() {
         for kind in SecretKind::ALL {
@@ -194,5 +204,100 @@ mod tests {
             masked(SecretKind::PrimaryToken, &hint),
             format!("twp_…{hint}")
         );
+    }
+}
+
+/// Properties of the format check: total over any string, exact for minted values, and the
+/// CRC-32 catches every single-character error (it detects every burst of up to 32 bits).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn kind() -> impl Strategy<Value = SecretKind> {
+        prop::sample::select(SecretKind::ALL.to_vec())
+    }
+
+    fn minted() -> impl Strategy<Value = (SecretKind, [u8; RANDOM_BYTES], String)> {
+        (kind(), any::<[u8; RANDOM_BYTES]>())
+            .prop_map(|(kind, random)| (kind, random, mint(kind, &random).expose().to_string()))
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_recognised_only_in_the_token_shape(value in ".{0,64}") {
+            if let Ok(kind) = recognise(&value) {
+                prop_assert_eq!(value.len(), VALUE_LEN);
+                prop_assert!(value.starts_with(kind.prefix()));
+            }
+        }
+
+        #[test]
+        fn near_misses_of_the_shape_never_panic(
+            prefix in prop::sample::select(vec!["twp_", "tws_", "twa_", "twk_", "twr_", "twm_", "twx_", "tw\u{e9}"]),
+            rest in "[A-Za-z0-9_\\-=+/é]{0,52}",
+        ) {
+            let _ = recognise(&format!("{prefix}{rest}"));
+        }
+
+        #[test]
+        fn minted_values_round_trip((kind, random, value) in minted()) {
+            prop_assert_eq!(value.len(), VALUE_LEN);
+            prop_assert_eq!(recognise(&value), Ok(kind));
+            let body = &value[PREFIX_LEN..PREFIX_LEN + BODY_LEN];
+            prop_assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap(), random.to_vec());
+        }
+
+        #[test]
+        fn any_single_character_substitution_is_refused(
+            (_, _, value) in minted(),
+            at in 0..VALUE_LEN,
+            replacement in any::<char>(),
+        ) {
+            let mut chars: Vec<char> = value.chars().collect();
+            prop_assume!(chars[at] != replacement);
+            chars[at] = replacement;
+            let altered: String = chars.into_iter().collect();
+            prop_assert_eq!(recognise(&altered), Err(MalformedValue));
+        }
+
+        /// Swapping two different neighbours is a burst of at most 16 bits: CRC-32 sees it.
+        #[test]
+        fn swapping_neighbours_before_the_checksum_is_refused(
+            (_, _, value) in minted(),
+            at in 0..PREFIX_LEN + BODY_LEN - 1,
+        ) {
+            let mut bytes = value.into_bytes();
+            prop_assume!(bytes[at] != bytes[at + 1]);
+            bytes.swap(at, at + 1);
+            let altered = String::from_utf8(bytes).unwrap();
+            prop_assert_eq!(recognise(&altered), Err(MalformedValue));
+        }
+
+        /// The checksum covers the prefix: a value cannot be passed off as another kind.
+        #[test]
+        fn another_kinds_prefix_is_refused((kind, _, value) in minted(), other in kind()) {
+            prop_assume!(kind != other);
+            let relabelled = format!("{}{}", other.prefix(), &value[PREFIX_LEN..]);
+            prop_assert_eq!(recognise(&relabelled), Err(MalformedValue));
+        }
+
+        #[test]
+        fn insertions_and_deletions_are_refused(
+            (_, _, value) in minted(),
+            at in 0..VALUE_LEN,
+            inserted in any::<char>(),
+            insert: bool,
+        ) {
+            let mut chars: Vec<char> = value.chars().collect();
+            if insert {
+                chars.insert(at, inserted);
+            } else {
+                chars.remove(at);
+            }
+            let altered: String = chars.into_iter().collect();
+            prop_assert_eq!(recognise(&altered), Err(MalformedValue));
+        }
     }
 }

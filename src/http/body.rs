@@ -38,7 +38,8 @@ pub async fn read_form(
 
 /// Reads an `application/json` body of the admin API into `T`, which must be a JSON object (serde
 /// would otherwise also read a struct from an array of its fields). An empty body sent without a
-/// `Content-Type` is `T::default()`, for actions whose fields are all optional.
+/// `Content-Type`, or the JSON `null`, is `T::default()`, for actions whose fields are all
+/// optional (the OpenAPI document describes such an optional body as "null or the object").
 ///
 /// Unreadable JSON is 400; JSON of the wrong shape (not an object, unknown or missing field, wrong
 /// type) is 422; another media type is 415 (RFC 9110 15.5.16).
@@ -58,8 +59,18 @@ pub async fn read_json<T: DeserializeOwned + Default>(
             expected: "application/json",
         });
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    parse_json(&body)
+}
+
+/// The JSON rules of [`read_json`] on a body already read: `T` from a JSON object or `null`, or
+/// [`ApiError::MalformedJson`] / [`ApiError::JsonShape`]. Public so that the fuzz targets
+/// (`fuzz/`) can feed it bytes without an HTTP request.
+pub fn parse_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| ApiError::MalformedJson(error.to_string()))?;
+    if value.is_null() {
+        return Ok(T::default());
+    }
     if !value.is_object() {
         return Err(ApiError::JsonShape(
             "the request body must be a JSON object".into(),
@@ -70,10 +81,12 @@ pub async fn read_json<T: DeserializeOwned + Default>(
 
 /// serde's message, except that an unknown field is not named: the name is the client's own text,
 /// which may be a secret sent in the wrong place, and error descriptions get logged and shown.
+/// serde writes the name before its list of expected fields, so the list starts at the *last*
+/// ", expected": the name itself may contain that text.
 fn shape_error(error: &serde_json::Error) -> String {
     let message = error.to_string();
     match message.strip_prefix("unknown field `") {
-        Some(rest) => match rest.split_once(", expected") {
+        Some(rest) => match rest.rsplit_once(", expected") {
             Some((_, expected)) => format!("the body has an unknown field; expected{expected}"),
             None => "the body has an unknown field".into(),
         },
@@ -128,4 +141,180 @@ fn has_media_type(request: &HttpRequest, expected: &str) -> bool {
     };
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case(expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::admin::{CreateTokenBody, TokenActionBody};
+
+    /// The input of the `admin_json` fuzz target's first crash (`fuzz/`): the target's own check
+    /// was wrong (the name "expe" is part of serde's fixed text), but the input stays a test of
+    /// the exact message.
+    #[test]
+    fn unknown_fields_named_like_the_expected_ones_get_the_fixed_message() {
+        let body = br#"{ "scopon": " fed", "expieescriptkon`, ires_at`, `scoon": " fed", "expieescriptkon`, , ires_at`, `scoon": " fed", "expe": "reamd )w\/\\r:ite"}"#;
+        for message in [
+            shape_message::<CreateTokenBody>(body),
+            shape_message::<TokenActionBody>(body),
+        ] {
+            assert!(
+                [
+                    "the body has an unknown field; expected one of `description`, `expires_at`, `scope`",
+                    "the body has an unknown field; expected `description`",
+                ]
+                .contains(&message.as_str()),
+                "{message}"
+            );
+        }
+    }
+
+    fn shape_message<T: DeserializeOwned + Default>(body: &[u8]) -> String {
+        match parse_json::<T>(body) {
+            Err(ApiError::JsonShape(message)) => message,
+            _ => panic!("not a shape error"),
+        }
+    }
+
+    /// Found by schemathesis: the document allows `null` for the optional action bodies.
+    #[test]
+    fn null_is_no_body() {
+        let body = parse_json::<TokenActionBody>(b" null ").unwrap();
+        assert_eq!(body.description, None);
+        for not_an_object in [&b"[]"[..], b"\"x\"", b"1", b"true"] {
+            assert!(matches!(
+                parse_json::<TokenActionBody>(not_an_object),
+                Err(ApiError::JsonShape(_))
+            ));
+        }
+    }
+
+    /// Found by `an_unknown_field_name_is_never_echoed`: a name holding serde's own ", expected"
+    /// used to leave its tail in the message.
+    #[test]
+    fn an_unknown_field_named_like_the_message_is_not_echoed() {
+        let body = br#"{"a, expected twp_SECRET": 1}"#;
+        let Err(ApiError::JsonShape(message)) = parse_json::<CreateTokenBody>(body) else {
+            panic!("an unknown field was accepted");
+        };
+        assert_eq!(
+            message,
+            "the body has an unknown field; expected one of `description`, `expires_at`, `scope`"
+        );
+    }
+}
+
+/// Properties of the admin API's JSON parsing: any bytes and any JSON value end in a body or a
+/// typed error, and an unknown field's name, which may be a misplaced secret, is never echoed.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::http::admin::{CreateTokenBody, TokenActionBody};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("description".to_string()),
+                        Just("expires_at".to_string()),
+                        Just("scope".to_string()),
+                        ".{0,8}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// What any admin JSON body may turn into: the body, or one of the two JSON errors.
+    fn parses_or_is_a_json_error<T: DeserializeOwned + Default>(
+        body: &[u8],
+    ) -> Result<(), TestCaseError> {
+        match parse_json::<T>(body) {
+            Ok(_) | Err(ApiError::MalformedJson(_) | ApiError::JsonShape(_)) => Ok(()),
+            Err(other) => Err(TestCaseError::fail(format!("unexpected error {other:?}"))),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_a_json_error(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            parses_or_is_a_json_error::<CreateTokenBody>(&body)?;
+            parses_or_is_a_json_error::<TokenActionBody>(&body)?;
+        }
+
+        /// Valid JSON is never "malformed"; only an object (or `null`, no body) can be a body.
+        #[test]
+        fn any_json_value_is_a_body_or_a_shape_error(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            for result in [
+                parse_json::<CreateTokenBody>(&body).map(drop),
+                parse_json::<TokenActionBody>(&body).map(drop),
+            ] {
+                match result {
+                    Ok(()) => prop_assert!(value.is_object() || value.is_null()),
+                    Err(ApiError::JsonShape(_)) => {}
+                    Err(other) => prop_assert!(false, "unexpected error {:?}", other),
+                }
+            }
+        }
+
+        #[test]
+        fn create_bodies_round_trip(
+            description in ".{0,40}",
+            expires_at in prop::option::of(".{0,30}"),
+            scope in prop::option::of(".{0,30}"),
+        ) {
+            let mut object = json!({ "description": description });
+            if let Some(expires_at) = &expires_at {
+                object["expires_at"] = json!(expires_at);
+            }
+            if let Some(scope) = &scope {
+                object["scope"] = json!(scope);
+            }
+            let body: CreateTokenBody = parse_json(&serde_json::to_vec(&object).unwrap()).unwrap();
+            prop_assert_eq!(body.description, description);
+            prop_assert_eq!(body.expires_at, expires_at);
+            prop_assert_eq!(body.scope, scope);
+        }
+
+        /// serde names an unknown field in its message (`unknown field `…`, expected …`); the
+        /// name is the client's text and must not come back, whatever characters it holds.
+        #[test]
+        fn an_unknown_field_name_is_never_echoed(
+            before in "(, expected|`|one of|[a-z ]){0,6}",
+            after in "(, expected|`|one of|[a-z ]){0,6}",
+            known: bool,
+        ) {
+            let name = format!("{before}twp_SECRET{after}");
+            let mut object = json!({ name: 1 });
+            if known {
+                object["description"] = json!("ok");
+            }
+            let body = serde_json::to_vec(&object).unwrap();
+            for result in [
+                parse_json::<CreateTokenBody>(&body).map(drop),
+                parse_json::<TokenActionBody>(&body).map(drop),
+            ] {
+                let Err(ApiError::JsonShape(message)) = result else {
+                    return Err(TestCaseError::fail("an unknown field was accepted"));
+                };
+                prop_assert!(!message.contains("SECRET"), "{}", message);
+            }
+        }
+    }
 }

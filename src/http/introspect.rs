@@ -59,7 +59,7 @@ pub struct IntrospectionResponse {
             headers(("Retry-After" = u64, description = "Seconds until the lock ends"))),
         (status = 503, description = "Database unavailable", body = super::error::ErrorBody),
     ),
-    security(("client_secret_basic" = []))
+    security((), ("resource_server_basic" = []))
 )]
 pub async fn introspect(
     state: web::Data<AppState>,
@@ -116,10 +116,14 @@ pub async fn introspect(
 #[allow(dead_code)]
 pub struct IntrospectForm {
     /// The token to check.
+    #[schema(min_length = 1)]
     token: String,
     /// Advisory only.
+    #[schema(nullable = false)]
     token_type_hint: Option<String>,
     /// Resource server client id, when not sent by HTTP Basic.
+    #[schema(nullable = false)]
     client_id: Option<String>,
+    #[schema(nullable = false)]
     client_secret: Option<String>,
 }

@@ -18,6 +18,11 @@ pub mod openapi;
 
 use error::ApiError;
 
+/// The admin API's JSON bodies and their parser, for the fuzz targets in `fuzz/`: the handlers
+/// stay private, the untrusted-input parsing they share is reachable without an HTTP request.
+pub use admin::{CreateTokenBody, TokenActionBody};
+pub use body::parse_json;
+
 /// What handlers share: the service context, the HTTP limits and the background tasks.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -195,12 +195,20 @@ pub(super) fn no_store(
 #[allow(dead_code)]
 pub struct TokenForm {
     /// Must be `client_credentials`.
+    #[schema(pattern = "^client_credentials$")]
     grant_type: String,
     /// Site key, when not sent by HTTP Basic.
+    #[schema(nullable = false)]
     client_id: Option<String>,
     /// Auth key, when not sent by HTTP Basic.
+    #[schema(nullable = false)]
     client_secret: Option<String>,
-    /// Not available to site credentials.
+    /// Not available to site credentials. Space-separated scope tokens (RFC 6749 3.3); empty is
+    /// the same as absent.
+    #[schema(
+        nullable = false,
+        pattern = r"^$|^ *[\x21\x23-\x5B\x5D-\x7E]+( +[\x21\x23-\x5B\x5D-\x7E]+)* *$"
+    )]
     scope: Option<String>,
 }
 
@@ -209,8 +217,11 @@ pub struct TokenForm {
 #[allow(dead_code)]
 pub struct InvalidateForm {
     /// The site's current primary token.
+    #[schema(min_length = 1)]
     access_token: String,
+    #[schema(nullable = false)]
     client_id: Option<String>,
+    #[schema(nullable = false)]
     client_secret: Option<String>,
 }
 
@@ -219,9 +230,13 @@ pub struct InvalidateForm {
 #[allow(dead_code)]
 pub struct RevokeForm {
     /// The token to revoke.
+    #[schema(min_length = 1)]
     token: String,
     /// `access_token` or `refresh_token`; advisory only.
+    #[schema(nullable = false)]
     token_type_hint: Option<String>,
+    #[schema(nullable = false)]
     client_id: Option<String>,
+    #[schema(nullable = false)]
     client_secret: Option<String>,
 }

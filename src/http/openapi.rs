@@ -80,7 +80,8 @@ use super::oauth::{
 pub struct ApiDoc;
 
 /// Declares HTTP Basic client authentication (RFC 6749 2.3.1 `client_secret_basic`) and the admin
-/// API's bearer tokens (RFC 6750).
+/// API's bearer tokens (RFC 6750). Resource servers authenticate the same way as sites, but with
+/// credentials of another kind, so introspection names its own scheme.
 struct ClientAuthentication;
 
 impl Modify for ClientAuthentication {
@@ -88,6 +89,10 @@ impl Modify for ClientAuthentication {
         if let Some(components) = openapi.components.as_mut() {
             components.add_security_scheme(
                 "client_secret_basic",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+            );
+            components.add_security_scheme(
+                "resource_server_basic",
                 SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
             );
             components.add_security_scheme(

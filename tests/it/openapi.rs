@@ -58,6 +58,27 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         document["components"]["securitySchemes"]["client_secret_basic"]["scheme"],
         "basic"
     );
+    assert_eq!(
+        document["components"]["securitySchemes"]["resource_server_basic"]["scheme"],
+        "basic"
+    );
+    assert_eq!(
+        document["paths"]["/oauth2/introspect"]["post"]["security"][1]["resource_server_basic"],
+        serde_json::json!([])
+    );
+    // What a schema can say of the forms (scripts/schemathesis checks the rest against the server).
+    assert_eq!(
+        schemas["TokenForm"]["properties"]["grant_type"]["pattern"],
+        "^client_credentials$"
+    );
+    assert_eq!(
+        schemas["IntrospectForm"]["properties"]["token"]["minLength"],
+        1
+    );
+    assert_eq!(
+        schemas["TokenForm"]["properties"]["client_id"]["type"],
+        "string"
+    );
     let admin_operations = [
         ("/admin/v1/sites", "get"),
         ("/admin/v1/sites/{site_key}", "get"),
