@@ -4,7 +4,7 @@
 //! HTTP layer hands in the raw body and `Authorization` header; services receive only the typed
 //! requests below.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -22,7 +22,9 @@ pub struct Params(BTreeMap<String, String>);
 impl Params {
     /// Decodes a form body: `+` is a space, `%XX` a byte, and the decoded bytes must be UTF-8.
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
-        let mut seen = BTreeMap::<String, Option<String>>::new();
+        let mut params = BTreeMap::<String, String>::new();
+        // Names sent without a value: omitted (RFC 6749 3.1), yet still counted as sent once.
+        let mut omitted = BTreeSet::<String>::new();
         for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
@@ -30,16 +32,16 @@ impl Params {
             };
             let name = form_decode(name)?;
             let value = form_decode(value)?;
-            if seen.contains_key(&name) {
+            if params.contains_key(&name) || omitted.contains(&name) {
                 return Err(OAuthError::invalid_request(repeated(&name)));
             }
-            seen.insert(name, (!value.is_empty()).then_some(value));
+            if value.is_empty() {
+                omitted.insert(name);
+            } else {
+                params.insert(name, value);
+            }
         }
-        Ok(Self(
-            seen.into_iter()
-                .filter_map(|(name, value)| Some((name, value?)))
-                .collect(),
-        ))
+        Ok(Self(params))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -52,12 +54,24 @@ impl Params {
     }
 }
 
+/// `+` is a space and `%XX` a byte (an invalid escape stays as it is, as `percent_decode` leaves
+/// it); the result must be UTF-8. A value without either, the usual case (tokens and secrets are
+/// base64url), is copied through: this runs for every name and value of every request.
 fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+    let bytes = if raw.iter().any(|&b| b == b'%' || b == b'+') {
+        // An escape never spans a `+` (not a hex digit), so decoding the pieces between them
+        // is decoding the whole with `+` read as a space, in one pass and one buffer.
+        let mut bytes = Vec::with_capacity(raw.len());
+        for (index, piece) in raw.split(|&b| b == b'+').enumerate() {
+            if index > 0 {
+                bytes.push(b' ');
+            }
+            bytes.extend(percent_encoding::percent_decode(piece));
+        }
+        bytes
+    } else {
+        raw.to_vec()
+    };
     String::from_utf8(bytes)
         .map_err(|_| OAuthError::invalid_request("the request body is not valid UTF-8"))
 }
@@ -346,6 +360,85 @@ mod tests {
         }
     }
 
+    /// The form decoding before the copy-through fast path: every `+` made a space, then the
+    /// whole percent-decoded.
+    fn reference_form_decode(raw: &[u8]) -> Option<String> {
+        let plus_as_space: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        String::from_utf8(percent_encoding::percent_decode(&plus_as_space).collect()).ok()
+    }
+
+    #[test]
+    fn form_decoding_copies_plain_values_and_decodes_escapes() {
+        for (raw, decoded) in [
+            (&b""[..], Some("")),
+            (b"twp_abc-_XYZ09", Some("twp_abc-_XYZ09")),
+            (b"a+b", Some("a b")),
+            (b"+", Some(" ")),
+            (b"++a++", Some("  a  ")),
+            (b"%2B", Some("+")),
+            (b"%2b+%2B", Some("+ +")),
+            (b"%20%41", Some(" A")),
+            (b"%", Some("%")),
+            (b"%4", Some("%4")),
+            (b"%4+1", Some("%4 1")),
+            (b"%+41", Some("% 41")),
+            (b"%zz", Some("%zz")),
+            (b"100%", Some("100%")),
+            (b"%%41", Some("%A")),
+            (b"caf%C3%A9", Some("caf\u{e9}")),
+            ("caf\u{e9}".as_bytes(), Some("caf\u{e9}")),
+            (b"%C3", None),
+            (b"\xff", None),
+            (b"a+%FF", None),
+        ] {
+            assert_eq!(form_decode(raw).ok().as_deref(), decoded, "{raw:?}");
+            assert_eq!(reference_form_decode(raw).as_deref(), decoded, "{raw:?}");
+        }
+        let err = form_decode(b"%FF").unwrap_err();
+        assert_eq!(err.description, "the request body is not valid UTF-8");
+    }
+
+    #[test]
+    fn form_decoding_matches_the_two_pass_reference() {
+        let alphabet = b"a+%2BF0zg\xc3\xa9=&";
+        // Every string of up to four bytes over escapes, hex digits, UTF-8 and plain bytes.
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut longest: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            longest = longest
+                .iter()
+                .flat_map(|input| alphabet.iter().map(|&b| [&input[..], &[b]].concat()))
+                .collect();
+            inputs.extend(longest.iter().cloned());
+        }
+        for input in &inputs {
+            assert_eq!(
+                form_decode(input).ok(),
+                reference_form_decode(input),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_values_are_omitted_but_count_as_sent() {
+        let params = Params::parse(b"token=&token_type_hint=x&&scope").unwrap();
+        assert_eq!(params.get("token"), None);
+        assert_eq!(params.get("token_type_hint"), Some("x"));
+        for body in [
+            &b"token=&token=a"[..],
+            b"token=a&token=",
+            b"token&token",
+            b"a+b=1&a%20b=",
+        ] {
+            let err = Params::parse(body).unwrap_err();
+            assert!(err.description.contains("repeated"), "{body:?}");
+        }
+    }
+
     #[test]
     fn basic_credentials_are_form_decoded() {
         let header = basic("site%3Aone:p%40ss+word");
@@ -356,6 +449,23 @@ mod tests {
         };
         assert_eq!(credentials.client_id, "site:one");
         assert_eq!(credentials.secret.expose(), "p@ss word");
+        let header = basic("twr_plain-id_09:twk_plain-secret_09");
+        let AuthorizationHeader::Basic(credentials) =
+            AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
+        else {
+            panic!("expected Basic credentials")
+        };
+        assert_eq!(credentials.client_id, "twr_plain-id_09");
+        assert_eq!(credentials.secret.expose(), "twk_plain-secret_09");
+        for (user_pass, id, secret) in [("a:b:c", "a", "b:c"), ("a+b:%3A", "a b", ":")] {
+            let AuthorizationHeader::Basic(credentials) =
+                AuthorizationHeader::parse(Some(basic(user_pass).as_bytes())).unwrap()
+            else {
+                panic!("expected Basic credentials")
+            };
+            assert_eq!(credentials.client_id, id, "{user_pass}");
+            assert_eq!(credentials.secret.expose(), secret, "{user_pass}");
+        }
     }
 
     #[test]

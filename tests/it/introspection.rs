@@ -18,6 +18,7 @@ crate::on_both_backends!(
     a_deleted_resource_server_is_refused_at_once,
     disabling_a_site_deactivates_its_tokens_on_the_next_request,
     last_used_at_is_written_in_batches,
+    usage_batches_keep_the_latest_time_per_token,
     usage_flushes_leave_the_cache_warm,
     introspection_does_not_write_and_shutdown_flushes_usage,
     exactness_holds_with_the_cache_switched_off,
@@ -254,6 +255,61 @@ fn last_used_at_is_written_in_batches(app: TestApp) {
         assert!(Instant::now() < deadline, "last_used_at was never written");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The flush writes a whole batch per statement (`Store::record_token_use`): a time never moves
+/// backwards, a use from before the value was generated is not its use, a token listed twice keeps
+/// its latest time, and a batch longer than one statement is written whole.
+fn usage_batches_keep_the_latest_time_per_token(app: TestApp) {
+    let at = |day: i64| {
+        chrono::DateTime::from_timestamp(4_102_444_800 + day * 86_400, 0)
+            .expect("a time in 2100")
+            .naive_utc()
+    };
+    let mut ids = Vec::new();
+    for name in ["Batch One", "Batch Two", "Batch Three"] {
+        let site = app.create_site(name);
+        app.primary_token(&site);
+        ids.push(
+            app.db
+                .count("SELECT CAST(MAX(id) AS BIGINT) AS n FROM tokens"),
+        );
+    }
+    let used_on = |id: i64, day: &str| {
+        app.db.count(&format!(
+            "SELECT COUNT(*) AS n FROM tokens WHERE id = {id} AND last_used_at = '{day} 00:00:00'"
+        ))
+    };
+    let store = &app.context.store;
+    let before_generation = chrono::DateTime::from_timestamp(0, 0)
+        .expect("the epoch")
+        .naive_utc();
+    store
+        .record_token_use(&[
+            (ids[0], at(2)),
+            (ids[1], before_generation),
+            (ids[2], at(5)),
+            (ids[2], at(1)),
+        ])
+        .expect("flush");
+    assert_eq!(used_on(ids[0], "2100-01-03"), 1);
+    assert_eq!(used_on(ids[2], "2100-01-06"), 1, "the latest of two uses");
+    assert_eq!(
+        app.db.count(&format!(
+            "SELECT COUNT(*) AS n FROM tokens WHERE id = {} AND last_used_at IS NULL",
+            ids[1]
+        )),
+        1,
+        "a use from before the value was generated"
+    );
+    store.record_token_use(&[(ids[0], at(1))]).expect("flush");
+    assert_eq!(used_on(ids[0], "2100-01-03"), 1, "moved backwards");
+    // Unknown ids first, so the real uses fall in the batch's third statement.
+    let mut long_batch: Vec<_> = (0..1_200).map(|n| (1_000_000_000 + n, at(9))).collect();
+    long_batch.extend([(ids[0], at(3)), (ids[1], at(4))]);
+    store.record_token_use(&long_batch).expect("flush");
+    assert_eq!(used_on(ids[0], "2100-01-04"), 1);
+    assert_eq!(used_on(ids[1], "2100-01-05"), 1);
 }
 
 /// A flush of `last_used_at` changes no answer, so it must not empty the cache: on SQLite it is
