@@ -61,6 +61,11 @@ struct GlobalArgs {
     db_timeout_ms: u64,
 }
 
+/// A default duration as the whole milliseconds its flag takes.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server
@@ -145,14 +150,16 @@ struct ServeArgs {
     #[arg(long, env = "TOKENWARDEN_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
     /// Seconds an idle connection is kept open between requests (0: no keep-alive)
-    #[arg(long, env = "TOKENWARDEN_KEEP_ALIVE_SECS", default_value_t = 5)]
+    #[arg(long, env = "TOKENWARDEN_KEEP_ALIVE_SECS", default_value_t = ConnectionLimits::default().keep_alive.as_secs())]
     keep_alive_secs: u64,
     /// Milliseconds a new connection has to send its request head, then 408 and closed
-    #[arg(long, env = "TOKENWARDEN_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+    #[arg(long, env = "TOKENWARDEN_CLIENT_REQUEST_TIMEOUT_MS",
+          default_value_t = millis(ConnectionLimits::default().client_request_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     client_request_timeout_ms: u64,
     /// Milliseconds a closing connection has to shut down before it is dropped
-    #[arg(long, env = "TOKENWARDEN_CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1000,
+    #[arg(long, env = "TOKENWARDEN_CLIENT_DISCONNECT_TIMEOUT_MS",
+          default_value_t = millis(ConnectionLimits::default().client_disconnect_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     client_disconnect_timeout_ms: u64,
 }

@@ -247,6 +247,22 @@ impl BackgroundHandle {
     }
 }
 
+/// The last flush failed (the database is busy or away): a few more tries over about a second,
+/// then say at error level how many tokens' last use is lost, rather than exit quietly.
+fn flush_before_exit(context: &Context) {
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(200));
+        if context.introspection.usage.flush(&context.store).is_ok() {
+            return;
+        }
+    }
+    log::error!(
+        "stopping without recording the last use of {} tokens: the database did not take the \
+         last usage batch",
+        context.introspection.usage.pending()
+    );
+}
+
 impl BackgroundTasks {
     fn start(config: &Config, context: &Context) -> Result<Self, StartError> {
         let stop_listener = Arc::new(AtomicBool::new(false));
@@ -265,6 +281,9 @@ impl BackgroundTasks {
                 );
                 if let Err(error) = context.introspection.usage.flush(&context.store) {
                     log::warn!("could not record token usage yet: {error}");
+                    if stop {
+                        flush_before_exit(&context);
+                    }
                 }
                 if stop {
                     break;

@@ -29,8 +29,10 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the TLS certificate file {path} holds no PEM certificate: {detail}")]
-    Certificate { path: PathBuf, detail: String },
+    /// The parser's message is left out here too: a key file given as the certificate would
+    /// have its bytes quoted.
+    #[error("the TLS certificate file {path} holds no PEM certificate")]
+    Certificate { path: PathBuf },
     /// The parser's own message is left out: for a key file it may quote the file's bytes.
     #[error("the TLS key file {path} holds no PEM private key (PKCS#8, RSA or SEC1)")]
     Key { path: PathBuf },
@@ -49,15 +51,14 @@ impl TlsFiles {
     /// certificates, and only the ring provider, so no second crypto library is linked.
     pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
         let chain = read(&self.cert)?;
-        let certificate_error = |detail: String| TlsError::Certificate {
+        let certificate_error = || TlsError::Certificate {
             path: self.cert.clone(),
-            detail,
         };
         let certs: Vec<_> = CertificateDer::pem_slice_iter(&chain)
             .collect::<Result<_, _>>()
-            .map_err(|error| certificate_error(error.to_string()))?;
+            .map_err(|_| certificate_error())?;
         if certs.is_empty() {
-            return Err(certificate_error("none found".into()));
+            return Err(certificate_error());
         }
         let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?).map_err(|_| TlsError::Key {
             path: self.key.clone(),

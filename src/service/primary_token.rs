@@ -162,15 +162,21 @@ fn retire_unopenable(
     token: &PrimaryToken,
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
-    context
-        .store
-        .invalidate_primary_token(site.id, &token.value_digest, &site_actor(site), now)?;
-    context.counters.count_invalidated();
-    log::warn!(
-        "the primary token of site {} was sealed under another server secret; invalidated, a new \
-         one is minted",
-        site.site_key
-    );
+    let outcome = context.store.invalidate_primary_token(
+        site.id,
+        &token.value_digest,
+        &site_actor(site),
+        now,
+    )?;
+    // A concurrent request may have retired it first; only the one that did counts and logs.
+    if outcome == InvalidationOutcome::Invalidated {
+        context.counters.count_invalidated();
+        log::warn!(
+            "the primary token of site {} was sealed under another server secret; invalidated, a \
+             new one is minted",
+            site.site_key
+        );
+    }
     Ok(())
 }
 

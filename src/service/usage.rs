@@ -28,6 +28,11 @@ impl UsageRecorder {
         pending.len() >= MAX_PENDING
     }
 
+    /// How many tokens have a use not written yet.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Writes the pending batch. On failure the batch is put back (merged with newer uses), so a
     /// database outage delays usage times but does not lose them.
     pub fn flush(&self, store: &Store) -> Result<usize, StoreError> {

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
@@ -229,20 +231,28 @@ fn killing_the_server_mid_write_loses_nothing_acknowledged(backend: Backend) {
             .unwrap()
             .to_string()
     };
+    let progress = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = sites
         .iter()
         .cloned()
         .map(|site| {
             let base_url = base_url.clone();
-            std::thread::spawn(move || integrator_load(&base_url, &site))
+            let progress = progress.clone();
+            std::thread::spawn(move || integrator_load(&base_url, &site, progress))
         })
         .chain(sites.iter().map(|site| {
             let (base_url, token, site_key) =
                 (base_url.clone(), admin_token.clone(), site.site_key.clone());
-            std::thread::spawn(move || admin_load(&base_url, &token, &site_key))
+            let progress = progress.clone();
+            std::thread::spawn(move || admin_load(&base_url, &token, &site_key, progress))
         }))
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill mid-stream once enough writes were acknowledged to mean something.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.load(Ordering::Relaxed) < 100 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     server.kill();
     let journals: Vec<Journal> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let acknowledged: usize = journals.iter().map(|j| j.acknowledged().len()).sum();
@@ -362,9 +372,19 @@ struct Journal {
     operations: Vec<(Operation, bool)>,
     /// The site an admin worker managed.
     admin_site: Option<String>,
+    /// Acknowledged writes of every worker of the test, so it knows when to kill.
+    progress: Arc<AtomicUsize>,
 }
 
 impl Journal {
+    /// The last operation got its 2xx.
+    fn acknowledge(&mut self) {
+        if let Some(last) = self.operations.last_mut() {
+            last.1 = true;
+        }
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn acknowledged(&self) -> Vec<&Operation> {
         self.operations
             .iter()
@@ -434,14 +454,17 @@ fn send(
         return Some(body);
     }
     assert!(status.is_success(), "{status}: {body}");
-    journal.operations.last_mut().unwrap().1 = true;
+    journal.acknowledge();
     Some(body)
 }
 
-fn integrator_load(base_url: &str, site: &SiteKeys) -> Journal {
+fn integrator_load(base_url: &str, site: &SiteKeys, progress: Arc<AtomicUsize>) -> Journal {
     let client = Client::new();
     let credentials = Some((site.site_key.as_str(), site.auth_key.as_str()));
-    let mut journal = Journal::default();
+    let mut journal = Journal {
+        progress,
+        ..Journal::default()
+    };
     loop {
         let request = form_request(
             &client,
@@ -461,7 +484,8 @@ fn integrator_load(base_url: &str, site: &SiteKeys) -> Journal {
             return journal;
         };
         let value = body["access_token"].as_str().unwrap().to_string();
-        *journal.operations.last_mut().unwrap() = (Operation::Minted(value.clone()), true);
+        journal.operations.last_mut().unwrap().0 = Operation::Minted(value.clone());
+        journal.acknowledge();
         let request = form_request(
             &client,
             format!("{base_url}/oauth2/invalidate_token"),
@@ -474,11 +498,17 @@ fn integrator_load(base_url: &str, site: &SiteKeys) -> Journal {
     }
 }
 
-fn admin_load(base_url: &str, admin_token: &str, site_key: &str) -> Journal {
+fn admin_load(
+    base_url: &str,
+    admin_token: &str,
+    site_key: &str,
+    progress: Arc<AtomicUsize>,
+) -> Journal {
     let client = Client::new();
     let tokens = format!("{base_url}/admin/v1/sites/{site_key}/tokens");
     let mut journal = Journal {
         admin_site: Some(site_key.to_string()),
+        progress,
         ..Journal::default()
     };
     let mut created = Vec::new();
@@ -492,7 +522,8 @@ fn admin_load(base_url: &str, admin_token: &str, site_key: &str) -> Journal {
         };
         match body["id"].as_i64() {
             Some(id) => {
-                *journal.operations.last_mut().unwrap() = (Operation::Created(Some(id)), true);
+                journal.operations.last_mut().unwrap().0 = Operation::Created(Some(id));
+                journal.acknowledge();
                 created.push(id);
             }
             None => break,
@@ -791,7 +822,7 @@ fn a_connection_that_died_between_reads_leaves_the_pool() {
 
     let name = database_name(&app.db.url);
     postgres_admin().execute(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
          WHERE datname = '{name}' AND pid <> pg_backend_pid();"
     ));
     let statuses: Vec<u16> = (0..5).map(|_| introspect()).collect();

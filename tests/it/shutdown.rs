@@ -110,22 +110,35 @@ fn the_shutdown_timeout_bounds_a_request_that_never_finishes() {
 }
 
 /// Opens a token request and sends its headers and half its body; returns the connection and the
-/// rest of the body. Waits a moment so the server has taken the connection in.
+/// rest of the body. The headers ask for `100 Continue`, and the body follows only once the server
+/// has answered it: proof that a worker has taken the request in.
 fn start_slow_request(address: SocketAddr, body: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let (first, rest) = body.split_at(body.len() / 2);
     write!(
         stream,
         "POST /oauth2/token HTTP/1.1\r\nHost: {address}\r\nContent-Type: \
-         application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{first}",
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
         body.len()
     )
     .unwrap();
     stream.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("the server answers 100 Continue");
+        interim.push(byte[0]);
+    }
+    let interim = String::from_utf8_lossy(&interim);
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    stream.write_all(first.as_bytes()).unwrap();
+    stream.flush().unwrap();
     (stream, rest.to_string())
 }
 
