@@ -11,9 +11,12 @@
 //! TOKENWARDEN_SECRET=… cargo run --release --example bench_seed -- seed \
 //!     --database URL --out DIR [--sites 10000] [--tokens 10000] [--primaries 1000] \
 //!     [--sample 1000] [--unknown 1000]
-//! cargo run --release --example bench_seed -- create-postgres-db ADMIN_URL   # prints the new URL
+//! cargo run --release --example bench_seed -- create-postgres-db ADMIN_URL [tw_soak]  # prints the URL
 //! cargo run --release --example bench_seed -- drop-postgres-db ADMIN_URL NAME
 //! ```
+//!
+//! `scripts/soak` uses the last two as well, with the prefix `tw_soak`, so that its databases are
+//! told apart from the benchmark's.
 //!
 //! `--tokens` counts every token, primaries included; the rest are spread over the sites in slots
 //! 1..9 (so `--tokens` may be at most `--primaries + 9 × --sites`). Files written to `--out`, one
@@ -54,16 +57,23 @@ const SITES_PER_STEP: usize = 1000;
 const STEPS_PER_TRANSACTION: usize = 25;
 /// Highest slot of a non-primary token (slot 0 is the primary's).
 const LAST_SLOT: usize = 9;
+/// The only names of databases this example creates and drops: the benchmark's (the default) and
+/// the soak's, each followed by `_` and random hex.
+const DATABASE_PREFIXES: [&str; 2] = ["tw_bench", "tw_soak"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("seed") => Options::parse(&args[1..]).and_then(|options| seed(&options)),
-        Some("create-postgres-db") if args.len() == 2 => create_postgres_db(&args[1]),
+        Some("create-postgres-db") if args.len() == 2 => {
+            create_postgres_db(&args[1], DATABASE_PREFIXES[0])
+        }
+        Some("create-postgres-db") if args.len() == 3 => create_postgres_db(&args[1], &args[2]),
         Some("drop-postgres-db") if args.len() == 3 => drop_postgres_db(&args[1], &args[2]),
         _ => Err(
             "usage: bench_seed seed --database URL --out DIR [--sites N] [--tokens N] \
-                  [--primaries N] [--sample N] [--unknown N] | create-postgres-db ADMIN_URL | \
+                  [--primaries N] [--sample N] [--unknown N] | create-postgres-db ADMIN_URL \
+                  [tw_soak] | \
                   drop-postgres-db ADMIN_URL NAME"
                 .into(),
         ),
@@ -447,12 +457,15 @@ fn write_files(
     Ok(())
 }
 
-/// Creates `tw_bench_<random>` next to the database `admin_url` names; prints the new URL.
-fn create_postgres_db(admin_url: &str) -> Result<(), Failure> {
+/// Creates `<prefix>_<random>` next to the database `admin_url` names; prints the new URL.
+fn create_postgres_db(admin_url: &str, prefix: &str) -> Result<(), Failure> {
+    if !DATABASE_PREFIXES.contains(&prefix) {
+        return Err(format!("the prefix must be one of {DATABASE_PREFIXES:?}").into());
+    }
     let mut admin = PgConnection::establish(admin_url)?;
     let random: [u8; 6] = crypto::random_bytes()?;
     let name = format!(
-        "tw_bench_{}",
+        "{prefix}_{}",
         random
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -464,10 +477,12 @@ fn create_postgres_db(admin_url: &str) -> Result<(), Failure> {
 }
 
 fn drop_postgres_db(admin_url: &str, name: &str) -> Result<(), Failure> {
-    if !name.starts_with("tw_bench_")
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(format!("refusing to drop {name}: not a benchmark database").into());
+    let ours = DATABASE_PREFIXES.iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('_'))
+    });
+    if !ours || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("refusing to drop {name}: not a benchmark or soak database").into());
     }
     let mut admin = PgConnection::establish(admin_url)?;
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
