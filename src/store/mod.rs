@@ -434,10 +434,17 @@ impl Store {
                 enter_wal_mode(&path.to_string_lossy(), settings.busy_timeout)?;
                 let manager = ConnectionManager::<SqliteConnection>::new(path.to_string_lossy());
                 // No `SELECT 1` on checkout: an SQLite connection is a file handle, which does not
-                // go away; diesel's `has_broken` still drops one left in a transaction.
+                // go away; diesel's `has_broken` still drops one left in a transaction. For the
+                // same reason connections are never retired for age or idleness (r2d2's defaults,
+                // 30 and 10 minutes): replacing one gains nothing, empties its page cache, and
+                // SQLite keeps a closed connection's file open while the process's other
+                // connections hold locks on it (POSIX locks are per process), which a 30-minute
+                // soak saw as one open file more than the pool (docs/performance.md, "Soak").
                 let pool = Pool::builder()
                     .max_size(settings.max_connections)
                     .connection_timeout(settings.connection_timeout)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .test_on_check_out(false)
                     .connection_customizer(Box::new(SqlitePragmas {
                         busy_timeout: settings.busy_timeout,
