@@ -5,15 +5,6 @@
 use libfuzzer_sys::fuzz_target;
 use tokenwarden::domain::token::{mint, recognise, SecretKind, RANDOM_BYTES, VALUE_LEN};
 
-const KINDS: [SecretKind; 6] = [
-    SecretKind::PrimaryToken,
-    SecretKind::SecondaryToken,
-    SecretKind::AdminToken,
-    SecretKind::AuthKey,
-    SecretKind::ResourceServerSecret,
-    SecretKind::AdminSecret,
-];
-
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(kind) = recognise(text) {
@@ -28,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(random) = rest.first_chunk::<RANDOM_BYTES>() else {
         return;
     };
-    let kind = KINDS[usize::from(pick) % KINDS.len()];
+    let kind = SecretKind::ALL[usize::from(pick) % SecretKind::ALL.len()];
     let minted = mint(kind, random);
     let value = minted.expose();
     assert_eq!(recognise(value), Ok(kind));

@@ -39,7 +39,8 @@ pub enum SecretKind {
 }
 
 impl SecretKind {
-    const ALL: [SecretKind; 6] = [
+    /// Every kind, for code that must consider each (parsing by prefix, the fuzz target).
+    pub const ALL: [SecretKind; 6] = [
         SecretKind::PrimaryToken,
         SecretKind::SecondaryToken,
         SecretKind::AdminToken,
