@@ -307,6 +307,37 @@ pub async fn token(
     Ok(answer(TokenView::new(&token, None, now)))
 }
 
+/// The refusals regenerate, validate and invalidate share, documented once.
+struct TokenActionRefusals;
+
+impl utoipa::IntoResponses for TokenActionRefusals {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, ResponsesBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+        };
+        ResponsesBuilder::new()
+            .response("400", error("Malformed JSON or Authorization header"))
+            .response("401", error("Missing, unknown or expired admin token"))
+            .response("403", error("A site token, not an admin token"))
+            .response("404", error("No such site or token"))
+            .response("409", error("`primary_token_managed_by_oauth`"))
+            .response("413", error("Body over the size limit"))
+            .response("415", error("A body that is not application/json"))
+            .response("422", error("`validation_failed`"))
+            .build()
+            .into()
+    }
+}
+
 /// Give a non-primary token a new value.
 ///
 /// The old value stops working at once; the new one is in the answer, shown this once only. An
@@ -322,14 +353,7 @@ pub async fn token(
     request_body(content = Option<TokenActionBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "Regenerated; `value` is shown this once only", body = TokenView),
-        (status = 400, description = "Malformed JSON or Authorization header", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
-        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
-        (status = 404, description = "No such site or token", body = ErrorBody),
-        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "A body that is not application/json", body = ErrorBody),
-        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        TokenActionRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -354,14 +378,7 @@ pub async fn regenerate(
     request_body(content = Option<TokenActionBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The token is active", body = TokenView),
-        (status = 400, description = "Malformed JSON or Authorization header", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
-        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
-        (status = 404, description = "No such site or token", body = ErrorBody),
-        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "A body that is not application/json", body = ErrorBody),
-        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        TokenActionRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -386,14 +403,7 @@ pub async fn validate(
     request_body(content = Option<TokenActionBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The token is inactive", body = TokenView),
-        (status = 400, description = "Malformed JSON or Authorization header", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
-        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
-        (status = 404, description = "No such site or token", body = ErrorBody),
-        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "A body that is not application/json", body = ErrorBody),
-        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        TokenActionRefusals,
     ),
     security(("admin_token" = []))
 )]
