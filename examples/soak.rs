@@ -755,9 +755,21 @@ fn admin(shared: &Shared, rate: f64) -> Result<(), String> {
 /// One reading of the server's state.
 struct Sample {
     at: Duration,
-    rss_kib: u64,
+    memory: Memory,
     pool_open: u64,
     db_connections: u64,
+}
+
+/// The server's memory, split so that a rise can be placed: anonymous memory is the heap (Rust's
+/// and SQLite's), file-backed and shared memory are mapped files (SQLite's `-shm` index).
+#[derive(Clone, Copy)]
+struct Memory {
+    rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
+    /// `tokenwarden_sqlite_memory_bytes` from `/metrics`, on SQLite: page caches, statements.
+    sqlite_kib: Option<u64>,
 }
 
 /// Samples every few seconds until the run's time is up; prints a progress line each minute.
@@ -771,11 +783,11 @@ fn sample_until_done(options: &Options, shared: &Shared) -> Result<Vec<Sample>, 
     let mut next_progress = Duration::from_secs(60);
     while started.elapsed() < options.duration {
         thread::sleep(interval.min(options.duration.saturating_sub(started.elapsed())));
-        let (pool_open, _) = pool_gauges(shared, &client).unwrap_or((0, 0));
+        let gauges = server_gauges(shared, &client);
         let sample = Sample {
             at: started.elapsed(),
-            rss_kib: rss_kib(options.pid)?,
-            pool_open,
+            memory: memory(options.pid, gauges.as_ref().and_then(|g| g.sqlite_bytes))?,
+            pool_open: gauges.map_or(0, |g| g.pool_open),
             db_connections: counter.count(options.pid)?,
         };
         if sample.at >= next_progress {
@@ -784,7 +796,7 @@ fn sample_until_done(options: &Options, shared: &Shared) -> Result<Vec<Sample>, 
             eprintln!(
                 "soak: {:>4} s, {requests} requests, {errors} errors, RSS {:.1} MiB, {} database connections",
                 sample.at.as_secs(),
-                mib(sample.rss_kib),
+                mib(sample.memory.rss_kib),
                 sample.db_connections
             );
         }
@@ -793,8 +805,15 @@ fn sample_until_done(options: &Options, shared: &Shared) -> Result<Vec<Sample>, 
     Ok(samples)
 }
 
-/// `tokenwarden_db_pool_connections` and `_idle_connections` from `/metrics`.
-fn pool_gauges(shared: &Shared, client: &Client) -> Option<(u64, u64)> {
+/// What the soak reads from the server's `/metrics`.
+struct ServerGauges {
+    pool_open: u64,
+    pool_idle: u64,
+    sqlite_bytes: Option<u64>,
+}
+
+/// The pool gauges and, on SQLite, SQLite's heap, from `/metrics`.
+fn server_gauges(shared: &Shared, client: &Client) -> Option<ServerGauges> {
     let kind = "metrics";
     let answer = client.get(format!("{}/metrics", shared.base)).send();
     let text = match answer {
@@ -820,26 +839,38 @@ fn pool_gauges(shared: &Shared, client: &Client) -> Option<(u64, u64)> {
                 .ok()
         })
     };
-    Some((
-        gauge("tokenwarden_db_pool_connections")?,
-        gauge("tokenwarden_db_pool_idle_connections")?,
-    ))
+    Some(ServerGauges {
+        pool_open: gauge("tokenwarden_db_pool_connections")?,
+        pool_idle: gauge("tokenwarden_db_pool_idle_connections")?,
+        sqlite_bytes: gauge("tokenwarden_sqlite_memory_bytes"),
+    })
 }
 
-fn rss_kib(pid: u32) -> Result<u64, Failure> {
+/// The resident set and its parts from `/proc/PID/status`.
+fn memory(pid: u32, sqlite_bytes: Option<u64>) -> Result<Memory, Failure> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|error| format!("the server (PID {pid}) is gone: {error}"))?;
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| "no VmRSS in /proc/PID/status".into())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| format!("no {name} in /proc/PID/status"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS")?,
+        anon_kib: field("RssAnon")?,
+        file_kib: field("RssFile")?,
+        shmem_kib: field("RssShmem")?,
+        sqlite_kib: sqlite_bytes.map(|bytes| bytes / 1024),
+    })
 }
 
 #[derive(QueryableByName)]
@@ -897,9 +928,9 @@ fn pool_settled(shared: &Shared) -> Result<(u64, u64), String> {
     let mut last = (0, 0);
     for _ in 0..20 {
         thread::sleep(Duration::from_millis(250));
-        if let Some((open, idle)) = pool_gauges(shared, &client) {
-            last = (open, idle);
-            if open == idle {
+        if let Some(gauges) = server_gauges(shared, &client) {
+            last = (gauges.pool_open, gauges.pool_idle);
+            if gauges.pool_open == gauges.pool_idle {
                 return Ok(last);
             }
         }
@@ -909,6 +940,32 @@ fn pool_settled(shared: &Shared) -> Result<(u64, u64), String> {
         last.0 - last.1.min(last.0),
         last.0
     ))
+}
+
+/// Memory at about a tenth of the run apart: where a rise is (heap or mapped files, SQLite's
+/// share of the heap).
+fn print_memory_table(samples: &[Sample]) {
+    let Some(last) = samples.last() else { return };
+    println!(
+        "{:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "time s", "RSS", "anon", "file", "shmem", "sqlite", "anon-sq"
+    );
+    let step = (samples.len() / 10).max(1);
+    for sample in samples.iter().step_by(step).chain(std::iter::once(last)) {
+        let memory = sample.memory;
+        let sqlite = memory.sqlite_kib.unwrap_or(0);
+        println!(
+            "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            sample.at.as_secs(),
+            mib(memory.rss_kib),
+            mib(memory.anon_kib),
+            mib(memory.file_kib),
+            mib(memory.shmem_kib),
+            mib(sqlite),
+            mib(memory.anon_kib.saturating_sub(sqlite)),
+        );
+    }
+    println!("(MiB; sqlite = tokenwarden_sqlite_memory_bytes, 0 on PostgreSQL)");
 }
 
 fn mib(kib: u64) -> f64 {
@@ -946,6 +1003,8 @@ fn report(
         failures.push(format!("{errors} unexpected answers"));
     }
 
+    print_memory_table(samples);
+
     // Memory: the samples after the warm-up (the first fifth), in thirds.
     let warm = options.duration / 5;
     let after: Vec<&Sample> = samples.iter().filter(|s| s.at >= warm).collect();
@@ -953,21 +1012,26 @@ fn report(
         failures.push("too few samples after the warm-up to judge memory".into());
     } else {
         let third = after.len() / 3;
-        let first = median(&mut after[..third].iter().map(|s| s.rss_kib).collect::<Vec<_>>());
+        let first = median(
+            &mut after[..third]
+                .iter()
+                .map(|s| s.memory.rss_kib)
+                .collect::<Vec<_>>(),
+        );
         let last = median(
             &mut after[after.len() - third..]
                 .iter()
-                .map(|s| s.rss_kib)
+                .map(|s| s.memory.rss_kib)
                 .collect::<Vec<_>>(),
         );
         let limit = (first as f64 * (1.0 + RSS_TOLERANCE_FRACTION)) as u64 + RSS_TOLERANCE_KIB;
-        let max = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+        let max = samples.iter().map(|s| s.memory.rss_kib).max().unwrap_or(0);
         println!(
             "RSS MiB: warm-up end {:.1}, max {:.1}, end {:.1}; median of first / last post-warm-up third \
              {:.1} / {:.1} (limit {:.1})",
-            mib(after[0].rss_kib),
+            mib(after[0].memory.rss_kib),
             mib(max),
-            mib(after[after.len() - 1].rss_kib),
+            mib(after[after.len() - 1].memory.rss_kib),
             mib(first),
             mib(last),
             mib(limit)

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::service::Context;
 
@@ -164,6 +164,15 @@ impl Collector for ServiceCollector {
         ] {
             let gauge = ConstGauge::new(i64::from(value));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        if let Some(bytes) = self.context.store.sqlite_memory_bytes() {
+            let gauge = ConstGauge::new(bytes);
+            gauge.encode(encoder.encode_descriptor(
+                "sqlite_memory",
+                "Memory held by SQLite's allocator in this process: page caches, statements, schema",
+                Some(&Unit::Bytes),
+                gauge.metric_type(),
+            )?)?;
         }
         Ok(())
     }

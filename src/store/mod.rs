@@ -510,6 +510,19 @@ impl Store {
         }
     }
 
+    /// Bytes SQLite's allocator holds in this process (page caches, prepared statements, schema),
+    /// for metrics; `None` on PostgreSQL, whose memory lives in its own server processes.
+    /// Kept apart from the rest of the resident set so a soak can tell SQLite's page caches,
+    /// which grow up to `cache_size` per connection, from a leak (docs/performance.md "Soak").
+    pub fn sqlite_memory_bytes(&self) -> Option<i64> {
+        match &self.pools {
+            // SAFETY: `sqlite3_memory_used` reads SQLite's global allocator statistics under its
+            // own mutex; it takes no arguments and is safe to call from any thread at any time.
+            Pools::Sqlite(_) => Some(unsafe { libsqlite3_sys::sqlite3_memory_used() }),
+            Pools::Postgres(_) => None,
+        }
+    }
+
     /// Round-trips a trivial query: is the database reachable right now?
     pub fn ping(&self) -> Result<(), StoreError> {
         with_connection!(self, |conn| conn.batch_execute("SELECT 1")?);

@@ -102,6 +102,16 @@ fn metrics_count_requests_and_token_events(app: TestApp) {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
     assert!(!text.contains("secret=x") && !text.contains(&token));
+    // SQLite's heap is reported beside the pool (the soak separates it from the rest of the
+    // resident set); PostgreSQL keeps its memory in its own processes, so there is no such line.
+    let sqlite_bytes = text
+        .lines()
+        .find_map(|line| line.strip_prefix("tokenwarden_sqlite_memory_bytes "))
+        .map(|value| value.parse::<i64>().unwrap());
+    match app.db.backend {
+        Backend::Sqlite => assert!(sqlite_bytes.is_some_and(|bytes| bytes > 0), "{text}"),
+        Backend::Postgres => assert_eq!(sqlite_bytes, None, "{text}"),
+    }
 }
 
 /// `/readyz` reports a database that refuses connections as 503 JSON, promptly, and recovers by
