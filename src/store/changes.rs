@@ -6,8 +6,10 @@
 //! querying the database, so an entry filled while a write was committing can never be served.
 //!
 //! - SQLite: `PRAGMA data_version` on a dedicated connection changes whenever another connection
-//!   (another process such as the CLI, or this process's pool) has committed. It is asked on every
-//!   [`ChangeFeed::generation`] call, so the request after any write sees it.
+//!   (another process such as the CLI, or this process's pool) has committed. Every
+//!   [`ChangeFeed::generation`] call first compares the WAL-index header in shared memory with the
+//!   one seen before the last pragma (`sqlite_probe.rs`); only when it differs, that is after a
+//!   commit, is the pragma asked again. Either way the request after any write sees it.
 //! - PostgreSQL: every write transaction also runs `pg_notify('tokenwarden_changes', '')`, delivered
 //!   to all nodes at commit; a listener thread per node moves the generation within milliseconds.
 //!   Writes through this node move it synchronously after commit. While the listener is not
@@ -25,6 +27,7 @@ use diesel::sql_types::BigInt;
 use diesel::sqlite::Sqlite;
 use diesel::{Connection, PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 
+use super::sqlite_probe::{Header, ProbeConnection};
 use super::StoreError;
 
 /// The channel every writer notifies on PostgreSQL.
@@ -47,9 +50,12 @@ pub struct ChangeFeed {
 }
 
 struct SqliteProbe {
-    connection: Option<SqliteConnection>,
+    connection: Option<ProbeConnection>,
     path: String,
     last_seen: i64,
+    /// The WAL-index header read just before the pragma that gave `last_seen`: while the header
+    /// still reads the same, no commit has completed since, and `last_seen` is still current.
+    header_seen: Option<Header>,
 }
 
 /// `PRAGMA data_version` as a query type of its own. `diesel::sql_query` is never cached, so it
@@ -92,6 +98,7 @@ impl ChangeFeed {
                 connection: None,
                 path,
                 last_seen: -1,
+                header_seen: None,
             })),
         }
     }
@@ -111,10 +118,12 @@ impl ChangeFeed {
             let mut probe = probe
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let version = probe.data_version()?;
-            if version != probe.last_seen {
-                probe.last_seen = version;
-                self.advance();
+            if !probe.unchanged_since_last_reading() {
+                let version = probe.data_version()?;
+                if version != probe.last_seen {
+                    probe.last_seen = version;
+                    self.advance();
+                }
             }
         }
         Ok(self.generation.load(Ordering::Acquire))
@@ -291,6 +300,13 @@ impl UnnoticedWrite for PgConnection {
 }
 
 impl SqliteProbe {
+    /// Whether the WAL-index header still reads as it did before the last pragma, so that no
+    /// commit can have completed since. False whenever that cannot be told.
+    fn unchanged_since_last_reading(&self) -> bool {
+        let now = self.connection.as_ref().and_then(ProbeConnection::header);
+        now.is_some() && now == self.header_seen
+    }
+
     /// A failed query drops the connection; the next call opens a new one, whose first version
     /// counts as a change and so moves the generation (never a stale hit). A new connection's
     /// numbering starts afresh, so its first value may equal `last_seen` by coincidence: hence
@@ -299,13 +315,23 @@ impl SqliteProbe {
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
             None => {
-                let connection = SqliteConnection::establish(&self.path)
-                    .map_err(|error| StoreError::Listener(error.to_string()))?;
+                let connection = ProbeConnection::open(&self.path).map_err(StoreError::Listener)?;
                 self.last_seen = -1;
+                self.header_seen = None;
                 connection
             }
         };
-        let version = DataVersion.get_result::<i64>(&mut connection)?;
+        // Read before the pragma: a commit between the two then shows as a changed header at the
+        // next check, which asks the pragma again (never the reverse).
+        let header = connection.header();
+        let version = connection.data_version().map_err(|message| {
+            // As a query error, so a busy or full database is a 503 like any other query's.
+            StoreError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::Unknown,
+                Box::new(message),
+            ))
+        })?;
+        self.header_seen = header;
         self.connection = Some(connection);
         Ok(version)
     }
@@ -334,12 +360,11 @@ mod tests {
         assert!(NOTIFY.contains(&format!("'{CHANNEL}'")));
     }
 
-    /// The prepared `PRAGMA data_version` is as exact as a freshly parsed one: every commit by
-    /// another connection is noticed by the very next call, and nothing else moves the generation.
+    /// Every commit by another connection is noticed by the very next call, and nothing else
+    /// moves the generation. The pragma runs only when the WAL-index header shows a commit since
+    /// the last one.
     #[test]
-    fn the_sqlite_probe_notices_each_commit_at_its_next_call_with_one_prepared_statement() {
-        use diesel::connection::InstrumentationEvent;
-
+    fn the_sqlite_probe_notices_each_commit_at_its_next_call_and_asks_the_pragma_only_then() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("feed.db").to_string_lossy().into_owned();
         let mut writer = SqliteConnection::establish(&path).unwrap();
@@ -347,28 +372,28 @@ mod tests {
             .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
             .unwrap();
         let feed = ChangeFeed::sqlite(path.clone());
-        let prepared = Arc::new(AtomicU64::new(0));
-        let mut probe_connection = SqliteConnection::establish(&path).unwrap();
-        let counter = Arc::clone(&prepared);
-        probe_connection.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::CacheQuery { .. } = event {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        feed.sqlite_probe
-            .as_ref()
-            .unwrap()
-            .lock()
-            .unwrap()
-            .connection = Some(probe_connection);
+        let pragmas_run = || {
+            let probe = feed.sqlite_probe.as_ref().unwrap().lock().unwrap();
+            probe.connection.as_ref().map_or(0, |c| c.pragmas_run)
+        };
 
         let mut generation = feed.generation().unwrap();
-        for n in 0..20 {
-            assert_eq!(
-                feed.generation().unwrap(),
-                generation,
-                "no commit, no change"
-            );
+        for n in 0..50 {
+            let pragmas = pragmas_run();
+            for _ in 0..3 {
+                assert_eq!(
+                    feed.generation().unwrap(),
+                    generation,
+                    "no commit, no change"
+                );
+            }
+            if n > 0 {
+                assert_eq!(
+                    pragmas_run(),
+                    pragmas,
+                    "without a commit, the WAL-index header answers alone"
+                );
+            }
             writer
                 .batch_execute(&format!("INSERT INTO t VALUES ({n})"))
                 .unwrap();
@@ -379,11 +404,6 @@ mod tests {
             );
             generation = next;
         }
-        assert_eq!(
-            prepared.load(Ordering::Relaxed),
-            1,
-            "prepared once for diesel's statement cache, then reused"
-        );
     }
 
     /// The usage flush's commit keeps the generation only when it was the one commit the probe

@@ -29,6 +29,7 @@ mod resource_servers;
 pub mod schema;
 mod site_tokens;
 mod sites;
+mod sqlite_probe;
 mod tokens;
 
 pub use admins::{AdminChange, AdminWithSites, SiteQuery};
