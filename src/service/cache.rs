@@ -2,8 +2,11 @@
 //!
 //! Exactness comes from the store's `ChangeFeed`: callers read the generation before they query the
 //! database and store the answer under it; any later write moves the generation on and every older
-//! entry stops being served. Capacity bounds memory whatever keys an attacker sends: when full, the
-//! map is emptied (a refill costs one query per key, and a full map under attack would be useless
+//! entry stops being served. Generations only grow, so an older entry can never be served again:
+//! the map holds one generation's entries, and the first fill under a newer one empties it (keeping
+//! its allocation), so memory follows the keys asked about since the last write rather than every
+//! key ever asked about. Capacity bounds memory whatever keys an attacker sends: when full, the map
+//! is emptied too (a refill costs one query per key, and a full map under attack would be useless
 //! anyway).
 //!
 //! [`cached`] is the one way services read through such a cache, with a [`Reach`] that says
@@ -20,16 +23,26 @@ use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
 pub struct GenerationCache<K, V> {
-    entries: RwLock<HashMap<K, (u64, V)>>,
+    entries: RwLock<Entries<K, V>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
+/// The entries of one generation.
+#[derive(Debug)]
+struct Entries<K, V> {
+    generation: u64,
+    map: HashMap<K, V>,
+}
+
 impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries {
+                generation: 0,
+                map: HashMap::new(),
+            }),
             capacity: capacity.max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -43,10 +56,9 @@ impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let found = entries
-            .get(key)
-            .filter(|(filled_under, _)| *filled_under == generation)
-            .map(|(_, value)| value.clone());
+        let found = (entries.generation == generation)
+            .then(|| entries.map.get(key).cloned())
+            .flatten();
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -59,12 +71,20 @@ impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Stores `value` as filled under `generation`. A fill under an older generation than the
+    /// map's (a slow query overtaken by a write and a newer fill) could never be served: dropped.
     pub fn put(&self, key: K, generation: u64, value: V) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.clear();
+        if generation < entries.generation {
+            return;
         }
-        entries.insert(key, (generation, value));
+        if generation > entries.generation
+            || (entries.map.len() >= self.capacity && !entries.map.contains_key(&key))
+        {
+            entries.map.clear();
+            entries.generation = generation;
+        }
+        entries.map.insert(key, value);
     }
 
     /// (hits, misses) since start, for metrics.
@@ -150,8 +170,27 @@ mod tests {
         let cache = GenerationCache::new(3);
         for key in 0..100 {
             cache.put(key, 0, key);
-            assert!(cache.entries.read().unwrap().len() <= 3);
+            assert!(cache.entries.read().unwrap().map.len() <= 3);
         }
         assert_eq!(cache.get(&99, 0), Some(99));
+    }
+
+    /// Entries that can never be served again do not stay: memory follows what was asked since
+    /// the last write, not everything ever asked (the soak's slow rise, docs/performance.md).
+    #[test]
+    fn a_newer_generation_empties_the_map_and_older_fills_are_dropped() {
+        let cache = GenerationCache::new(1000);
+        for key in 0..100 {
+            cache.put(key, 1, key);
+        }
+        cache.put(500, 2, 500);
+        assert_eq!(cache.entries.read().unwrap().map.len(), 1);
+        assert_eq!(cache.get(&500, 2), Some(500));
+        assert_eq!(cache.get(&7, 1), None);
+
+        cache.put(7, 1, 7);
+        assert_eq!(cache.get(&7, 1), None, "a fill overtaken by a newer one");
+        assert_eq!(cache.get(&7, 2), None);
+        assert_eq!(cache.get(&500, 2), Some(500), "the newer entries stay");
     }
 }
