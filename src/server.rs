@@ -7,12 +7,11 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use futures_util::future::{select, Either};
 
@@ -125,7 +124,7 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
             .app_data(state.clone())
             .app_data(metrics.clone())
             .wrap(from_fn(metrics::measure))
-            .wrap(from_fn(access_log))
+            .wrap(from_fn(http::access_log::access_log))
             .configure(http::configure)
     });
     if let Some(workers) = config.workers {
@@ -188,37 +187,6 @@ fn stop_signal(timeout: Duration) -> Result<impl Future<Output = ()>, StartError
             timeout.as_secs()
         );
     })
-}
-
-/// The log target of the request lines: `RUST_LOG=info,tokenwarden::access=warn` turns them off
-/// and keeps every other line.
-pub const ACCESS_LOG: &str = "tokenwarden::access";
-
-/// One line per request at info: method, path (never the query string, which could carry a token
-/// sent by mistake), status and latency in milliseconds, e.g. `POST /oauth2/token 200 1.389448ms`.
-/// The latency runs until the response is ready, before its body (a few hundred bytes) is sent.
-/// Each line is written when the request ends, unbuffered, like every other log line, so a crash
-/// loses none. Cheaper than actix's `Logger`, which renders a copy of its format per request
-/// (docs/performance.md), and free when the target is off.
-async fn access_log(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if !log::log_enabled!(target: ACCESS_LOG, log::Level::Info) {
-        return next.call(request).await;
-    }
-    let started = Instant::now();
-    let response = next.call(request).await?;
-    let request = response.request();
-    log::info!(
-        target: ACCESS_LOG,
-        "{} {} {} {:.6}ms",
-        request.method(),
-        request.path(),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    Ok(response)
 }
 
 #[derive(Debug)]

@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 use crate::server::BackgroundHandle;
 use crate::service::Context;
 
+pub mod access_log;
 mod admin;
 mod admin_page;
 mod body;

@@ -83,6 +83,13 @@ fn stop_gracefully(backend: Backend, signal: &str) {
     assert_eq!(db.count(USED), 1, "the usage batch was not flushed");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(&format!("SIG{signal} received")), "{text}");
+    // Request lines are written in batches per worker turn; the stop loses none, not even the
+    // line of the request finished during the drain.
+    let token_lines = text
+        .lines()
+        .filter(|line| line.contains("tokenwarden::access] POST /oauth2/token 200 "))
+        .count();
+    assert_eq!(token_lines, 2, "{text}");
     drop(client);
 }
 
