@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
 use crate::domain::throttle::Throttle;
 use crate::domain::token_policy::TokenPolicy;
-use crate::http::metrics::{self, Metrics};
+use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
 use crate::service::introspect::Introspection;
 use crate::service::token_grant::GrantCaches;
@@ -123,8 +123,7 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
         App::new()
             .app_data(state.clone())
             .app_data(metrics.clone())
-            .wrap(from_fn(metrics::measure))
-            .wrap(from_fn(http::access_log::access_log))
+            .wrap(from_fn(http::observe::observe))
             .configure(http::configure)
     });
     if let Some(workers) = config.workers {

@@ -17,39 +17,29 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
+use actix_web::http::Method;
 use chrono::{DateTime, Utc};
 
 /// The log target of the request lines.
 pub const ACCESS_LOG: &str = "tokenwarden::access";
 
-/// One line per request: method, path (never the query string, which could carry a token sent by
-/// mistake), status and latency in milliseconds. The latency runs until the response is ready,
-/// before its body (a few hundred bytes) is sent. Free when the target is off.
-pub async fn access_log(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if !log::log_enabled!(target: ACCESS_LOG, log::Level::Info) {
-        return next.call(request).await;
-    }
-    let started = Instant::now();
-    let response = next.call(request).await?;
-    let request = response.request();
+/// Whether request lines are wanted (`RUST_LOG`); when not, nothing else here runs.
+pub fn enabled() -> bool {
+    log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
+}
+
+/// Adds one request's line to this worker's batch: method, path (never the query string, which
+/// could carry a token sent by mistake), status and latency in milliseconds.
+pub fn record(method: &Method, path: &str, status: u16, latency: Duration) {
     let first_of_turn = PENDING.with_borrow_mut(|pending| {
         let first = pending.lines.is_empty();
         pending.append(
             SystemTime::now(),
             format_args!(
-                "{} {} {} {:.6}ms",
-                request.method(),
-                request.path(),
-                response.status().as_u16(),
-                started.elapsed().as_secs_f64() * 1000.0
+                "{method} {path} {status} {:.6}ms",
+                latency.as_secs_f64() * 1000.0
             ),
         );
         first
@@ -57,7 +47,6 @@ pub async fn access_log(
     if first_of_turn {
         actix_web::rt::spawn(async { PENDING.with_borrow_mut(Pending::write_out) });
     }
-    Ok(response)
 }
 
 thread_local! {
@@ -114,7 +103,6 @@ impl Drop for Pending {
 mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     use super::*;
 

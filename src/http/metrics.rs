@@ -1,12 +1,8 @@
-//! `GET /metrics` in Prometheus text format, and the middleware that measures every request.
+//! `GET /metrics` in Prometheus text format, and the request metrics `observe.rs` feeds.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::ContentType;
-use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -59,32 +55,12 @@ impl Metrics {
         }
     }
 
-    fn observe(&self, endpoint: String, status: u16, seconds: f64) {
+    /// Counts and times one request under its route pattern.
+    pub fn observe(&self, endpoint: String, status: u16, seconds: f64) {
         let labels = RequestLabels { endpoint, status };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
-}
-
-/// Counts and times every request under its route pattern.
-pub async fn measure(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let endpoint = request
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
-    let started = Instant::now();
-    let response = next.call(request).await;
-    if let Some(metrics) = metrics {
-        let status = match &response {
-            Ok(response) => response.status(),
-            Err(error) => error.as_response_error().status_code(),
-        };
-        metrics.observe(endpoint, status.as_u16(), started.elapsed().as_secs_f64());
-    }
-    response
 }
 
 /// Prometheus metrics (OpenMetrics text): requests and latency per endpoint and status, tokens

@@ -15,6 +15,7 @@ pub mod error;
 mod introspect;
 pub mod metrics;
 mod oauth;
+pub mod observe;
 pub mod openapi;
 
 use error::ApiError;
