@@ -119,9 +119,8 @@ impl ChangeFeed {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if !probe.unchanged_since_last_reading() {
-                let version = probe.data_version()?;
-                if version != probe.last_seen {
-                    probe.last_seen = version;
+                let reading = probe.read()?;
+                if probe.record(reading) {
                     self.advance();
                 }
             }
@@ -175,9 +174,9 @@ impl ChangeFeed {
             let value = write(writer)?;
             let writer_version = DataVersion.get_result::<i64>(writer)?;
             let mut probe = lock();
-            let version = probe.data_version()?;
-            if version != probe.last_seen {
-                probe.last_seen = version;
+            let reading = probe.read()?;
+            let version = reading.version;
+            if probe.record(reading) {
                 self.advance();
             }
             before = Some((writer_version, version));
@@ -188,13 +187,13 @@ impl ChangeFeed {
             return Ok(value);
         };
         let mut probe = lock();
-        // On failure the commit stays unrecorded in `last_seen`, so the next check notices it.
-        let version = probe.data_version()?;
+        // On failure nothing is recorded: the header seen is still the one from before the
+        // commit, so the next check runs the pragma and notices it (and anyone else's).
+        let reading = probe.read()?;
         let writer_after = DataVersion.get_result::<i64>(writer)?;
         if probe.last_seen == probe_before && writer_after == writer_before {
-            probe.last_seen = version;
-        } else if version != probe.last_seen {
-            probe.last_seen = version;
+            probe.record(reading);
+        } else if probe.record(reading) {
             self.advance();
         }
         Ok(value)
@@ -307,11 +306,21 @@ impl SqliteProbe {
         now.is_some() && now == self.header_seen
     }
 
+    /// Stores a reading as the last one seen; true when its version differs from the previous.
+    /// The header and the version are only ever stored together: a header stored without its
+    /// version would make later checks skip the pragma that has not been heard yet.
+    fn record(&mut self, reading: Reading) -> bool {
+        let changed = reading.version != self.last_seen;
+        self.last_seen = reading.version;
+        self.header_seen = reading.header;
+        changed
+    }
+
     /// A failed query drops the connection; the next call opens a new one, whose first version
     /// counts as a change and so moves the generation (never a stale hit). A new connection's
     /// numbering starts afresh, so its first value may equal `last_seen` by coincidence: hence
     /// `last_seen` is reset rather than compared.
-    fn data_version(&mut self) -> Result<i64, StoreError> {
+    fn read(&mut self) -> Result<Reading, StoreError> {
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
             None => {
@@ -331,10 +340,15 @@ impl SqliteProbe {
                 Box::new(message),
             ))
         })?;
-        self.header_seen = header;
         self.connection = Some(connection);
-        Ok(version)
+        Ok(Reading { header, version })
     }
+}
+
+/// One `PRAGMA data_version` and the WAL-index header read just before it.
+struct Reading {
+    header: Option<Header>,
+    version: i64,
 }
 
 #[cfg(test)]
