@@ -3,11 +3,11 @@
 //! Exactness comes from the store's `ChangeFeed`: callers read the generation before they query the
 //! database and store the answer under it; any later write moves the generation on and every older
 //! entry stops being served. Generations only grow, so an older entry can never be served again:
-//! the map holds one generation's entries, and the first fill under a newer one empties it (keeping
-//! its allocation), so memory follows the keys asked about since the last write rather than every
-//! key ever asked about. Capacity bounds memory whatever keys an attacker sends: when full, the map
-//! is emptied too (a refill costs one query per key, and a full map under attack would be useless
-//! anyway).
+//! the map holds one generation's entries, and the first fill under a newer one replaces it with an
+//! empty one, so memory follows the keys asked about since the last write rather than every key
+//! ever asked about. Capacity bounds memory whatever keys an attacker sends: when full, the map is
+//! replaced too (a refill costs one query per key, and a full map under attack would be useless
+//! anyway). A replaced map is freed after the lock is released, so readers never wait on that.
 //!
 //! [`cached`] is the one way services read through such a cache, with a [`Reach`] that says
 //! whether a miss may go to the database (in `web::block`) or must give up (on the HTTP worker).
@@ -78,13 +78,16 @@ impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
         if generation < entries.generation {
             return;
         }
+        let mut replaced = None;
         if generation > entries.generation
             || (entries.map.len() >= self.capacity && !entries.map.contains_key(&key))
         {
-            entries.map.clear();
+            replaced = Some(std::mem::take(&mut entries.map));
             entries.generation = generation;
         }
         entries.map.insert(key, value);
+        drop(entries);
+        drop(replaced);
     }
 
     /// (hits, misses) since start, for metrics.
