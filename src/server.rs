@@ -270,9 +270,11 @@ impl BackgroundTasks {
         }
     }
 
-    /// Writes the last usage batch and stops the threads.
+    /// Writes the last usage batch and the access-log lines still pending, and stops the
+    /// threads. Call it once the server has stopped.
     pub fn shutdown(mut self) {
         self.stop();
+        http::access_log::write_out_all();
     }
 
     fn stop(&mut self) {

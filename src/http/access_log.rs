@@ -7,16 +7,16 @@
 //! a timer: the first line of a turn schedules a flush task behind the requests already ready on
 //! the worker, so under load one write carries many lines and when idle a line follows its response
 //! within microseconds. What a crash can lose is the lines of the turn in progress, whose
-//! responses may just have been sent; a worker that stops (graceful shutdown, a panic) writes its
-//! lines as it goes.
+//! responses may just have been sent; a graceful stop writes every worker's lines
+//! ([`write_out_all`]), and a worker thread that ends writes its own.
 //!
 //! The lines look like env_logger's, `[2026-11-30T07:05:01Z INFO  tokenwarden::access] POST
 //! /oauth2/token 200 1.389448ms`, and obey `RUST_LOG` like any other target
 //! (`RUST_LOG=info,tokenwarden::access=warn` turns them off).
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::Method;
@@ -26,14 +26,16 @@ use chrono::{DateTime, Utc};
 pub const ACCESS_LOG: &str = "tokenwarden::access";
 
 /// Whether request lines are wanted (`RUST_LOG`); when not, nothing else here runs.
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
 }
 
 /// Adds one request's line to this worker's batch: method, path (never the query string, which
-/// could carry a token sent by mistake), status and latency in milliseconds.
-pub fn record(method: &Method, path: &str, status: u16, latency: Duration) {
-    let first_of_turn = PENDING.with_borrow_mut(|pending| {
+/// could carry a token sent by mistake), status and latency in milliseconds. Runs on an actix
+/// worker only: the flush is a task of the worker's own event loop.
+pub(crate) fn record(method: &Method, path: &str, status: u16, latency: Duration) {
+    let first_of_turn = PENDING.with(|pending| {
+        let mut pending = lock(pending);
         let first = pending.lines.is_empty();
         pending.append(
             SystemTime::now(),
@@ -45,13 +47,36 @@ pub fn record(method: &Method, path: &str, status: u16, latency: Duration) {
         first
     });
     if first_of_turn {
-        actix_web::rt::spawn(async { PENDING.with_borrow_mut(Pending::write_out) });
+        actix_web::rt::spawn(async { PENDING.with(|pending| lock(pending).write_out()) });
+    }
+}
+
+/// Writes every worker's pending lines: called once the server has stopped, because nothing
+/// waits for the worker threads to end (and their buffers with them) before the process exits.
+pub(crate) fn write_out_all() {
+    let workers = WORKERS.lock().unwrap_or_else(PoisonError::into_inner);
+    for pending in workers.iter().filter_map(Weak::upgrade) {
+        lock(&pending).write_out();
     }
 }
 
 thread_local! {
-    /// This worker's lines not yet written.
-    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+    /// This worker's lines not yet written; locked only by this thread but once at the end.
+    static PENDING: Arc<Mutex<Pending>> = {
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let mut workers = WORKERS.lock().unwrap_or_else(PoisonError::into_inner);
+        workers.retain(|worker| worker.strong_count() > 0);
+        workers.push(Arc::downgrade(&pending));
+        pending
+    };
+}
+
+/// Every worker's buffer, for [`write_out_all`]; a buffer whose thread has ended is gone (its
+/// `Drop` wrote it).
+static WORKERS: Mutex<Vec<Weak<Mutex<Pending>>>> = Mutex::new(Vec::new());
+
+fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Default)]
@@ -93,7 +118,7 @@ impl Pending {
 }
 
 impl Drop for Pending {
-    /// A worker thread that ends (shutdown, or a panic unwinding it) writes what it holds.
+    /// A worker thread that ends (a panic unwinding it, or shutdown) writes what it holds.
     fn drop(&mut self) {
         self.write_out();
     }

@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use crate::server::BackgroundHandle;
 use crate::service::Context;
 
-pub mod access_log;
+pub(crate) mod access_log;
 mod admin;
 mod admin_page;
 mod body;
@@ -15,7 +15,7 @@ pub mod error;
 mod introspect;
 pub mod metrics;
 mod oauth;
-pub mod observe;
+pub(crate) mod observe;
 pub mod openapi;
 
 use error::ApiError;

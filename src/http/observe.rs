@@ -12,7 +12,7 @@ use actix_web::web;
 use super::access_log;
 use super::metrics::Metrics;
 
-pub async fn observe(
+pub(crate) async fn observe(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -20,8 +20,6 @@ pub async fn observe(
     let endpoint = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let logged =
-        access_log::enabled().then(|| (request.method().clone(), request.path().to_string()));
     let started = Instant::now();
     let response = next.call(request).await;
     let latency = started.elapsed();
@@ -30,8 +28,11 @@ pub async fn observe(
         Err(error) => error.as_response_error().status_code(),
     }
     .as_u16();
-    if let Some((method, path)) = logged {
-        access_log::record(&method, &path, status, latency);
+    // A request that failed outside any handler has no response to log; every handler's own
+    // errors are responses by now.
+    if let (Ok(response), true) = (&response, access_log::enabled()) {
+        let request = response.request();
+        access_log::record(request.method(), request.path(), status, latency);
     }
     if let Some(metrics) = metrics {
         metrics.observe(endpoint, status, latency.as_secs_f64());
