@@ -951,7 +951,10 @@ fn print_memory_table(samples: &[Sample]) {
         "time s", "RSS", "anon", "file", "shmem", "sqlite", "anon-sq"
     );
     let step = (samples.len() / 10).max(1);
-    for sample in samples.iter().step_by(step).chain(std::iter::once(last)) {
+    // Every `step`th sample, and the last one unless it is one of those.
+    let last_again = !(samples.len() - 1).is_multiple_of(step);
+    let rows = samples.iter().step_by(step);
+    for sample in rows.chain(last_again.then_some(last)) {
         let memory = sample.memory;
         let sqlite = memory.sqlite_kib.unwrap_or(0);
         println!(
