@@ -315,6 +315,14 @@ mod tests {
         format!("Basic {}", STANDARD.encode(user_pass))
     }
 
+    /// The credentials of an `Authorization` header that must parse as Basic.
+    pub(super) fn basic_credentials(header: &str) -> ClientCredentials {
+        match AuthorizationHeader::parse(Some(header.as_bytes())) {
+            Ok(AuthorizationHeader::Basic(credentials)) => credentials,
+            other => panic!("expected Basic credentials, got {other:?}"),
+        }
+    }
+
     #[test]
     fn form_bodies_decode_plus_percent_and_drop_empty_values() {
         let params =
@@ -442,27 +450,15 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         let header = basic("site%3Aone:p%40ss+word");
-        let AuthorizationHeader::Basic(credentials) =
-            AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
-        else {
-            panic!("expected Basic credentials")
-        };
+        let credentials = basic_credentials(&header);
         assert_eq!(credentials.client_id, "site:one");
         assert_eq!(credentials.secret.expose(), "p@ss word");
         let header = basic("twr_plain-id_09:twk_plain-secret_09");
-        let AuthorizationHeader::Basic(credentials) =
-            AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
-        else {
-            panic!("expected Basic credentials")
-        };
+        let credentials = basic_credentials(&header);
         assert_eq!(credentials.client_id, "twr_plain-id_09");
         assert_eq!(credentials.secret.expose(), "twk_plain-secret_09");
         for (user_pass, id, secret) in [("a:b:c", "a", "b:c"), ("a+b:%3A", "a b", ":")] {
-            let AuthorizationHeader::Basic(credentials) =
-                AuthorizationHeader::parse(Some(basic(user_pass).as_bytes())).unwrap()
-            else {
-                panic!("expected Basic credentials")
-            };
+            let credentials = basic_credentials(&basic(user_pass));
             assert_eq!(credentials.client_id, id, "{user_pass}");
             assert_eq!(credentials.secret.expose(), secret, "{user_pass}");
         }
@@ -598,6 +594,7 @@ mod tests {
 mod properties {
     use proptest::prelude::*;
 
+    use super::tests::basic_credentials;
     use super::*;
 
     /// A way of writing one character in a form body. Every character may be sent `%XX`-encoded;
@@ -761,11 +758,7 @@ mod properties {
         ) {
             let user_pass = format!("{}:{}", form_encode(&client_id, &style), form_encode(&secret, &style));
             let header = format!("{padding}{scheme} {padding}{}{padding}", STANDARD.encode(user_pass));
-            let AuthorizationHeader::Basic(credentials) =
-                AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
-            else {
-                panic!("expected Basic credentials");
-            };
+            let credentials = basic_credentials(&header);
             prop_assert_eq!(credentials.client_id, client_id);
             prop_assert_eq!(credentials.secret.expose(), secret.as_str());
         }
@@ -778,11 +771,7 @@ mod properties {
             secret in "[a-z:]{0,16}:[a-z:]{0,16}",
         ) {
             let header = format!("Basic {}", STANDARD.encode(format!("{client_id}:{secret}")));
-            let AuthorizationHeader::Basic(credentials) =
-                AuthorizationHeader::parse(Some(header.as_bytes())).unwrap()
-            else {
-                panic!("expected Basic credentials");
-            };
+            let credentials = basic_credentials(&header);
             prop_assert_eq!(credentials.client_id, client_id);
             prop_assert_eq!(credentials.secret.expose(), secret.as_str());
         }
