@@ -38,7 +38,9 @@ const REGION_BYTES: c_int = 32 * 1024;
 /// The header words of one reading.
 pub(crate) type Header = [u32; HEADER_WORDS];
 
-/// An open connection with its `PRAGMA data_version` prepared.
+/// An open connection with its `PRAGMA data_version` prepared. It has no busy timeout, unlike the
+/// pool's: the check runs on the HTTP worker, which must never wait; a pragma refused as busy
+/// fails that request with 503 and the connection is opened again for the next.
 pub(crate) struct ProbeConnection {
     db: *mut ffi::sqlite3,
     data_version: *mut ffi::sqlite3_stmt,
