@@ -420,6 +420,28 @@ mod tests {
         }
     }
 
+    /// A reading taken but never recorded (a usage flush that fails after its probe reading)
+    /// must not let the next check skip the pragma: the header it saw already holds another
+    /// connection's commit, which the generation has not heard of yet.
+    #[test]
+    fn a_reading_left_unrecorded_does_not_hide_a_commit() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
+        let mut other = SqliteConnection::establish(&path).unwrap();
+        other
+            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
+            .unwrap();
+        let feed = ChangeFeed::sqlite(path);
+        let start = feed.generation().unwrap();
+        other.batch_execute("INSERT INTO t VALUES (1)").unwrap();
+        let probe = feed.sqlite_probe.as_ref().unwrap();
+        let _unrecorded = probe.lock().unwrap().read().unwrap();
+        assert!(
+            feed.generation().unwrap() > start,
+            "the commit went unnoticed"
+        );
+    }
+
     /// The usage flush's commit keeps the generation only when it was the one commit the probe
     /// could see; any other commit, before, during the window after it, or later, moves it.
     #[test]
