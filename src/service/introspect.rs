@@ -1,8 +1,8 @@
 //! Token introspection (RFC 7662): the hot path. Resource servers call it on every API request.
 //!
 //! Cost of the common case with the cache on: one keyed hash of the client secret, one of the
-//! token, one change-feed check (SQLite: `PRAGMA data_version` on a dedicated connection;
-//! PostgreSQL: an atomic load) and two map lookups. Malformed tokens are refused by the format
+//! token, one change-feed check (SQLite: a comparison of the WAL-index header in shared memory,
+//! and `PRAGMA data_version` only after a commit; PostgreSQL: an atomic load) and two map lookups. Malformed tokens are refused by the format
 //! check before any of that touches the database; unknown well-formed ones are cached as unknown.
 
 use chrono::NaiveDateTime;
@@ -65,8 +65,9 @@ pub fn introspect(
 /// The same answer as [`introspect`] when memory alone can give it (every lookup a cache hit of
 /// the current generation), else `None`. Never waits on the database pool, so it runs on the
 /// HTTP worker itself and spares cache hits the thread hop of `web::block`, the largest cost on
-/// this path (docs/performance.md). Its only database contact is the change-feed check, which on
-/// SQLite is `PRAGMA data_version` on a dedicated connection: a read of shared memory, no lock.
+/// this path (docs/performance.md). Its only database contact is the change-feed check
+/// (`ChangeFeed::generation`), which on SQLite reads shared memory and asks the feed's own
+/// connection only after a commit.
 pub fn introspect_from_memory(
     context: &Context,
     request: &IntrospectionRequest,

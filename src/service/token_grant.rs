@@ -101,8 +101,8 @@ pub fn issue(
 
 /// The same answer as [`issue`] when memory alone can give it (the site and its primary token
 /// cached under the current generation), else `None`. Never waits on the database pool, so the
-/// HTTP worker runs it itself; its only database contact is the change-feed check (SQLite:
-/// `PRAGMA data_version` on the feed's own connection).
+/// HTTP worker runs it itself; its only database contact is the change-feed check
+/// (`ChangeFeed::generation`).
 pub fn issue_from_memory(
     context: &Context,
     request: &TokenRequest,
