@@ -369,6 +369,18 @@ mod tests {
 
     use super::*;
 
+    /// A fresh database in WAL mode with a table `t`, and a connection to it; keep the directory
+    /// for as long as the database is used.
+    fn wal_database() -> (tempfile::TempDir, String, SqliteConnection) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
+        let mut connection = SqliteConnection::establish(&path).unwrap();
+        connection
+            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
+            .unwrap();
+        (dir, path, connection)
+    }
+
     #[test]
     fn writers_notify_the_channel_listeners_listen_on() {
         assert!(NOTIFY.contains(&format!("'{CHANNEL}'")));
@@ -379,12 +391,7 @@ mod tests {
     /// the last one.
     #[test]
     fn the_sqlite_probe_notices_each_commit_at_its_next_call_and_asks_the_pragma_only_then() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
-        let mut writer = SqliteConnection::establish(&path).unwrap();
-        writer
-            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
-            .unwrap();
+        let (_dir, path, mut writer) = wal_database();
         let feed = ChangeFeed::sqlite(path.clone());
         let pragmas_run = || {
             let probe = feed.sqlite_probe.as_ref().unwrap().lock().unwrap();
@@ -425,12 +432,7 @@ mod tests {
     /// connection's commit, which the generation has not heard of yet.
     #[test]
     fn a_reading_left_unrecorded_does_not_hide_a_commit() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
-        let mut other = SqliteConnection::establish(&path).unwrap();
-        other
-            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
-            .unwrap();
+        let (_dir, path, mut other) = wal_database();
         let feed = ChangeFeed::sqlite(path);
         let start = feed.generation().unwrap();
         other.batch_execute("INSERT INTO t VALUES (1)").unwrap();
@@ -446,12 +448,7 @@ mod tests {
     /// could see; any other commit, before, during the window after it, or later, moves it.
     #[test]
     fn an_unnoticed_write_keeps_the_generation_only_when_it_was_the_only_commit() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("feed.db").to_string_lossy().into_owned();
-        let mut writer = SqliteConnection::establish(&path).unwrap();
-        writer
-            .batch_execute("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
-            .unwrap();
+        let (_dir, path, mut writer) = wal_database();
         let mut other = SqliteConnection::establish(&path).unwrap();
         let feed = ChangeFeed::sqlite(path.clone());
         let insert = |n: i32| {
