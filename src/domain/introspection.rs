@@ -1,6 +1,9 @@
 //! Token introspection (RFC 7662): which tokens are active and what a resource server learns.
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
+use serde::Serialize;
 
 use super::slots::PRIMARY_SLOT;
 
@@ -18,17 +21,72 @@ pub struct TokenFacts {
     pub site_enabled: bool,
 }
 
-/// What introspection says about an active token (RFC 7662 2.2 members, plus `token_kind` and
-/// `site_name`, which RFC 7662 2.2 allows as extensions).
+/// A stored token as introspection keeps it: its facts, and its RFC 7662 2.2 answer for while it
+/// is active. That answer depends on the facts alone, so it is rendered once, when they are read,
+/// and a cached token is answered by copying bytes rather than building and serialising it again
+/// on every call (the hot path, docs/performance.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveToken {
-    pub token_id: i64,
-    pub site_key: String,
-    pub site_name: String,
-    pub issued_at: i64,
-    pub expires_at: Option<i64>,
-    pub scope: Option<String>,
-    pub kind: TokenKind,
+pub struct KnownToken {
+    pub facts: TokenFacts,
+    active_answer: Box<str>,
+}
+
+/// RFC 7662 2.2: "If the introspected token is invalid, ... the authorization server MUST return
+/// an introspection response with the "active" field set to "false"" and "SHOULD NOT include any
+/// additional information about an inactive token".
+const INACTIVE_ANSWER: &str = r#"{"active":false}"#;
+
+impl KnownToken {
+    pub fn new(facts: TokenFacts) -> Self {
+        let active_answer = render_active_answer(&facts);
+        Self {
+            facts,
+            active_answer,
+        }
+    }
+}
+
+/// Whether a token is active at `now`, with the answer to send; the active answer is shared with
+/// the cache entry it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Inactive,
+    Active(Arc<KnownToken>),
+}
+
+impl Verdict {
+    /// The RFC 7662 2.2 JSON answer.
+    pub fn json(&self) -> &str {
+        match self {
+            Verdict::Inactive => INACTIVE_ANSWER,
+            Verdict::Active(token) => &token.active_answer,
+        }
+    }
+}
+
+/// RFC 7662 2.2 for a token looked up by its digest (`None`: never stored).
+pub fn judge(token: Option<Arc<KnownToken>>, now: NaiveDateTime) -> Verdict {
+    match token {
+        Some(token) if token.facts.is_active(now) => Verdict::Active(token),
+        _ => Verdict::Inactive,
+    }
+}
+
+impl TokenFacts {
+    /// RFC 7662 2.2: a token is active when it "is currently active" for this server: not
+    /// invalidated, not expired, and its site not disabled.
+    pub fn is_active(&self, now: NaiveDateTime) -> bool {
+        let expired = self.expires_at.is_some_and(|expires_at| expires_at <= now);
+        self.active && self.site_enabled && !expired
+    }
+
+    pub fn kind(&self) -> TokenKind {
+        if self.slot == PRIMARY_SLOT {
+            TokenKind::Primary
+        } else {
+            TokenKind::Secondary
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,26 +104,41 @@ impl TokenKind {
     }
 }
 
-/// RFC 7662 2.2: a token is active when it "is currently active" for this server: not invalidated,
-/// not expired, and its site not disabled. `None` means `{"active": false}`.
-pub fn judge(facts: &TokenFacts, now: NaiveDateTime) -> Option<ActiveToken> {
-    let expired = facts.expires_at.is_some_and(|expires_at| expires_at <= now);
-    if !facts.active || !facts.site_enabled || expired {
-        return None;
-    }
-    Some(ActiveToken {
-        token_id: facts.token_id,
-        site_key: facts.site_key.clone(),
-        site_name: facts.site_name.clone(),
-        issued_at: facts.generated_at.and_utc().timestamp(),
-        expires_at: facts.expires_at.map(|at| at.and_utc().timestamp()),
-        scope: facts.scope.clone(),
-        kind: if facts.slot == PRIMARY_SLOT {
-            TokenKind::Primary
-        } else {
-            TokenKind::Secondary
-        },
-    })
+/// The members of an active token's answer, in the order they are sent: RFC 7662 2.2 `active`,
+/// `token_type`, `client_id`, `sub` (the site is the resource owner in the client credentials
+/// grant, so both are its site key), `iat`, `exp` (only for tokens that expire) and `scope` (only
+/// for tokens that have one); `token_kind` and `site_name` are extensions, which 2.2 allows.
+#[derive(Serialize)]
+struct ActiveAnswer<'a> {
+    active: bool,
+    token_type: &'static str,
+    client_id: &'a str,
+    sub: &'a str,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    token_kind: &'static str,
+    site_name: &'a str,
+}
+
+fn render_active_answer(facts: &TokenFacts) -> Box<str> {
+    let answer = ActiveAnswer {
+        active: true,
+        token_type: "Bearer",
+        client_id: &facts.site_key,
+        sub: &facts.site_key,
+        iat: facts.generated_at.and_utc().timestamp(),
+        exp: facts.expires_at.map(|at| at.and_utc().timestamp()),
+        scope: facts.scope.as_deref(),
+        token_kind: facts.kind().as_str(),
+        site_name: &facts.site_name,
+    };
+    // Strings, integers and `&'static str`s: serialising them cannot fail.
+    serde_json::to_string(&answer)
+        .unwrap_or_else(|_| INACTIVE_ANSWER.to_string())
+        .into_boxed_str()
 }
 
 #[cfg(test)]
@@ -92,41 +165,82 @@ mod tests {
         }
     }
 
+    fn answer_at(facts: TokenFacts, now: NaiveDateTime) -> serde_json::Value {
+        serde_json::from_str(judge(Some(Arc::new(KnownToken::new(facts))), now).json()).unwrap()
+    }
+
     #[test]
     fn an_active_primary_token_reports_its_site_and_issue_time() {
-        let active = judge(&facts(), at(5_000)).unwrap();
-        assert_eq!(active.kind, TokenKind::Primary);
-        assert_eq!(active.issued_at, 1_000);
-        assert_eq!(active.expires_at, None);
-        assert_eq!(active.site_key, "site_x");
+        assert_eq!(
+            answer_at(facts(), at(5_000)),
+            serde_json::json!({
+                "active": true,
+                "token_type": "Bearer",
+                "client_id": "site_x",
+                "sub": "site_x",
+                "iat": 1_000,
+                "token_kind": "primary",
+                "site_name": "X",
+            })
+        );
+    }
+
+    #[test]
+    fn expiry_and_scope_are_sent_only_when_the_token_has_them() {
+        let answer = answer_at(
+            TokenFacts {
+                slot: 3,
+                expires_at: Some(at(9_000)),
+                scope: Some("orders:read".into()),
+                ..facts()
+            },
+            at(5_000),
+        );
+        assert_eq!(answer["exp"], 9_000);
+        assert_eq!(answer["scope"], "orders:read");
+        assert_eq!(answer["token_kind"], "secondary");
+    }
+
+    /// Site names are the site manager's own text: whatever they hold stays one JSON string.
+    #[test]
+    fn a_site_name_with_quotes_and_control_characters_stays_one_string() {
+        let name = "A \"quoted\" \\ name\u{0}\n</script>";
+        let answer = answer_at(
+            TokenFacts {
+                site_name: name.into(),
+                ..facts()
+            },
+            at(5_000),
+        );
+        assert_eq!(answer["site_name"], name);
     }
 
     #[test]
     fn invalidated_disabled_and_expired_tokens_are_inactive() {
-        assert!(judge(
-            &TokenFacts {
+        let inactive: serde_json::Value = serde_json::from_str(INACTIVE_ANSWER).unwrap();
+        assert_eq!(inactive, serde_json::json!({ "active": false }));
+        for facts in [
+            TokenFacts {
                 active: false,
                 ..facts()
             },
-            at(5_000)
-        )
-        .is_none());
-        assert!(judge(
-            &TokenFacts {
+            TokenFacts {
                 site_enabled: false,
                 ..facts()
             },
-            at(5_000)
-        )
-        .is_none());
-        let expiring = TokenFacts {
-            slot: 3,
+        ] {
+            assert!(!facts.is_active(at(5_000)));
+            let token = Arc::new(KnownToken::new(facts));
+            assert_eq!(judge(Some(token), at(5_000)), Verdict::Inactive);
+        }
+        assert_eq!(judge(None, at(5_000)), Verdict::Inactive);
+        let expiring = Arc::new(KnownToken::new(TokenFacts {
             expires_at: Some(at(5_000)),
             ..facts()
-        };
-        assert!(judge(&expiring, at(5_000)).is_none());
-        let still = judge(&expiring, at(5_000) - Duration::seconds(1)).unwrap();
-        assert_eq!(still.kind, TokenKind::Secondary);
-        assert_eq!(still.expires_at, Some(5_000));
+        }));
+        assert_eq!(judge(Some(expiring.clone()), at(5_000)), Verdict::Inactive);
+        let still = judge(Some(expiring.clone()), at(5_000) - Duration::seconds(1));
+        assert_eq!(still, Verdict::Active(expiring));
+        assert!(still.json().starts_with(r#"{"active":true,"#));
     }
 }

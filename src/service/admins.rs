@@ -6,7 +6,6 @@ use chrono::NaiveDateTime;
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{Admin, Role, ADMIN_CLIENT_ID_PREFIX};
-use crate::domain::introspection::judge;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::{encode_identifier, validate_name};
@@ -161,7 +160,7 @@ pub fn admin_for_bearer(
             .ok_or_else(|| invalid().into()),
         Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {
             let facts = context.store.token_facts(&digest())?;
-            if facts.is_some_and(|facts| judge(&facts, now).is_some()) {
+            if facts.is_some_and(|facts| facts.is_active(now)) {
                 Err(OAuthError::new(
                     OAuthErrorCode::InsufficientScope,
                     "site tokens do not unlock the admin API; use an admin token (scope admin)",

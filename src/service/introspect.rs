@@ -5,6 +5,8 @@
 //! and `PRAGMA data_version` only after a commit; PostgreSQL: an atomic load) and two map lookups. Malformed tokens are refused by the format
 //! check before any of that touches the database; unknown well-formed ones are cached as unknown.
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 
 use super::cache::{cached, current_generation, GenerationCache, Reach};
@@ -12,7 +14,7 @@ use super::client_auth::throttled;
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
 use crate::crypto::Digest;
-use crate::domain::introspection::{judge, ActiveToken, TokenFacts};
+use crate::domain::introspection::{judge, KnownToken, Verdict};
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::IntrospectionRequest;
 use crate::domain::secret::Secret;
@@ -22,7 +24,7 @@ use crate::domain::token::{self, SecretKind};
 /// Caches for introspection; `None` caches mean every check reads the database.
 #[derive(Debug)]
 pub struct Introspection {
-    tokens: Option<GenerationCache<Digest, Option<TokenFacts>>>,
+    tokens: Option<GenerationCache<Digest, Option<Arc<KnownToken>>>>,
     resource_servers: Option<GenerationCache<String, Option<Digest>>>,
     pub usage: UsageRecorder,
 }
@@ -45,7 +47,7 @@ impl Introspection {
 /// What the handler needs: the answer, and whether the usage batch wants flushing now.
 #[derive(Debug)]
 pub struct Introspected {
-    pub active: Option<ActiveToken>,
+    pub verdict: Verdict,
     pub flush_due: bool,
 }
 
@@ -117,7 +119,7 @@ fn judge_request(
     authenticate(context, stored_secret.as_deref(), &credentials.secret)?;
 
     let inactive = Introspected {
-        active: None,
+        verdict: Verdict::Inactive,
         flush_due: false,
     };
     match token::recognise(request.token.expose()) {
@@ -125,24 +127,25 @@ fn judge_request(
         _ => return Ok(Some(inactive)),
     }
     let digest = context.keys.token_digest(request.token.expose());
-    let Some(facts) = cached(
+    let Some(known) = cached(
         caches.tokens.as_ref(),
         generation,
         reach,
         digest.as_slice(),
-        || context.store.token_facts(&digest),
+        || {
+            let facts = context.store.token_facts(&digest)?;
+            Ok(facts.map(|facts| Arc::new(KnownToken::new(facts))))
+        },
     )?
     else {
         return Ok(None);
     };
-    let Some(active) = facts.and_then(|facts| judge(&facts, now)) else {
-        return Ok(Some(inactive));
+    let verdict = judge(known, now);
+    let flush_due = match &verdict {
+        Verdict::Active(token) => caches.usage.record(token.facts.token_id, now),
+        Verdict::Inactive => false,
     };
-    let flush_due = caches.usage.record(active.token_id, now);
-    Ok(Some(Introspected {
-        active: Some(active),
-        flush_due,
-    }))
+    Ok(Some(Introspected { verdict, flush_due }))
 }
 
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a
