@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
-use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use futures_util::future::{select, Either};
 
@@ -123,7 +122,6 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
         App::new()
             .app_data(state.clone())
             .app_data(metrics.clone())
-            .wrap(from_fn(http::observe::observe))
             .configure(http::configure)
     });
     if let Some(workers) = config.workers {

@@ -17,7 +17,7 @@ use crate::service::Context;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     /// The route pattern, never the raw path (which could carry anything a client sends).
-    endpoint: String,
+    endpoint: &'static str,
     status: u16,
 }
 
@@ -55,11 +55,29 @@ impl Metrics {
         }
     }
 
-    /// Counts and times one request under its route pattern.
-    pub fn observe(&self, endpoint: String, status: u16, seconds: f64) {
+    /// The request count and latency histogram of one route pattern and status, to be kept by
+    /// the caller: they stay registered, so each request need not look its labels up again.
+    pub(crate) fn request_metrics(&self, endpoint: &'static str, status: u16) -> RequestMetrics {
         let labels = RequestLabels { endpoint, status };
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(seconds);
+        RequestMetrics {
+            requests: self.requests.get_or_create(&labels).clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// Handles on one route's and status' metrics (see [`Metrics::request_metrics`]).
+#[derive(Debug)]
+pub(crate) struct RequestMetrics {
+    requests: Counter,
+    latency: Histogram,
+}
+
+impl RequestMetrics {
+    /// Counts and times one request.
+    pub(crate) fn observe(&self, seconds: f64) {
+        self.requests.inc();
+        self.latency.observe(seconds);
     }
 }
 

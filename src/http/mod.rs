@@ -1,5 +1,6 @@
 //! The only actix code: the route table, thin handlers and the mapping of errors to responses.
 
+use actix_web::dev::HttpServiceFactory;
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
@@ -15,10 +16,11 @@ pub mod error;
 mod introspect;
 pub mod metrics;
 mod oauth;
-pub(crate) mod observe;
+mod observe;
 pub mod openapi;
 
 use error::ApiError;
+use observe::Observe;
 
 /// The admin API's JSON bodies and their parser, for the fuzz targets in `fuzz/`: the handlers
 /// stay private, the untrusted-input parsing they share is reachable without an HTTP request.
@@ -66,7 +68,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/admin/v1/sites", admin::list_sites))
         .service(only(Method::GET, "/admin/v1/sites/{site_key}", admin::site))
         .service(
-            web::resource("/admin/v1/sites/{site_key}/tokens")
+            web::resource(SITE_TOKENS)
+                .wrap(Observe::route(SITE_TOKENS))
                 .route(web::get().to(admin::list_tokens))
                 .route(web::post().to(admin::create_token))
                 .default_service(web::to(|| async {
@@ -102,11 +105,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/admin/", admin_page::index))
         .service(only(Method::GET, "/admin/app.js", admin_page::script))
         .service(only(Method::GET, "/admin/app.css", admin_page::stylesheet))
-        .default_service(web::to(not_found));
+        .default_service(actix_service::apply(
+            Observe::route(observe::UNMATCHED),
+            web::to(not_found),
+        ));
 }
 
-/// A resource answering one method; any other gets 405 JSON with `Allow` (RFC 9110 15.5.6).
-fn only<F, Args>(method: Method, path: &str, handler: F) -> actix_web::Resource
+const SITE_TOKENS: &str = "/admin/v1/sites/{site_key}/tokens";
+
+/// A resource answering one method, observed under its pattern; any other method gets 405 JSON
+/// with `Allow` (RFC 9110 15.5.6).
+fn only<F, Args>(method: Method, path: &'static str, handler: F) -> impl HttpServiceFactory
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
@@ -114,6 +123,7 @@ where
 {
     let allow = if method == Method::GET { "GET" } else { "POST" };
     web::resource(path)
+        .wrap(Observe::route(path))
         .route(web::method(method).to(handler))
         .default_service(web::to(move || async move {
             Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })

@@ -85,6 +85,8 @@ fn metrics_count_requests_and_token_events(app: TestApp) {
         .get(app.url("/no/such/path?secret=x"))
         .send()
         .unwrap();
+    let wrong_method = app.client.get(app.url("/oauth2/token")).send().unwrap();
+    assert_eq!(wrong_method.status(), 405);
     let response = app.client.get(app.url("/metrics")).send().unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().unwrap();
@@ -92,6 +94,8 @@ fn metrics_count_requests_and_token_events(app: TestApp) {
         r#"tokenwarden_http_requests_total{endpoint="/oauth2/token",status="200"} 3"#,
         r#"tokenwarden_http_requests_total{endpoint="/oauth2/invalidate_token",status="200"} 1"#,
         r#"tokenwarden_http_requests_total{endpoint="unmatched",status="404"} 1"#,
+        r#"tokenwarden_http_requests_total{endpoint="/oauth2/token",status="405"} 1"#,
+        r#"tokenwarden_http_request_duration_seconds_count{endpoint="/oauth2/introspect",status="200"} 1"#,
         r#"tokenwarden_http_request_duration_seconds_bucket{le="#,
         "tokenwarden_tokens_minted_total 2",
         "tokenwarden_tokens_invalidated_total 1",
