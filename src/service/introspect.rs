@@ -25,7 +25,8 @@ use crate::domain::token::{self, SecretKind};
 #[derive(Debug)]
 pub struct Introspection {
     tokens: Option<GenerationCache<Digest, Option<Arc<KnownToken>>>>,
-    resource_servers: Option<GenerationCache<String, Option<Digest>>>,
+    /// Shared digests: a hit clones a pointer, not the digest.
+    resource_servers: Option<GenerationCache<String, Option<Arc<[u8]>>>>,
     pub usage: UsageRecorder,
 }
 
@@ -108,9 +109,10 @@ fn judge_request(
         reach,
         credentials.client_id.as_str(),
         || {
-            context
+            let digest = context
                 .store
-                .resource_server_secret_digest(&credentials.client_id)
+                .resource_server_secret_digest(&credentials.client_id)?;
+            Ok(digest.map(Arc::from))
         },
     )?
     else {
