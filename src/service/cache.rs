@@ -109,14 +109,22 @@ pub enum Reach {
 
 /// The generation to read and fill caches under: `None` when the caches are off (then there is
 /// nothing to check, and on SQLite no `PRAGMA` to pay for) or the change feed is not live (then
-/// a missed write could go unnoticed, so no cache may answer). Read it once per request, before
-/// any query: answers cached under an older generation are stale.
-pub fn current_generation(store: &Store, caches_on: bool) -> Result<Option<u64>, StoreError> {
+/// a missed write could go unnoticed, so no cache may answer). With [`Reach::MemoryOnly`] also
+/// `None` while the check would have to wait (`ChangeFeed::generation_without_waiting`): nothing
+/// is answered from memory then, and the request takes the database path, which waits. Read it
+/// once per request, before any query: answers cached under an older generation are stale.
+pub fn current_generation(
+    store: &Store,
+    caches_on: bool,
+    reach: Reach,
+) -> Result<Option<u64>, StoreError> {
     let changes = store.changes();
-    if caches_on && changes.is_live() {
-        changes.generation().map(Some)
-    } else {
-        Ok(None)
+    if !caches_on || !changes.is_live() {
+        return Ok(None);
+    }
+    match reach {
+        Reach::MemoryOnly => changes.generation_without_waiting(),
+        Reach::Database => changes.generation().map(Some),
     }
 }
 

@@ -101,7 +101,7 @@ fn judge_request(
     reach: Reach,
 ) -> Result<Option<Introspected>, ServiceError> {
     let caches = &context.introspection;
-    let generation = current_generation(&context.store, caches.tokens.is_some())?;
+    let generation = current_generation(&context.store, caches.tokens.is_some(), reach)?;
     let credentials = &request.credentials;
     let Some(stored_secret) = cached(
         caches.resource_servers.as_ref(),

@@ -131,9 +131,10 @@ fn run_flow(
     now: NaiveDateTime,
     reach: Reach,
 ) -> Result<Option<GrantedToken>, ServiceError> {
-    let generation = current_generation(&context.store, context.grants.sites.is_some())?;
+    let generation = current_generation(&context.store, context.grants.sites.is_some(), reach)?;
     if generation.is_none() && reach == Reach::MemoryOnly {
-        // Caches off, or a change feed that is not live: nothing may come from memory.
+        // Caches off, a change feed that is not live, or a check that would have to wait:
+        // nothing may come from memory.
         return Ok(None);
     }
     let flow_request = FlowRequest {
