@@ -47,6 +47,8 @@ pub struct ChangeFeed {
     generation: AtomicU64,
     live: AtomicBool,
     sqlite_probe: Option<Mutex<SqliteProbe>>,
+    /// Raised while [`ChangeFeed::write_unnoticed`] may hold the probe across a commit.
+    adopting: AtomicBool,
 }
 
 struct SqliteProbe {
@@ -100,6 +102,7 @@ impl ChangeFeed {
                 last_seen: -1,
                 header_seen: None,
             })),
+            adopting: AtomicBool::new(false),
         }
     }
 
@@ -109,6 +112,7 @@ impl ChangeFeed {
             generation: AtomicU64::new(0),
             live: AtomicBool::new(false),
             sqlite_probe: None,
+            adopting: AtomicBool::new(false),
         }
     }
 
@@ -120,17 +124,23 @@ impl ChangeFeed {
         Ok(self.generation.load(Ordering::Acquire))
     }
 
-    /// [`ChangeFeed::generation`] for the HTTP worker, which must not wait: `None` while another
-    /// thread holds the SQLite probe, above all while this process commits a write it adopts
-    /// without moving the generation ([`ChangeFeed::write_unnoticed`] holds the probe from before
-    /// that commit until it is adopted). The caller then asks [`ChangeFeed::generation`] where
-    /// waiting is allowed, and learns the outcome instead of seeing the commit half-adopted.
+    /// [`ChangeFeed::generation`] for the HTTP worker, which must not wait long: `None` while
+    /// this process commits a write it adopts without moving the generation
+    /// ([`ChangeFeed::write_unnoticed`] holds the SQLite probe from before that commit, `fsync`
+    /// included, until it is adopted). The caller then asks [`ChangeFeed::generation`] where
+    /// waiting is allowed, and learns the outcome instead of seeing the commit half-adopted. A
+    /// probe held by another check (a header comparison, at most a pragma) is waited for.
     pub fn generation_without_waiting(&self) -> Result<Option<u64>, StoreError> {
         if let Some(probe) = &self.sqlite_probe {
             let mut probe = match probe.try_lock() {
                 Ok(probe) => probe,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::WouldBlock) if self.adopting.load(Ordering::Acquire) => {
+                    return Ok(None)
+                }
+                Err(TryLockError::WouldBlock) => {
+                    probe.lock().unwrap_or_else(PoisonError::into_inner)
+                }
             };
             self.notice(&mut probe)?;
         }
@@ -162,8 +172,8 @@ impl ChangeFeed {
     /// 2. after the commit, the probe's reading, then the writer's again. The writer's own commit
     ///    does not change its `data_version`, so an unchanged writer reading means nobody else
     ///    committed between the transaction and the probe's reading: the probe's new value is
-    ///    ours alone and is adopted silently. Otherwise, or if a request's check already saw the
-    ///    change, the generation moves as for any other write.
+    ///    ours alone and is adopted silently. Otherwise the generation moves as for any other
+    ///    write.
     ///
     /// The probe lock is held from the first readings until the commit is adopted: a check that
     /// ran in between would see the new version before the second readings and move the
@@ -190,6 +200,8 @@ impl ChangeFeed {
         let Some(probe) = &self.sqlite_probe else {
             return writer.immediate_transaction(write);
         };
+        // Declared before the probe guard, so lowered only after the guard is dropped.
+        let _adopting = Raised::raise(&self.adopting);
         // The guard leaves the transaction with the readings and is dropped after the second
         // ones (or with an error, the commit's included).
         let mut held = None;
@@ -275,6 +287,22 @@ impl ChangeFeed {
             thread::sleep(POLL_INTERVAL);
         }
         Ok(())
+    }
+}
+
+/// A flag raised for as long as this value lives, whichever way its scope ends.
+struct Raised<'a>(&'a AtomicBool);
+
+impl<'a> Raised<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Raised<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
