@@ -105,10 +105,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/admin/", admin_page::index))
         .service(only(Method::GET, "/admin/app.js", admin_page::script))
         .service(only(Method::GET, "/admin/app.css", admin_page::stylesheet))
-        .default_service(actix_service::apply(
-            Observe::route(observe::UNMATCHED),
-            web::to(not_found),
-        ));
+        .default_service(web::to(not_found).wrap(Observe::route(observe::UNMATCHED)));
 }
 
 const SITE_TOKENS: &str = "/admin/v1/sites/{site_key}/tokens";
