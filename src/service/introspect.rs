@@ -69,8 +69,9 @@ pub fn introspect(
 /// the current generation), else `None`. Never waits on the database pool, so it runs on the
 /// HTTP worker itself and spares cache hits the thread hop of `web::block`, the largest cost on
 /// this path (docs/performance.md). Its only database contact is the change-feed check
-/// (`ChangeFeed::generation`), which on SQLite reads shared memory and asks the feed's own
-/// connection only after a commit.
+/// (`ChangeFeed::generation_without_waiting`), which on SQLite reads shared memory, asks the
+/// feed's own connection only after a commit, and gives up rather than wait while this process
+/// adopts its own usage flush.
 pub fn introspect_from_memory(
     context: &Context,
     request: &IntrospectionRequest,

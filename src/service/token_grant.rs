@@ -102,7 +102,7 @@ pub fn issue(
 /// The same answer as [`issue`] when memory alone can give it (the site and its primary token
 /// cached under the current generation), else `None`. Never waits on the database pool, so the
 /// HTTP worker runs it itself; its only database contact is the change-feed check
-/// (`ChangeFeed::generation`).
+/// (`ChangeFeed::generation_without_waiting`, which gives up rather than wait).
 pub fn issue_from_memory(
     context: &Context,
     request: &TokenRequest,
