@@ -180,7 +180,9 @@ impl ChangeFeed {
     /// generation, and did so for about one flush in three under load (each time a refill of
     /// every cached token). Checks that may wait (off the worker) wait; the worker's check
     /// ([`ChangeFeed::generation_without_waiting`]) does not, and its request goes the way of a
-    /// cache miss instead.
+    /// cache miss instead. Checks that wait do so for the commit's `fsync`, and at worst for the
+    /// writer's busy timeout, should its second `data_version` meet a lock (SQLite recovering
+    /// the WAL index after a crashed writer).
     pub(crate) fn write_unnoticed<T>(
         &self,
         writer: &mut SqliteConnection,
