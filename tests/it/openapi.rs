@@ -1,10 +1,15 @@
 //! `GET /openapi.json` describes every endpoint, with the form bodies and error shape they use.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use crate::helpers::TestApp;
 
-crate::on_both_backends!(the_openapi_document_covers_every_endpoint);
+crate::on_both_backends!(
+    the_openapi_document_covers_every_endpoint,
+    an_active_introspection_answer_has_the_documented_members,
+);
 
 fn the_openapi_document_covers_every_endpoint(app: TestApp) {
     let response = app.client.get(app.url("/openapi.json")).send().unwrap();
@@ -127,4 +132,35 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         document["components"]["securitySchemes"]["admin_token"]["scheme"],
         "bearer"
     );
+}
+
+/// The introspection answer is rendered by `domain::introspection`, the schema stated by
+/// `http::introspect::IntrospectionResponse`: the two must name the same members. A primary token
+/// has neither expiry nor scope, so it carries every member but those two.
+fn an_active_introspection_answer_has_the_documented_members(app: TestApp) {
+    let document: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let schema = &document["components"]["schemas"]["IntrospectionResponse"];
+    let documented: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|member| !["exp", "scope"].contains(member))
+        .collect();
+    let site = app.create_site("Documented Shop");
+    let resource_server = app.create_resource_server("Documented API");
+    let answer = app.introspect(&resource_server, &app.primary_token(&site));
+    let sent: BTreeSet<&str> = answer
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(sent, documented, "{answer}");
 }
