@@ -15,13 +15,7 @@ crate::on_both_backends!(
 );
 
 fn metadata_describes_the_endpoints_under_the_issuer(app: TestApp) {
-    let metadata: Value = app
-        .client
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let metadata = app.get_json("/.well-known/oauth-authorization-server");
     let issuer = metadata["issuer"].as_str().unwrap();
     assert_eq!(issuer, app.base_url);
     assert_eq!(metadata["token_endpoint"], format!("{issuer}/oauth2/token"));

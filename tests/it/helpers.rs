@@ -249,6 +249,13 @@ impl TestNode {
         format!("{}{path}", self.base_url)
     }
 
+    /// `GET path`, which must answer 200 with JSON.
+    pub fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().expect("a JSON body")
+    }
+
     pub fn create_site(&self, name: &str) -> SiteKeys {
         let (_, credentials) =
             sites::create(&self.context, name, tokenwarden::clock::now()).expect("create a site");

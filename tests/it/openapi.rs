@@ -2,8 +2,6 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use crate::helpers::TestApp;
 
 crate::on_both_backends!(
@@ -12,9 +10,7 @@ crate::on_both_backends!(
 );
 
 fn the_openapi_document_covers_every_endpoint(app: TestApp) {
-    let response = app.client.get(app.url("/openapi.json")).send().unwrap();
-    assert_eq!(response.status(), 200);
-    let document: Value = response.json().unwrap();
+    let document = app.get_json("/openapi.json");
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/oauth2/token",
@@ -138,13 +134,7 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
 /// `http::introspect::IntrospectionResponse`: the two must name the same members. A primary token
 /// has neither expiry nor scope, so it carries every member but those two.
 fn an_active_introspection_answer_has_the_documented_members(app: TestApp) {
-    let document: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let document = app.get_json("/openapi.json");
     let schema = &document["components"]["schemas"]["IntrospectionResponse"];
     let documented: BTreeSet<&str> = schema["properties"]
         .as_object()

@@ -735,13 +735,7 @@ fn with_keep_alive_off_a_connection_carries_one_request() {
 #[test]
 fn the_openapi_document_lists_429_with_retry_after_where_clients_authenticate() {
     let app = with_connections(|_| {});
-    let document: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let document = app.get_json("/openapi.json");
     for path in [
         "/oauth2/token",
         "/oauth2/invalidate_token",
