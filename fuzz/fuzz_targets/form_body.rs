@@ -5,8 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use tokenwarden::domain::oauth_error::OAuthErrorCode;
 use tokenwarden::domain::request::{
-    AuthorizationHeader, ClientCredentials, IntrospectionRequest, InvalidateRequest, Params,
-    RevocationRequest, TokenRequest,
+    AuthorizationHeader, ClientCredentials, FormRequest, IntrospectionRequest, InvalidateRequest,
+    Params, RevocationRequest, TokenRequest,
 };
 
 fuzz_target!(|body: &[u8]| {

@@ -4,6 +4,7 @@
 //! HTTP layer hands in the raw body and `Authorization` header; services receive only the typed
 //! requests below.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::engine::general_purpose::STANDARD;
@@ -16,15 +17,18 @@ use super::secret::Secret;
 ///
 /// RFC 6749 3.1: "Parameters sent without a value MUST be treated as if they were omitted from the
 /// request" and "Request and response parameters MUST NOT be included more than once."
+///
+/// Names and values borrow from the body unless they had to be decoded: this runs on every OAuth
+/// request, and the request types below copy out only what they keep.
 #[derive(Debug, Default)]
-pub struct Params(BTreeMap<String, String>);
+pub struct Params<'body>(BTreeMap<Cow<'body, str>, Cow<'body, str>>);
 
-impl Params {
+impl<'body> Params<'body> {
     /// Decodes a form body: `+` is a space, `%XX` a byte, and the decoded bytes must be UTF-8.
-    pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
-        let mut params = BTreeMap::<String, String>::new();
+    pub fn parse(body: &'body [u8]) -> Result<Self, OAuthError> {
+        let mut params = BTreeMap::new();
         // Names sent without a value: omitted (RFC 6749 3.1), yet still counted as sent once.
-        let mut omitted = BTreeSet::<String>::new();
+        let mut omitted = BTreeSet::new();
         for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
@@ -45,7 +49,7 @@ impl Params {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name).map(|value| &**value)
     }
 
     fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
@@ -56,9 +60,10 @@ impl Params {
 
 /// `+` is a space and `%XX` a byte (an invalid escape stays as it is, as `percent_decode` leaves
 /// it); the result must be UTF-8. A value without either, the usual case (tokens and secrets are
-/// base64url), is copied through: this runs for every name and value of every request.
-fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
-    let bytes = if raw.iter().any(|&b| b == b'%' || b == b'+') {
+/// base64url), is borrowed as it is: this runs for every name and value of every request.
+fn form_decode(raw: &[u8]) -> Result<Cow<'_, str>, OAuthError> {
+    let not_utf8 = || OAuthError::invalid_request("the request body is not valid UTF-8");
+    if raw.iter().any(|&b| b == b'%' || b == b'+') {
         // An escape never spans a `+` (not a hex digit), so decoding the pieces between them
         // is decoding the whole with `+` read as a space, in one pass and one buffer.
         let mut bytes = Vec::with_capacity(raw.len());
@@ -68,12 +73,14 @@ fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
             }
             bytes.extend(percent_encoding::percent_decode(piece));
         }
-        bytes
+        String::from_utf8(bytes)
+            .map(Cow::Owned)
+            .map_err(|_| not_utf8())
     } else {
-        raw.to_vec()
-    };
-    String::from_utf8(bytes)
-        .map_err(|_| OAuthError::invalid_request("the request body is not valid UTF-8"))
+        std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(|_| not_utf8())
+    }
 }
 
 /// Parameter names of the OAuth endpoints (RFC 6749 4.4.2 and 2.3.1, RFC 7009 2.1, RFC 7662 2.1,
@@ -141,7 +148,7 @@ impl AuthorizationHeader {
             return Err(malformed());
         }
         Ok(Self::Basic(ClientCredentials {
-            client_id,
+            client_id: client_id.into_owned(),
             secret: Secret::new(secret),
         }))
     }
@@ -231,6 +238,12 @@ pub fn parse_scope(raw: &str) -> Result<Vec<String>, OAuthError> {
     Ok(tokens)
 }
 
+/// The request of an OAuth endpoint, from its `Authorization` header and form body: what the HTTP
+/// layer's `read_form` returns, owning what it keeps of the body.
+pub trait FormRequest: Sized {
+    fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError>;
+}
+
 /// An access token request with the client credentials grant (RFC 6749 4.4.2).
 #[derive(Debug)]
 pub struct TokenRequest {
@@ -239,8 +252,8 @@ pub struct TokenRequest {
     pub scope: Option<Vec<String>>,
 }
 
-impl TokenRequest {
-    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+impl FormRequest for TokenRequest {
+    fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
         match params.require("grant_type")? {
             "client_credentials" => {}
             _ => {
@@ -263,8 +276,8 @@ pub struct InvalidateRequest {
     pub access_token: Secret,
 }
 
-impl InvalidateRequest {
-    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+impl FormRequest for InvalidateRequest {
+    fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
         let access_token = Secret::new(params.require("access_token")?);
         let credentials = client_credentials(header, params)?;
         Ok(Self {
@@ -281,10 +294,10 @@ pub struct RevocationRequest {
     pub token: Secret,
 }
 
-impl RevocationRequest {
+impl FormRequest for RevocationRequest {
     /// `token_type_hint` is optional and advisory: RFC 7009 2.1 lets the server search all its
     /// token types regardless, and an unknown hint value is ignored, so it is not even read.
-    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+    fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
         let token = Secret::new(params.require("token")?);
         let credentials = client_credentials(header, params)?;
         Ok(Self { credentials, token })
@@ -298,9 +311,9 @@ pub struct IntrospectionRequest {
     pub token: Secret,
 }
 
-impl IntrospectionRequest {
+impl FormRequest for IntrospectionRequest {
     /// `token_type_hint` is optional and, as for revocation, only a hint: it is not read.
-    pub fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
+    fn parse(header: AuthorizationHeader, params: &Params) -> Result<Self, OAuthError> {
         let token = Secret::new(params.require("token")?);
         let credentials = client_credentials(header, params)?;
         Ok(Self { credentials, token })
@@ -424,7 +437,7 @@ mod tests {
         }
         for input in &inputs {
             assert_eq!(
-                form_decode(input).ok(),
+                form_decode(input).ok().map(Cow::into_owned),
                 reference_form_decode(input),
                 "{input:?}"
             );
@@ -677,7 +690,12 @@ mod properties {
             let params = Params::parse(body.as_bytes()).unwrap();
             let expected: BTreeMap<String, String> =
                 pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect();
-            prop_assert_eq!(params.0, expected);
+            let parsed: BTreeMap<String, String> = params
+                .0
+                .into_iter()
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+            prop_assert_eq!(parsed, expected);
         }
 
         #[test]
@@ -693,7 +711,8 @@ mod properties {
                     _ => " ",
                 })
                 .collect();
-            let params = Params::parse(format!("v={raw}").as_bytes()).unwrap();
+            let body = format!("v={raw}");
+            let params = Params::parse(body.as_bytes()).unwrap();
             prop_assert_eq!(params.get("v"), Some(expected.as_str()));
         }
 

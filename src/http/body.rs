@@ -9,16 +9,16 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::domain::oauth_error::OAuthError;
-use crate::domain::request::{AuthorizationHeader, Params};
+use crate::domain::request::{AuthorizationHeader, FormRequest, Params};
 
-/// Reads the body of an OAuth endpoint (RFC 6749 3.2: `application/x-www-form-urlencoded`) and the
-/// `Authorization` header.
-pub async fn read_form(
+/// Reads the request of an OAuth endpoint from its body (RFC 6749 3.2:
+/// `application/x-www-form-urlencoded`) and its `Authorization` header.
+pub async fn read_form<R: FormRequest>(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
     timeout: Duration,
-) -> Result<(AuthorizationHeader, Params), ApiError> {
+) -> Result<R, ApiError> {
     refuse_declared_oversize(request, limit)?;
     if !has_media_type(request, "application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request(
@@ -33,7 +33,7 @@ pub async fn read_form(
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
     )?;
-    Ok((authorization, Params::parse(&body)?))
+    Ok(R::parse(authorization, &Params::parse(&body)?)?)
 }
 
 /// Reads an `application/json` body of the admin API into `T`, which must be a JSON object (serde

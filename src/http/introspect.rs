@@ -70,9 +70,8 @@ pub async fn introspect(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) =
+    let introspection: IntrospectionRequest =
         read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    let introspection = IntrospectionRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Cache hits are answered on this worker; anything needing the database goes to the pool.
     let origin = super::oauth::origin(&state, &request);

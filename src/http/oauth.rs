@@ -67,9 +67,8 @@ pub async fn token(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) =
+    let token_request: TokenRequest =
         read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    let token_request = TokenRequest::parse(authorization, &params)?;
     let now = crate::clock::now();
     // Repeat requests are answered on this worker; anything needing the database goes to the pool.
     let origin = origin(&state, &request);
@@ -116,9 +115,8 @@ pub async fn invalidate_token(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) =
+    let invalidate: InvalidateRequest =
         read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    let invalidate = InvalidateRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
     let origin = origin(&state, &request);
@@ -152,9 +150,8 @@ pub async fn revoke(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (authorization, params) =
+    let revocation: RevocationRequest =
         read_form(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    let revocation = RevocationRequest::parse(authorization, &params)?;
     let context = state.context.clone();
     let now = crate::clock::now();
     let origin = origin(&state, &request);
