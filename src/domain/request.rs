@@ -63,7 +63,7 @@ impl<'body> Params<'body> {
 /// base64url), is borrowed as it is: this runs for every name and value of every request.
 fn form_decode(raw: &[u8]) -> Result<Cow<'_, str>, OAuthError> {
     let not_utf8 = || OAuthError::invalid_request("the request body is not valid UTF-8");
-    if raw.iter().any(|&b| b == b'%' || b == b'+') {
+    if memchr::memchr2(b'%', b'+', raw).is_some() {
         // An escape never spans a `+` (not a hex digit), so decoding the pieces between them
         // is decoding the whole with `+` read as a space, in one pass and one buffer.
         let mut bytes = Vec::with_capacity(raw.len());

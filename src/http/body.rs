@@ -131,16 +131,21 @@ async fn read_limited(
         .map_err(|_| ApiError::BodyTimeout { timeout })?
 }
 
-/// Whether the `Content-Type` essence (parameters such as `charset` aside) is `expected`.
+/// Whether the `Content-Type` essence (parameters such as `charset` aside) is `expected`, ASCII
+/// case ignored (RFC 9110 8.3.1). Compared as bytes, without a `str` conversion first: every OAuth
+/// request passes here.
 fn has_media_type(request: &HttpRequest, expected: &str) -> bool {
     let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
         return false;
     };
-    let Ok(content_type) = content_type.to_str() else {
-        return false;
+    let content_type = content_type.as_bytes();
+    let essence = match memchr::memchr(b';', content_type) {
+        Some(at) => &content_type[..at],
+        None => content_type,
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case(expected)
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(expected.as_bytes())
 }
 
 #[cfg(test)]
@@ -167,6 +172,38 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn the_media_type_is_the_essence_in_any_case_with_parameters_aside() {
+        let with = |value: &[u8]| {
+            let request = actix_web::test::TestRequest::default()
+                .insert_header((
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_bytes(value).unwrap(),
+                ))
+                .to_http_request();
+            has_media_type(&request, "application/json")
+        };
+        for accepted in [
+            &b"application/json"[..],
+            b"Application/JSON",
+            b" application/json ; charset=utf-8",
+            b"application/json;charset=\xff",
+        ] {
+            assert!(with(accepted), "{accepted:?}");
+        }
+        for refused in [
+            &b""[..],
+            b"application/jsonx",
+            b"application/json-patch+json",
+            b"text/plain; x=application/json",
+            b"application/\xffjson",
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
+        let without = actix_web::test::TestRequest::default().to_http_request();
+        assert!(!has_media_type(&without, "application/json"));
     }
 
     fn shape_message<T: DeserializeOwned + Default>(body: &[u8]) -> String {
