@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -20,8 +21,17 @@ use super::secret::Secret;
 ///
 /// Names and values borrow from the body unless they had to be decoded: this runs on every OAuth
 /// request, and the request types below copy out only what they keep.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Params<'body>(BTreeMap<Cow<'body, str>, Cow<'body, str>>);
+
+/// The names only: values include client secrets and tokens.
+impl fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Params")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
 
 impl<'body> Params<'body> {
     /// Decodes a form body: `+` is a space, `%XX` a byte, and the decoded bytes must be UTF-8.
@@ -345,6 +355,13 @@ mod tests {
         assert_eq!(params.get("empty"), None);
         assert_eq!(params.get("flag"), None);
         assert!(Params::parse(b"").unwrap().get("x").is_none());
+    }
+
+    #[test]
+    fn debug_shows_parameter_names_only() {
+        let params = Params::parse(b"client_id=site&client_secret=twk_secret&token=twp_x").unwrap();
+        let shown = format!("{params:?}");
+        assert_eq!(shown, r#"Params(["client_id", "client_secret", "token"])"#);
     }
 
     #[test]

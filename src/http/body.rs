@@ -133,7 +133,8 @@ async fn read_limited(
 
 /// Whether the `Content-Type` essence (parameters such as `charset` aside) is `expected`, ASCII
 /// case ignored (RFC 9110 8.3.1). Compared as bytes, without a `str` conversion first: every OAuth
-/// request passes here.
+/// request passes here. Bytes beyond ASCII in the parameters do not matter, deliberately: RFC 9110
+/// 5.6.4 allows them in a quoted parameter value, and no parameter is read.
 fn has_media_type(request: &HttpRequest, expected: &str) -> bool {
     let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
         return false;
