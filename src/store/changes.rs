@@ -329,13 +329,39 @@ pub(crate) trait UnnoticedWrite: Connection + Sized {
     ) -> Result<T, StoreError>;
 }
 
+/// SQLite's default `wal_autocheckpoint`, which an unnoticed write turns off for its own commit.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
+
 impl UnnoticedWrite for SqliteConnection {
+    /// [`ChangeFeed::write_unnoticed`] holds the probe from before the commit until it is adopted,
+    /// so every cached answer in that time waits (docs/performance.md: at 1,000,000 tokens the
+    /// probe was held 20 to 220 ms per usage flush, and p99 latency was 10 to 137 ms). Two things
+    /// made the commit long, and neither is needed for `last_used_at`:
+    /// - the `fsync` of `synchronous = FULL`: this commit is `NORMAL`, durable at the next
+    ///   checkpoint or full commit (a power failure may lose one batch of usage times, which are
+    ///   approximate anyway; an interrupted process loses nothing, the log is in the page cache);
+    /// - a checkpoint, which a commit that takes the log past `wal_autocheckpoint` pages runs
+    ///   inside `COMMIT`: this commit does not checkpoint, and the log is checkpointed passively
+    ///   afterwards, with the probe free.
+    ///
+    /// Both are per-connection settings on a pooled connection, reset after the write. Should a
+    /// reset fail, the write that changes answers does not depend on it: `write_transaction!` sets
+    /// `synchronous = FULL` itself.
     fn unnoticed_transaction<T>(
         &mut self,
         changes: &ChangeFeed,
         write: impl FnOnce(&mut Self) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        changes.write_unnoticed(self, write)
+        self.batch_execute("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")?;
+        let written = changes.write_unnoticed(self, write);
+        self.batch_execute(&format!(
+            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"
+        ))?;
+        let value = written?;
+        if let Err(error) = self.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+            log::debug!("usage flush: checkpoint left to a later commit: {error}");
+        }
+        Ok(value)
     }
 }
 
@@ -492,6 +518,67 @@ mod tests {
         assert!(
             feed.generation().unwrap() > start,
             "the commit went unnoticed"
+        );
+    }
+
+    /// The connection's `synchronous` (1: NORMAL, 2: FULL) and `wal_autocheckpoint`.
+    fn durability_pragmas(conn: &mut SqliteConnection) -> (i64, i64) {
+        #[derive(diesel::QueryableByName)]
+        struct Synchronous {
+            #[diesel(sql_type = BigInt)]
+            synchronous: i64,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct AutoCheckpoint {
+            #[diesel(sql_type = BigInt)]
+            wal_autocheckpoint: i64,
+        }
+        let synchronous = diesel::sql_query("PRAGMA synchronous")
+            .get_result::<Synchronous>(conn)
+            .unwrap();
+        let checkpoint = diesel::sql_query("PRAGMA wal_autocheckpoint")
+            .get_result::<AutoCheckpoint>(conn)
+            .unwrap();
+        (synchronous.synchronous, checkpoint.wal_autocheckpoint)
+    }
+
+    /// The usage flush commits without `fsync` and without a checkpoint inside `COMMIT`, then
+    /// leaves the pooled connection as every other one is (`synchronous = FULL`, automatic
+    /// checkpoints) and checkpoints the log itself.
+    #[test]
+    fn an_unnoticed_transaction_relaxes_durability_for_its_own_commit_only() {
+        let (_dir, path, mut writer) = wal_database();
+        writer.batch_execute("PRAGMA synchronous = FULL").unwrap();
+        let feed = ChangeFeed::sqlite(path.clone());
+        let inside = writer
+            .unnoticed_transaction(&feed, |conn| {
+                conn.batch_execute("INSERT INTO t VALUES (1)")?;
+                Ok(durability_pragmas(conn))
+            })
+            .unwrap();
+        assert_eq!(inside, (1, 0), "NORMAL, no automatic checkpoint");
+        assert_eq!(
+            durability_pragmas(&mut writer),
+            (2, i64::from(WAL_AUTOCHECKPOINT_PAGES)),
+            "FULL and automatic checkpoints again"
+        );
+        let mut other = SqliteConnection::establish(&path).unwrap();
+        assert_eq!(
+            diesel::select(diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM t)"))
+                .get_result::<i64>(&mut other)
+                .unwrap(),
+            1
+        );
+        // (busy, frames in the log, frames checkpointed): the flush checkpointed all of it.
+        // The flush checkpointed the log: the database file alone, without it, has the row.
+        let copy = format!("{path}.copy");
+        std::fs::copy(&path, &copy).unwrap();
+        let mut copy = SqliteConnection::establish(&copy).unwrap();
+        assert_eq!(
+            diesel::select(diesel::dsl::sql::<BigInt>("(SELECT count(*) FROM t)"))
+                .get_result::<i64>(&mut copy)
+                .unwrap(),
+            1
         );
     }
 

@@ -207,12 +207,18 @@ macro_rules! with_connection {
 ///
 /// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at
 /// once with `SQLITE_BUSY` when another connection committed in between, whatever the busy
-/// timeout. On PostgreSQL it also notifies every node (delivered at commit).
+/// timeout. Its commit is `synchronous = FULL` whatever the pooled connection was left with (the
+/// usage flush relaxes it for its own commit): an invalidation must survive a power failure. On
+/// PostgreSQL it also notifies every node (delivered at commit).
 macro_rules! write_transaction {
     ($store:expr, |$conn:ident| $body:expr) => {{
         let result = match &$store.pools {
             $crate::store::Pools::Sqlite(pool) => {
                 let conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
+                diesel::connection::SimpleConnection::batch_execute(
+                    conn,
+                    "PRAGMA synchronous = FULL",
+                )?;
                 conn.immediate_transaction(|$conn| $body)
             }
             $crate::store::Pools::Postgres(pool) => {
@@ -534,6 +540,50 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(diesel::QueryableByName)]
+    struct Synchronous {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        synchronous: i64,
+    }
+
+    /// SQLite's `synchronous` (2: FULL); generic only because `write_transaction!` compiles its
+    /// body for both backends.
+    fn synchronous<C>(conn: &mut C) -> diesel::QueryResult<i64>
+    where
+        diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'static, C, Synchronous>,
+    {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("PRAGMA synchronous")
+            .get_result::<Synchronous>(conn)
+            .map(|row| row.synchronous)
+    }
+
+    /// The usage flush relaxes `synchronous` on a pooled connection for its own commit; a write
+    /// that changes answers (an invalidation) commits with `FULL` whatever the connection it gets
+    /// was left with.
+    #[test]
+    fn sqlite_write_transactions_commit_with_a_full_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("tw.db"));
+        let one_connection = PoolSettings {
+            max_connections: 1,
+            ..PoolSettings::default()
+        };
+        let store = Store::open(&url, &one_connection).unwrap();
+        let Pools::Sqlite(pool) = &store.pools else {
+            panic!("an SQLite store")
+        };
+        pool.get()
+            .unwrap()
+            .batch_execute("PRAGMA synchronous = OFF")
+            .unwrap();
+        let inside = (|| -> Result<i64, StoreError> {
+            write_transaction!(store, |conn| Ok(synchronous(conn)?))
+        })()
+        .unwrap();
+        assert_eq!(inside, 2, "FULL");
+    }
 
     #[test]
     fn urls_choose_the_backend_by_scheme() {
