@@ -126,8 +126,8 @@ impl ChangeFeed {
 
     /// [`ChangeFeed::generation`] for the HTTP worker, which must not wait long: `None` while
     /// this process commits a write it adopts without moving the generation
-    /// ([`ChangeFeed::write_unnoticed`] holds the SQLite probe from before that commit, `fsync`
-    /// included, until it is adopted). The caller then asks [`ChangeFeed::generation`] where
+    /// ([`ChangeFeed::write_unnoticed`] holds the SQLite probe from before that commit until it
+    /// is adopted). The caller then asks [`ChangeFeed::generation`] where
     /// waiting is allowed, and learns the outcome instead of seeing the commit half-adopted. A
     /// probe held by another check (a header comparison, at most a pragma) is waited for.
     pub fn generation_without_waiting(&self) -> Result<Option<u64>, StoreError> {
@@ -180,9 +180,10 @@ impl ChangeFeed {
     /// generation, and did so for about one flush in three under load (each time a refill of
     /// every cached token). Checks that may wait (off the worker) wait; the worker's check
     /// ([`ChangeFeed::generation_without_waiting`]) does not, and its request goes the way of a
-    /// cache miss instead. Checks that wait do so for the commit's `fsync`, and at worst for the
-    /// writer's busy timeout, should its second `data_version` meet a lock (SQLite recovering
-    /// the WAL index after a crashed writer).
+    /// cache miss instead. Checks that wait do so for the commit (writing its pages to the log;
+    /// the usage flush commits without `fsync`, see `UnnoticedWrite for SqliteConnection`), and
+    /// at worst for the writer's busy timeout, should its second `data_version` meet a lock
+    /// (SQLite recovering the WAL index after a crashed writer).
     pub(crate) fn write_unnoticed<T>(
         &self,
         writer: &mut SqliteConnection,
@@ -329,14 +330,18 @@ pub(crate) trait UnnoticedWrite: Connection + Sized {
     ) -> Result<T, StoreError>;
 }
 
-/// SQLite's default `wal_autocheckpoint`, which an unnoticed write turns off for its own commit.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 1000;
+/// How every SQLite commit but the usage flush's runs: `fsync` at commit, and SQLite's default
+/// automatic checkpoint (1,000 pages). `write_transaction!` sets it before it begins, and an
+/// unnoticed write after its own commit.
+pub(crate) const DURABLE_COMMITS: &str =
+    "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000";
 
 impl UnnoticedWrite for SqliteConnection {
     /// [`ChangeFeed::write_unnoticed`] holds the probe from before the commit until it is adopted,
-    /// so every cached answer in that time waits (docs/performance.md: at 1,000,000 tokens the
-    /// probe was held 20 to 220 ms per usage flush, and p99 latency was 10 to 137 ms). Two things
-    /// made the commit long, and neither is needed for `last_used_at`:
+    /// so every cached answer in that time waits (docs/performance.md, "After the seventh fix": at
+    /// 1,000,000 tokens the probe was held 20 to 220 ms per usage flush, and the p99 latency of
+    /// active introspection was 12 to 34 ms). Two things made the commit long, and neither is
+    /// needed for `last_used_at`:
     /// - the `fsync` of `synchronous = FULL`: this commit is `NORMAL`, durable at the next
     ///   checkpoint or full commit (a power failure may lose one batch of usage times, which are
     ///   approximate anyway; an interrupted process loses nothing, the log is in the page cache);
@@ -345,8 +350,9 @@ impl UnnoticedWrite for SqliteConnection {
     ///   afterwards, with the probe free.
     ///
     /// Both are per-connection settings on a pooled connection, reset after the write. Should a
-    /// reset fail, the write that changes answers does not depend on it: `write_transaction!` sets
-    /// `synchronous = FULL` itself.
+    /// reset fail, the writes that change answers do not depend on it: `write_transaction!` sets
+    /// both itself. A checkpoint that finds readers in the way does what it can and leaves the rest
+    /// to the next one; only an error is logged.
     fn unnoticed_transaction<T>(
         &mut self,
         changes: &ChangeFeed,
@@ -354,9 +360,7 @@ impl UnnoticedWrite for SqliteConnection {
     ) -> Result<T, StoreError> {
         self.batch_execute("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")?;
         let written = changes.write_unnoticed(self, write);
-        self.batch_execute(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"
-        ))?;
+        self.batch_execute(DURABLE_COMMITS)?;
         let value = written?;
         if let Err(error) = self.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
             log::debug!("usage flush: checkpoint left to a later commit: {error}");
@@ -559,8 +563,8 @@ mod tests {
         assert_eq!(inside, (1, 0), "NORMAL, no automatic checkpoint");
         assert_eq!(
             durability_pragmas(&mut writer),
-            (2, i64::from(WAL_AUTOCHECKPOINT_PAGES)),
-            "FULL and automatic checkpoints again"
+            (2, 1000),
+            "FULL and SQLite's default automatic checkpoint again"
         );
         let mut other = SqliteConnection::establish(&path).unwrap();
         assert_eq!(
@@ -569,7 +573,6 @@ mod tests {
                 .unwrap(),
             1
         );
-        // (busy, frames in the log, frames checkpointed): the flush checkpointed all of it.
         // The flush checkpointed the log: the database file alone, without it, has the row.
         let copy = format!("{path}.copy");
         std::fs::copy(&path, &copy).unwrap();

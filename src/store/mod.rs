@@ -207,9 +207,9 @@ macro_rules! with_connection {
 ///
 /// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at
 /// once with `SQLITE_BUSY` when another connection committed in between, whatever the busy
-/// timeout. Its commit is `synchronous = FULL` whatever the pooled connection was left with (the
-/// usage flush relaxes it for its own commit): an invalidation must survive a power failure. On
-/// PostgreSQL it also notifies every node (delivered at commit).
+/// timeout. Its commit is `synchronous = FULL`, with automatic checkpoints, whatever the pooled
+/// connection was left with (the usage flush relaxes both for its own commit): an invalidation must
+/// survive a power failure. On PostgreSQL it also notifies every node (delivered at commit).
 macro_rules! write_transaction {
     ($store:expr, |$conn:ident| $body:expr) => {{
         let result = match &$store.pools {
@@ -217,7 +217,7 @@ macro_rules! write_transaction {
                 let conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
                 diesel::connection::SimpleConnection::batch_execute(
                     conn,
-                    "PRAGMA synchronous = FULL",
+                    $crate::store::changes::DURABLE_COMMITS,
                 )?;
                 conn.immediate_transaction(|$conn| $body)
             }
@@ -240,7 +240,8 @@ macro_rules! write_transaction {
 pub(crate) use {with_connection, write_transaction};
 
 /// Sets the pragmas every SQLite connection needs: a busy timeout so writers queue instead of
-/// failing, full fsync at commit and foreign keys (off by default in SQLite); and replaces
+/// failing, full fsync at commit (relaxed only by the usage flush, for its own commit:
+/// `UnnoticedWrite`) and foreign keys (off by default in SQLite); and replaces
 /// `lower()` with a Unicode-aware one, as PostgreSQL's is (see `admins::lower`). WAL mode belongs
 /// to the file, not the connection: [`enter_wal_mode`] sets it once before the pool opens.
 #[derive(Debug)]
@@ -547,6 +548,12 @@ mod tests {
         synchronous: i64,
     }
 
+    #[derive(diesel::QueryableByName)]
+    struct AutoCheckpoint {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        wal_autocheckpoint: i64,
+    }
+
     /// SQLite's `synchronous` (2: FULL); generic only because `write_transaction!` compiles its
     /// body for both backends.
     fn synchronous<C>(conn: &mut C) -> diesel::QueryResult<i64>
@@ -557,6 +564,16 @@ mod tests {
         diesel::sql_query("PRAGMA synchronous")
             .get_result::<Synchronous>(conn)
             .map(|row| row.synchronous)
+    }
+
+    fn wal_autocheckpoint<C>(conn: &mut C) -> diesel::QueryResult<i64>
+    where
+        diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'static, C, AutoCheckpoint>,
+    {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("PRAGMA wal_autocheckpoint")
+            .get_result::<AutoCheckpoint>(conn)
+            .map(|row| row.wal_autocheckpoint)
     }
 
     /// The usage flush relaxes `synchronous` on a pooled connection for its own commit; a write
@@ -576,13 +593,20 @@ mod tests {
         };
         pool.get()
             .unwrap()
-            .batch_execute("PRAGMA synchronous = OFF")
+            .batch_execute("PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 0")
             .unwrap();
-        let inside = (|| -> Result<i64, StoreError> {
-            write_transaction!(store, |conn| Ok(synchronous(conn)?))
+        let inside = (|| -> Result<(i64, i64), StoreError> {
+            write_transaction!(store, |conn| Ok((
+                synchronous(conn)?,
+                wal_autocheckpoint(conn)?
+            )))
         })()
         .unwrap();
-        assert_eq!(inside, 2, "FULL");
+        assert_eq!(
+            inside,
+            (2, 1000),
+            "FULL, SQLite's default automatic checkpoint"
+        );
     }
 
     #[test]
