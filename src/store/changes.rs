@@ -449,6 +449,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::store::tests::durability_pragmas;
 
     /// A fresh database in WAL mode with a table `t`, and a connection to it; keep the directory
     /// for as long as the database is used.
@@ -525,27 +526,6 @@ mod tests {
         );
     }
 
-    /// The connection's `synchronous` (1: NORMAL, 2: FULL) and `wal_autocheckpoint`.
-    fn durability_pragmas(conn: &mut SqliteConnection) -> (i64, i64) {
-        #[derive(diesel::QueryableByName)]
-        struct Synchronous {
-            #[diesel(sql_type = BigInt)]
-            synchronous: i64,
-        }
-        #[derive(diesel::QueryableByName)]
-        struct AutoCheckpoint {
-            #[diesel(sql_type = BigInt)]
-            wal_autocheckpoint: i64,
-        }
-        let synchronous = diesel::sql_query("PRAGMA synchronous")
-            .get_result::<Synchronous>(conn)
-            .unwrap();
-        let checkpoint = diesel::sql_query("PRAGMA wal_autocheckpoint")
-            .get_result::<AutoCheckpoint>(conn)
-            .unwrap();
-        (synchronous.synchronous, checkpoint.wal_autocheckpoint)
-    }
-
     /// The usage flush commits without `fsync` and without a checkpoint inside `COMMIT`, then
     /// leaves the pooled connection as every other one is (`synchronous = FULL`, automatic
     /// checkpoints) and checkpoints the log itself.
@@ -557,12 +537,12 @@ mod tests {
         let inside = writer
             .unnoticed_transaction(&feed, |conn| {
                 conn.batch_execute("INSERT INTO t VALUES (1)")?;
-                Ok(durability_pragmas(conn))
+                Ok(durability_pragmas(conn)?)
             })
             .unwrap();
         assert_eq!(inside, (1, 0), "NORMAL, no automatic checkpoint");
         assert_eq!(
-            durability_pragmas(&mut writer),
+            durability_pragmas(&mut writer).unwrap(),
             (2, 1000),
             "FULL and SQLite's default automatic checkpoint again"
         );

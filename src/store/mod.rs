@@ -543,37 +543,30 @@ mod tests {
     use super::*;
 
     #[derive(diesel::QueryableByName)]
-    struct Synchronous {
+    pub(super) struct Synchronous {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         synchronous: i64,
     }
 
     #[derive(diesel::QueryableByName)]
-    struct AutoCheckpoint {
+    pub(super) struct AutoCheckpoint {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         wal_autocheckpoint: i64,
     }
 
-    /// SQLite's `synchronous` (2: FULL); generic only because `write_transaction!` compiles its
-    /// body for both backends.
-    fn synchronous<C>(conn: &mut C) -> diesel::QueryResult<i64>
+    /// SQLite's `synchronous` (2: FULL) and `wal_autocheckpoint` on `conn`; generic only because
+    /// `write_transaction!` compiles its body for both backends.
+    pub(super) fn durability_pragmas<C>(conn: &mut C) -> diesel::QueryResult<(i64, i64)>
     where
-        diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'static, C, Synchronous>,
+        diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'static, C, Synchronous>
+            + diesel::query_dsl::LoadQuery<'static, C, AutoCheckpoint>,
     {
         use diesel::RunQueryDsl;
-        diesel::sql_query("PRAGMA synchronous")
-            .get_result::<Synchronous>(conn)
-            .map(|row| row.synchronous)
-    }
-
-    fn wal_autocheckpoint<C>(conn: &mut C) -> diesel::QueryResult<i64>
-    where
-        diesel::query_builder::SqlQuery: diesel::query_dsl::LoadQuery<'static, C, AutoCheckpoint>,
-    {
-        use diesel::RunQueryDsl;
-        diesel::sql_query("PRAGMA wal_autocheckpoint")
-            .get_result::<AutoCheckpoint>(conn)
-            .map(|row| row.wal_autocheckpoint)
+        let synchronous =
+            diesel::sql_query("PRAGMA synchronous").get_result::<Synchronous>(conn)?;
+        let checkpoint =
+            diesel::sql_query("PRAGMA wal_autocheckpoint").get_result::<AutoCheckpoint>(conn)?;
+        Ok((synchronous.synchronous, checkpoint.wal_autocheckpoint))
     }
 
     /// The usage flush relaxes `synchronous` on a pooled connection for its own commit; a write
@@ -596,10 +589,7 @@ mod tests {
             .batch_execute("PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 0")
             .unwrap();
         let inside = (|| -> Result<(i64, i64), StoreError> {
-            write_transaction!(store, |conn| Ok((
-                synchronous(conn)?,
-                wal_autocheckpoint(conn)?
-            )))
+            write_transaction!(store, |conn| Ok(durability_pragmas(conn)?))
         })()
         .unwrap();
         assert_eq!(
