@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
 pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 /// Default interval of `last_used_at` writes.
 pub const DEFAULT_USAGE_FLUSH_SECS: u64 = 2;
+/// Default resolution of `last_used_at`: a token in steady use is written once a minute.
+pub const DEFAULT_USAGE_RESOLUTION_SECS: u64 = 60;
 /// Default lifetime of an admin token: short, since it unlocks every site its admin manages.
 pub const DEFAULT_ADMIN_TOKEN_TTL_SECS: u64 = 3600;
 /// Default furthest `expires_at` a non-primary token may be given.
@@ -70,6 +72,9 @@ pub struct Config {
     pub cache_capacity: usize,
     /// How often batched `last_used_at` times are written.
     pub usage_flush_interval: Duration,
+    /// How old a token's last written use must be before a newer use is written
+    /// (`service::usage`); zero writes every use.
+    pub usage_resolution: Duration,
     /// How long an admin token works after it is issued (`expires_in` of the admin grant).
     pub admin_token_ttl: Duration,
     /// The furthest ahead an admin may set a non-primary token's `expires_at`.
@@ -131,6 +136,8 @@ impl Config {
             introspection_cache: true,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             usage_flush_interval: Duration::from_millis(200),
+            // Every use written, so tests can watch each flush; the resolution has its own tests.
+            usage_resolution: Duration::ZERO,
             admin_token_ttl: Duration::from_secs(DEFAULT_ADMIN_TOKEN_TTL_SECS),
             max_token_lifetime: Duration::from_secs(DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
             token_scopes: Vec::new(),

@@ -14,6 +14,7 @@ use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 use futures_util::future::{select, Either};
 
+use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
 use crate::domain::throttle::Throttle;
@@ -50,6 +51,12 @@ pub enum StartError {
     Signals(#[source] std::io::Error),
 }
 
+/// A configured span as chrono's type; anything beyond its range (about 292 million years) means
+/// "never".
+fn time_delta(span: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(span).unwrap_or(chrono::TimeDelta::MAX)
+}
+
 /// Loads the server secret and opens (and migrates) the database: what the server and every CLI
 /// command need before doing anything.
 pub fn open_context(config: &Config) -> Result<Context, StartError> {
@@ -65,6 +72,7 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
         introspection: Arc::new(Introspection::new(
             config.introspection_cache,
             config.cache_capacity,
+            time_delta(config.usage_resolution),
         )),
         grants: Arc::new(GrantCaches::new(
             config.introspection_cache,
@@ -72,10 +80,8 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
         )),
         counters: Arc::new(Counters::default()),
         policy: Arc::new(TokenPolicy {
-            admin_token_ttl: chrono::Duration::from_std(config.admin_token_ttl)
-                .unwrap_or(chrono::Duration::MAX),
-            max_token_lifetime: chrono::Duration::from_std(config.max_token_lifetime)
-                .unwrap_or(chrono::Duration::MAX),
+            admin_token_ttl: time_delta(config.admin_token_ttl),
+            max_token_lifetime: time_delta(config.max_token_lifetime),
             scopes: config.token_scopes.clone(),
         }),
         throttle: Arc::new(Throttle::new(config.throttle)),
@@ -217,7 +223,12 @@ impl BackgroundHandle {
 fn flush_before_exit(context: &Context) {
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(200));
-        if context.introspection.usage.flush(&context.store).is_ok() {
+        if context
+            .introspection
+            .usage
+            .flush(&context.store, clock::now())
+            .is_ok()
+        {
             return;
         }
     }
@@ -244,7 +255,11 @@ impl BackgroundTasks {
                     signals.recv_timeout(interval),
                     Ok(UsageSignal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected)
                 );
-                if let Err(error) = context.introspection.usage.flush(&context.store) {
+                if let Err(error) = context
+                    .introspection
+                    .usage
+                    .flush(&context.store, clock::now())
+                {
                     log::warn!("could not record token usage yet: {error}");
                     if stop {
                         flush_before_exit(&context);

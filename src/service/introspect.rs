@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, TimeDelta};
 
 use super::cache::{cached, current_generation, GenerationCache, Reach};
 use super::client_auth::throttled;
@@ -31,11 +31,11 @@ pub struct Introspection {
 }
 
 impl Introspection {
-    pub fn new(cache_enabled: bool, capacity: usize) -> Self {
+    pub fn new(cache_enabled: bool, capacity: usize, usage_resolution: TimeDelta) -> Self {
         Self {
             tokens: cache_enabled.then(|| GenerationCache::new(capacity)),
             resource_servers: cache_enabled.then(|| GenerationCache::new(capacity.min(10_000))),
-            usage: UsageRecorder::default(),
+            usage: UsageRecorder::new(usage_resolution),
         }
     }
 
@@ -145,7 +145,11 @@ fn judge_request(
     };
     let verdict = judge(known, now);
     let flush_due = match &verdict {
-        Verdict::Active(token) => caches.usage.record(token.facts.token_id, now),
+        Verdict::Active(token) => {
+            caches
+                .usage
+                .record(token.facts.token_id, token.facts.generated_at, now)
+        }
         Verdict::Inactive => false,
     };
     Ok(Some(Introspected { verdict, flush_due }))

@@ -906,11 +906,12 @@ fn lines_containing(text: &str, needle: &str) -> String {
 }
 
 #[test]
-fn serve_refuses_admin_token_lifetimes_and_expiry_limits_out_of_range() {
+fn serve_refuses_lifetimes_expiry_limits_and_usage_resolutions_out_of_range() {
     for args in [
         ["--admin-token-ttl-secs", "400000000000"],
         ["--admin-token-ttl-secs", "0"],
         ["--max-token-lifetime-days", "100000"],
+        ["--usage-resolution-secs", "86401"],
     ] {
         // An unusable database: if the value were accepted, serve would fail with status 1.
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_tokenwarden"))
