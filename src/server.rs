@@ -23,6 +23,7 @@ use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
 use crate::service::introspect::Introspection;
 use crate::service::token_grant::GrantCaches;
+use crate::service::usage::Flush;
 use crate::service::{Context, Counters};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
@@ -226,7 +227,7 @@ fn flush_before_exit(context: &Context) {
         if context
             .introspection
             .usage
-            .flush(&context.store, clock::now())
+            .flush(&context.store, clock::now(), Flush::Final)
             .is_ok()
         {
             return;
@@ -235,7 +236,7 @@ fn flush_before_exit(context: &Context) {
     log::error!(
         "stopping without recording the last use of {} tokens: the database did not take the \
          last usage batch",
-        context.introspection.usage.pending()
+        context.introspection.usage.due()
     );
 }
 
@@ -255,10 +256,12 @@ impl BackgroundTasks {
                     signals.recv_timeout(interval),
                     Ok(UsageSignal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected)
                 );
-                if let Err(error) = context
-                    .introspection
-                    .usage
-                    .flush(&context.store, clock::now())
+                let flush = if stop { Flush::Final } else { Flush::Periodic };
+                if let Err(error) =
+                    context
+                        .introspection
+                        .usage
+                        .flush(&context.store, clock::now(), flush)
                 {
                     log::warn!("could not record token usage yet: {error}");
                     if stop {

@@ -26,7 +26,7 @@ pub mod resource_servers;
 pub mod site_tokens;
 pub mod sites;
 pub mod token_grant;
-mod usage;
+pub mod usage;
 
 pub use client_auth::authenticate_site;
 

@@ -11,6 +11,7 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta, Utc};
 use reqwest::blocking::Response;
 use serde_json::{json, Value};
 use tokenwarden::domain::token::{self, SecretKind};
+use tokenwarden::service::usage::Flush;
 
 use crate::helpers::{
     assert_admin_error, assert_oauth_error, race, AdminKeys, Backend, SiteKeys, TestApp,
@@ -41,7 +42,7 @@ crate::on_both_backends!(
     a_created_token_with_expiry_introspects_with_exp,
     token_list_orders_primary_then_active_then_inactive,
     last_used_at_appears_once_a_token_is_used,
-    last_used_at_moves_once_per_usage_resolution,
+    last_used_at_is_written_once_per_usage_resolution,
     regenerate_replaces_the_value_and_refuses_the_old_one_at_once,
     regenerating_an_inactive_token_keeps_it_inactive,
     invalidate_and_validate_take_effect_at_once_and_repeats_add_no_event,
@@ -1331,62 +1332,57 @@ fn last_used_at_appears_once_a_token_is_used(app: TestApp) {
     );
 }
 
-/// `--usage-resolution-secs` (`service::usage`): a token in steady use is written again only once
-/// its last written use is a resolution old, so `last_used_at` stays put in between, then moves.
-fn last_used_at_moves_once_per_usage_resolution(app: TestApp) {
+/// `--usage-resolution-secs` (`service::usage`) through a node whose flushes the test drives: once
+/// a use is written, later ones are held back until the quiet time ends, which writes the latest,
+/// and a stop writes what is still held back.
+fn last_used_at_is_written_once_per_usage_resolution(app: TestApp) {
     let scene = scene(&app, "Steady Store");
     let resource_server = app.create_resource_server("Steady API");
     let created = create_named(&app, &scene.token, &scene.site, "Steady Partner");
-    let resolution = Duration::from_secs(4);
-    let node = TestNode::spawn(&app.db, |config| config.usage_resolution = resolution);
-    let last_used_at =
-        || get_token(&app, &scene.token, &scene.site, created.id)["last_used_at"].clone();
-    let wait_for_last_used_at_other_than = |previous: &Value| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let current = last_used_at();
-            if !current.is_null() && current != *previous {
-                break current;
-            }
-            assert!(Instant::now() < deadline, "last_used_at stayed {previous}");
-            thread::sleep(Duration::from_millis(50));
-        }
+    let node = TestNode::spawn(&app.db, |config| {
+        config.usage_resolution = Duration::from_secs(3600);
+        config.usage_flush_interval = Duration::from_secs(3600);
+    });
+    let flush_at = |at| {
+        node.context
+            .introspection
+            .usage
+            .flush(&node.context.store, at, Flush::Periodic)
+            .expect("flush")
     };
-    let first_use = Instant::now();
-    assert_eq!(
-        node.introspect(&resource_server, &created.value)["active"],
-        true
-    );
-    let first_answered = Instant::now();
-    let written = wait_for_last_used_at_other_than(&Value::Null);
-
-    // A second later (stored times are shown to the second), within the resolution: uses that
-    // every-use writing would show after one 200 ms flush.
-    thread::sleep(Duration::from_millis(1_200).saturating_sub(first_use.elapsed()));
-    for _ in 0..2 {
+    let introspect = || {
         assert_eq!(
             node.introspect(&resource_server, &created.value)["active"],
             true
-        );
-    }
-    thread::sleep(Duration::from_millis(600));
-    assert!(
-        first_use.elapsed() < resolution,
-        "too slow to check the resolution"
-    );
-    assert_eq!(
-        last_used_at(),
-        written,
-        "written again within the resolution"
-    );
+        )
+    };
+    let last_used_at =
+        || get_token(&app, &scene.token, &scene.site, created.id)["last_used_at"].clone();
 
-    thread::sleep(resolution.saturating_sub(first_answered.elapsed()));
+    let now = tokenwarden::clock::now;
+
+    introspect();
+    assert_eq!(flush_at(now()), 1, "a first use");
+    assert!(!last_used_at().is_null());
+    introspect();
+    assert_eq!(flush_at(now()), 0, "held back in the quiet time");
     assert_eq!(
-        node.introspect(&resource_server, &created.value)["active"],
-        true
+        flush_at(now() + TimeDelta::hours(2)),
+        1,
+        "the quiet time's end"
     );
-    let rewritten = wait_for_last_used_at_other_than(&written);
-    assert!(rfc3339(&rewritten, "rewritten") > rfc3339(&written, "written"));
+    let second = last_used_at();
+
+    // Stored times are shown to the second.
+    thread::sleep(Duration::from_millis(1_100));
+    introspect();
+    assert_eq!(flush_at(now()), 0, "held back in the next quiet time");
+    drop(node);
+    let at_stop = last_used_at();
+    assert!(
+        rfc3339(&at_stop, "at stop") > rfc3339(&second, "second"),
+        "the stop did not write the use held back: {at_stop} after {second}"
+    );
 }
 
 fn regenerate_replaces_the_value_and_refuses_the_old_one_at_once(app: TestApp) {
