@@ -113,8 +113,8 @@ struct ServeArgs {
     /// Seconds between batched writes of tokens' last-used times
     #[arg(long, env = "TOKENWARDEN_USAGE_FLUSH_SECS", default_value_t = config::DEFAULT_USAGE_FLUSH_SECS)]
     usage_flush_secs: u64,
-    /// Seconds a token's last written use must be old before a newer use is written again
-    /// (0: every use, at most once per flush)
+    /// Once a token's use is written, seconds later uses wait (a little less for some tokens);
+    /// the latest is written when the wait ends. 0 writes every use at the next flush
     #[arg(long, env = "TOKENWARDEN_USAGE_RESOLUTION_SECS", default_value_t = config::DEFAULT_USAGE_RESOLUTION_SECS,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     usage_resolution_secs: u64,

@@ -72,8 +72,8 @@ pub struct Config {
     pub cache_capacity: usize,
     /// How often batched `last_used_at` times are written.
     pub usage_flush_interval: Duration,
-    /// How old a token's last written use must be before a newer use is written
-    /// (`service::usage`); zero writes every use.
+    /// How long later uses of a token wait once one is written, the latest then written
+    /// (`service::usage`'s quiet time); zero writes every use at the next flush.
     pub usage_resolution: Duration,
     /// How long an admin token works after it is issued (`expires_in` of the admin grant).
     pub admin_token_ttl: Duration,

@@ -1360,23 +1360,29 @@ fn last_used_at_is_written_once_per_usage_resolution(app: TestApp) {
         || get_token(&app, &scene.token, &scene.site, created.id)["last_used_at"].clone();
 
     let now = tokenwarden::clock::now;
+    let two_hours_on = || now() + TimeDelta::hours(2);
+    // Stored times are shown to the second, hence the pauses between uses.
+    let pause = || thread::sleep(Duration::from_millis(1_100));
 
     introspect();
     assert_eq!(flush_at(now()), 1, "a first use");
-    assert!(!last_used_at().is_null());
+    let first = last_used_at();
+    pause();
     introspect();
     assert_eq!(flush_at(now()), 0, "held back in the quiet time");
-    assert_eq!(
-        flush_at(now() + TimeDelta::hours(2)),
-        1,
-        "the quiet time's end"
-    );
+    assert_eq!(flush_at(two_hours_on()), 1, "the quiet time's end");
     let second = last_used_at();
-
-    // Stored times are shown to the second.
-    thread::sleep(Duration::from_millis(1_100));
+    assert!(
+        rfc3339(&second, "second") > rfc3339(&first, "first"),
+        "the quiet time's end wrote {second}, not the use it held back"
+    );
+    pause();
     introspect();
-    assert_eq!(flush_at(now()), 0, "held back in the next quiet time");
+    assert_eq!(
+        flush_at(two_hours_on()),
+        0,
+        "held back in the next quiet time"
+    );
     drop(node);
     let at_stop = last_used_at();
     assert!(
