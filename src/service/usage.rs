@@ -157,8 +157,8 @@ impl UsageRecorder {
                 break;
             }
             uses.quiet_ends.pop();
-            if holds_back.is_some() {
-                uses.end_quiet_time(token_id);
+            if let Some(holds_back) = holds_back {
+                uses.end_quiet_time(token_id, holds_back);
             }
         }
         let mut batch = Vec::with_capacity(uses.due.len());
@@ -273,19 +273,12 @@ impl Uses {
 
     /// Ends the current quiet time: the use it held back becomes due, or with none the value is
     /// forgotten until its next use.
-    fn end_quiet_time(&mut self, token_id: i64) {
-        let Entry::Occupied(mut entry) = self.by_token.entry(token_id) else {
-            return;
-        };
-        let token = entry.get_mut();
-        match token.state {
-            UseState::Quiet { written, .. } if token.latest > written => {
-                token.state = UseState::Due;
-                self.due.push(token_id);
-            }
-            _ => {
-                entry.remove();
-            }
+    fn end_quiet_time(&mut self, token_id: i64, holds_back: bool) {
+        if !holds_back {
+            self.by_token.remove(&token_id);
+        } else if let Some(token) = self.by_token.get_mut(&token_id) {
+            token.state = UseState::Due;
+            self.due.push(token_id);
         }
     }
 }
