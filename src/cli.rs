@@ -113,10 +113,10 @@ struct ServeArgs {
     /// Seconds between batched writes of tokens' last-used times
     #[arg(long, env = "TOKENWARDEN_USAGE_FLUSH_SECS", default_value_t = config::DEFAULT_USAGE_FLUSH_SECS)]
     usage_flush_secs: u64,
-    /// Once a token's use is written, seconds later uses wait (a little less for some tokens);
-    /// the latest is written when the wait ends. 0 writes every use at the next flush
+    /// Once a token's use is written, seconds later uses wait (up to 22% less, to spread the
+    /// writes); the latest is written when the wait ends. 0 writes every use at the next flush
     #[arg(long, env = "TOKENWARDEN_USAGE_RESOLUTION_SECS", default_value_t = config::DEFAULT_USAGE_RESOLUTION_SECS,
-          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+          value_parser = clap::value_parser!(u64).range(0..=config::MAX_USAGE_RESOLUTION_SECS))]
     usage_resolution_secs: u64,
     /// Lifetime of admin tokens, in seconds
     #[arg(long, env = "TOKENWARDEN_ADMIN_TOKEN_TTL_SECS", default_value_t = config::DEFAULT_ADMIN_TOKEN_TTL_SECS,

@@ -29,6 +29,8 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 pub const DEFAULT_USAGE_FLUSH_SECS: u64 = 2;
 /// Default resolution of `last_used_at`: a token in steady use is written once a minute.
 pub const DEFAULT_USAGE_RESOLUTION_SECS: u64 = 60;
+/// Longest usage resolution: a day, beyond which `last_used_at` says little.
+pub const MAX_USAGE_RESOLUTION_SECS: u64 = 86_400;
 /// Default lifetime of an admin token: short, since it unlocks every site its admin manages.
 pub const DEFAULT_ADMIN_TOKEN_TTL_SECS: u64 = 3600;
 /// Default furthest `expires_at` a non-primary token may be given.

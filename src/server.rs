@@ -219,17 +219,20 @@ impl BackgroundHandle {
     }
 }
 
+/// Writes the usage batch `flush` selects, with quiet times measured by the wall clock.
+fn flush_usage(context: &Context, flush: Flush) -> Result<usize, StoreError> {
+    context
+        .introspection
+        .usage
+        .flush(&context.store, clock::now(), flush)
+}
+
 /// The last flush failed (the database is busy or away): a few more tries over about a second,
 /// then say at error level how many tokens' last use is lost, rather than exit quietly.
 fn flush_before_exit(context: &Context) {
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(200));
-        if context
-            .introspection
-            .usage
-            .flush(&context.store, clock::now(), Flush::Final)
-            .is_ok()
-        {
+        if flush_usage(context, Flush::Final).is_ok() {
             return;
         }
     }
@@ -257,12 +260,7 @@ impl BackgroundTasks {
                     Ok(UsageSignal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected)
                 );
                 let flush = if stop { Flush::Final } else { Flush::Periodic };
-                if let Err(error) =
-                    context
-                        .introspection
-                        .usage
-                        .flush(&context.store, clock::now(), flush)
-                {
+                if let Err(error) = flush_usage(&context, flush) {
                     log::warn!("could not record token usage yet: {error}");
                     if stop {
                         flush_before_exit(&context);

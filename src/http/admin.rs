@@ -63,6 +63,8 @@ pub struct TokenView {
     pub expired: bool,
     /// RFC 3339, UTC.
     pub generated_at: String,
+    /// RFC 3339, UTC: the last introspection of this value, at most the server's
+    /// `--usage-resolution-secs` (a minute by default) plus a few seconds behind.
     pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
     pub scope: Option<String>,
