@@ -5,7 +5,6 @@
 //! requests below.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
@@ -20,15 +19,19 @@ use super::secret::Secret;
 /// request" and "Request and response parameters MUST NOT be included more than once."
 ///
 /// Names and values borrow from the body unless they had to be decoded: this runs on every OAuth
-/// request, and the request types below copy out only what they keep.
+/// request, and the request types below copy out only what they keep. The pairs are kept sorted
+/// by name in one `Vec` (a form has a handful), so a repeated name sits next to itself and a
+/// lookup halves; a name sent without a value stays, with an empty value, so that it still counts
+/// as sent.
 #[derive(Default)]
-pub struct Params<'body>(BTreeMap<Cow<'body, str>, Cow<'body, str>>);
+pub struct Params<'body>(Vec<(Cow<'body, str>, Cow<'body, str>)>);
 
 /// The names only: values include client secrets and tokens.
 impl fmt::Debug for Params<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sent = self.0.iter().filter(|(_, value)| !value.is_empty());
         f.debug_tuple("Params")
-            .field(&self.0.keys().collect::<Vec<_>>())
+            .field(&sent.map(|(name, _)| name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -36,30 +39,28 @@ impl fmt::Debug for Params<'_> {
 impl<'body> Params<'body> {
     /// Decodes a form body: `+` is a space, `%XX` a byte, and the decoded bytes must be UTF-8.
     pub fn parse(body: &'body [u8]) -> Result<Self, OAuthError> {
-        let mut params = BTreeMap::new();
-        // Names sent without a value: omitted (RFC 6749 3.1), yet still counted as sent once.
-        let mut omitted = BTreeSet::new();
+        let mut pairs = Vec::new();
         for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            let (name, value) = match memchr::memchr(b'=', pair) {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
                 None => (pair, &[][..]),
             };
-            let name = form_decode(name)?;
-            let value = form_decode(value)?;
-            if params.contains_key(&name) || omitted.contains(&name) {
-                return Err(OAuthError::invalid_request(repeated(&name)));
-            }
-            if value.is_empty() {
-                omitted.insert(name);
-            } else {
-                params.insert(name, value);
-            }
+            pairs.push((form_decode(name)?, form_decode(value)?));
         }
-        Ok(Self(params))
+        pairs.sort_unstable_by(|(one, _), (other, _)| one.cmp(other));
+        if let Some(twice) = pairs.windows(2).find(|next| next[0].0 == next[1].0) {
+            return Err(OAuthError::invalid_request(repeated(&twice[0].0)));
+        }
+        Ok(Self(pairs))
     }
 
+    /// The value of `name`, if it was sent with one.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|value| &**value)
+        let at = self
+            .0
+            .binary_search_by(|(sent, _)| (**sent).cmp(name))
+            .ok()?;
+        Some(&*self.0[at].1).filter(|value| !value.is_empty())
     }
 
     fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
@@ -622,6 +623,8 @@ mod tests {
 /// the expected class, and what a client encodes by the RFC rules decodes back to what it meant.
 #[cfg(test)]
 mod properties {
+    use std::collections::BTreeMap;
+
     use proptest::prelude::*;
 
     use super::tests::basic_credentials;
@@ -710,6 +713,7 @@ mod properties {
             let parsed: BTreeMap<String, String> = params
                 .0
                 .into_iter()
+                .filter(|(_, value)| !value.is_empty())
                 .map(|(name, value)| (name.into_owned(), value.into_owned()))
                 .collect();
             prop_assert_eq!(parsed, expected);

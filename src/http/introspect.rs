@@ -1,6 +1,5 @@
 //! `POST /oauth2/introspect` (RFC 7662).
 
-use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
@@ -88,7 +87,7 @@ pub async fn introspect(
         state.background.flush_usage_now();
     }
     Ok(super::oauth::no_store(HttpResponse::Ok())
-        .content_type(ContentType::json())
+        .insert_header(super::oauth::json_content_type())
         .body(outcome.verdict.json().to_owned()))
 }
 

@@ -80,12 +80,14 @@ pub async fn token(
             web::block(move || token_grant::issue(&context, &token_request, &origin, now)).await??
         }
     };
-    Ok(no_store(HttpResponse::Ok()).json(TokenResponse {
-        access_token: issued.value.expose().to_string(),
-        token_type: "Bearer",
-        expires_in: issued.expires_in,
-        scope: issued.scope,
-    }))
+    Ok(no_store(HttpResponse::Ok())
+        .insert_header(json_content_type())
+        .json(TokenResponse {
+            access_token: issued.value.expose().to_string(),
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            scope: issued.scope,
+        }))
 }
 
 /// Invalidate the site's primary token.
@@ -185,6 +187,15 @@ pub(super) fn no_store(
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
     builder
+}
+
+/// `Content-Type: application/json` as a ready header: `ContentType::json()`, and `.json()` on a
+/// builder without one, render the media type into a new header value on every response.
+pub(super) fn json_content_type() -> (header::HeaderName, HeaderValue) {
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
 }
 
 /// Form fields of `/oauth2/token` (documentation only; parsing is `domain::request`).

@@ -13,17 +13,20 @@
 //! whether a miss may go to the database (in `web::block`) or must give up (on the HTTP worker).
 
 use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use super::ServiceError;
 use crate::store::{Store, StoreError};
 
+/// `S` hashes the keys: the default (SipHash with a random key) for keys a client chooses, where
+/// a predictable hash would let it make keys collide; [`ByDigestPrefix`] for keyed digests.
 #[derive(Debug)]
-pub struct GenerationCache<K, V> {
-    entries: RwLock<Entries<K, V>>,
+pub struct GenerationCache<K, V, S = RandomState> {
+    entries: RwLock<Entries<K, V, S>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -31,17 +34,17 @@ pub struct GenerationCache<K, V> {
 
 /// The entries of one generation.
 #[derive(Debug)]
-struct Entries<K, V> {
+struct Entries<K, V, S> {
     generation: u64,
-    map: HashMap<K, V>,
+    map: HashMap<K, V, S>,
 }
 
-impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> GenerationCache<K, V, S> {
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: RwLock::new(Entries {
                 generation: 0,
-                map: HashMap::new(),
+                map: HashMap::default(),
             }),
             capacity: capacity.max(1),
             hits: AtomicU64::new(0),
@@ -99,6 +102,30 @@ impl<K: Hash + Eq, V: Clone> GenerationCache<K, V> {
     }
 }
 
+/// Hashes a key that is itself a keyed digest (an HMAC under the server's secret, such as
+/// `crypto::Keys::token_digest`) by its first eight bytes. SipHash protects a map from keys chosen
+/// to collide; a client cannot choose the digest of what it sends without the server's secret, and
+/// the digest's bytes are already uniform. SipHash over a 32-byte digest was ~300 instructions of
+/// every introspection (docs/performance.md).
+pub type ByDigestPrefix = BuildHasherDefault<DigestPrefixHasher>;
+
+/// The hasher of [`ByDigestPrefix`]: the first eight bytes written after the length.
+#[derive(Debug, Default)]
+pub struct DigestPrefixHasher(u64);
+
+impl Hasher for DigestPrefixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut prefix = [0u8; 8];
+        let taken = bytes.len().min(prefix.len());
+        prefix[..taken].copy_from_slice(&bytes[..taken]);
+        self.0 ^= u64::from_le_bytes(prefix);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Whether a lookup that misses its cache may go to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
@@ -131,8 +158,8 @@ pub fn current_generation(
 /// Answers from `cache` when an entry of this `generation` exists, else loads and fills it; with
 /// [`Reach::MemoryOnly`] a load is not allowed and the answer is `None`. Without a cache or a live
 /// change feed (`generation` is `None`) every answer is a load.
-pub fn cached<K, Q, V>(
-    cache: Option<&GenerationCache<K, V>>,
+pub fn cached<K, Q, V, S>(
+    cache: Option<&GenerationCache<K, V, S>>,
     generation: Option<u64>,
     reach: Reach,
     key: &Q,
@@ -142,6 +169,7 @@ where
     K: Borrow<Q> + Hash + Eq,
     Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
     V: Clone,
+    S: BuildHasher + Default,
 {
     let hit = match (cache, generation) {
         (Some(cache), Some(generation)) => cache.get(key, generation),
@@ -167,7 +195,7 @@ mod tests {
 
     #[test]
     fn entries_serve_only_their_own_generation() {
-        let cache = GenerationCache::new(10);
+        let cache = GenerationCache::<_, _>::new(10);
         cache.put("a", 1, 10);
         assert_eq!(cache.get(&"a", 1), Some(10));
         assert_eq!(cache.get(&"a", 2), None);
@@ -178,7 +206,7 @@ mod tests {
 
     #[test]
     fn the_map_never_grows_past_its_capacity() {
-        let cache = GenerationCache::new(3);
+        let cache = GenerationCache::<_, _>::new(3);
         for key in 0..100 {
             cache.put(key, 0, key);
             assert!(cache.entries.read().unwrap().map.len() <= 3);
@@ -190,7 +218,7 @@ mod tests {
     /// the last write, not everything ever asked (the soak's slow rise, docs/performance.md).
     #[test]
     fn a_newer_generation_empties_the_map_and_older_fills_are_dropped() {
-        let cache = GenerationCache::new(1000);
+        let cache = GenerationCache::<_, _>::new(1000);
         for key in 0..100 {
             cache.put(key, 1, key);
         }
@@ -203,5 +231,25 @@ mod tests {
         assert_eq!(cache.get(&7, 1), None, "a fill overtaken by a newer one");
         assert_eq!(cache.get(&7, 2), None);
         assert_eq!(cache.get(&500, 2), Some(500), "the newer entries stay");
+    }
+
+    /// Digests that share their first eight bytes share a hash and are still told apart; a
+    /// lookup by slice finds what was stored as a `Vec` (both hash the length, then the bytes).
+    #[test]
+    fn digest_keys_hash_by_prefix_and_compare_whole() {
+        let cache = GenerationCache::<Vec<u8>, u8, ByDigestPrefix>::new(10);
+        let one = [[7u8; 8], [1; 8], [1; 8], [1; 8]].concat();
+        let other = [[7u8; 8], [2; 8], [2; 8], [2; 8]].concat();
+        let hash = |key: &[u8]| ByDigestPrefix::default().hash_one(key);
+        assert_eq!(hash(&one), hash(&other));
+        assert_ne!(
+            hash(&one),
+            hash(&[[8u8; 8], [1; 8], [1; 8], [1; 8]].concat())
+        );
+        cache.put(one.clone(), 1, 1);
+        cache.put(other.clone(), 1, 2);
+        assert_eq!(cache.get(one.as_slice(), 1), Some(1));
+        assert_eq!(cache.get(other.as_slice(), 1), Some(2));
+        assert_eq!(cache.get(&[0u8; 32][..], 1), None);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{NaiveDateTime, TimeDelta};
 
-use super::cache::{cached, current_generation, GenerationCache, Reach};
+use super::cache::{cached, current_generation, ByDigestPrefix, GenerationCache, Reach};
 use super::client_auth::throttled;
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
@@ -24,7 +24,7 @@ use crate::domain::token::{self, SecretKind};
 /// Caches for introspection; `None` caches mean every check reads the database.
 #[derive(Debug)]
 pub struct Introspection {
-    tokens: Option<GenerationCache<Digest, Option<Arc<KnownToken>>>>,
+    tokens: Option<GenerationCache<Digest, Option<Arc<KnownToken>>, ByDigestPrefix>>,
     /// Shared digests: a hit clones a pointer, not the digest.
     resource_servers: Option<GenerationCache<String, Option<Arc<[u8]>>>>,
     pub usage: UsageRecorder,
