@@ -1,6 +1,7 @@
 //! Stopping the real binary with SIGTERM or SIGINT, as systemd, Docker, Kubernetes or Ctrl-C do:
 //! the request in flight is answered, new connections are refused, the process exits 0 and the
 //! batched `last_used_at` times reach the database; `--shutdown-timeout-secs` bounds the wait.
+//! Also that the binary's `--usage-resolution-secs` reaches the server it runs.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,19 +31,11 @@ fn stop_gracefully(backend: Backend, signal: &str) {
     let Some(db) = TestDatabase::create(backend) else {
         return;
     };
-    let site = create_site(&db.url, "Closing Shop");
-    let resource_server = succeed_json(tokenwarden(&db.url).args([
-        "resource-server",
-        "create",
-        "--name",
-        "Closing API",
-        "--json",
-    ]));
     let log = db.dir.path().join("stop.log");
     // Usage is written only when the server stops, and the drain may take up to 20 s: a stop in
     // well under that proves the server waited for the request, not for the timeout.
-    let (mut server, address) = start_server(
-        &mut tokenwarden(&db.url),
+    let served = serve_a_site(
+        &db,
         &[
             "--usage-flush-secs",
             "3600",
@@ -51,25 +44,18 @@ fn stop_gracefully(backend: Backend, signal: &str) {
         ],
         &log,
     );
-    server.wait_until_listening(address);
-    let client = Client::new();
-    let base = format!("http://{address}");
-    let token_body = format!(
-        "grant_type=client_credentials&client_id={}&client_secret={}",
-        site.site_key, site.auth_key
+    let (mut server, address, client) = (served.server, served.address, served.client);
+    let introspected = introspect_at(
+        &client,
+        &format!("http://{address}"),
+        &served.resource_server,
+        &served.token,
     );
-    let token: Value = form_request(&client, format!("{base}/oauth2/token"), None, &token_body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap();
-    let introspected = introspect_at(&client, &base, &resource_server, token);
     assert_eq!(introspected["active"], true);
     assert_eq!(db.count(USED), 0, "usage was written before the stop");
     // `client` keeps its idle keep-alive connection open: the stop must close it, not wait for it.
 
-    let (mut in_flight, rest) = start_slow_request(address, &token_body);
+    let (mut in_flight, rest) = start_slow_request(address, &served.token_body);
     send_signal(&server, signal);
     wait_until_refused(address);
     in_flight.write_all(rest.as_bytes()).unwrap();
@@ -91,6 +77,86 @@ fn stop_gracefully(backend: Backend, signal: &str) {
         .count();
     assert_eq!(token_lines, 2, "{text}");
     drop(client);
+}
+
+/// `--usage-resolution-secs` reaches the running server's usage recorder: with 0, a second use
+/// of a token is written at the next flush, where the default (60 s) would hold it back for a
+/// minute after the first was written.
+#[test]
+fn the_usage_resolution_flag_reaches_the_running_server() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let log = db.dir.path().join("resolution.log");
+    let served = serve_a_site(
+        &db,
+        &["--usage-flush-secs", "1", "--usage-resolution-secs", "0"],
+        &log,
+    );
+    let base = format!("http://{}", served.address);
+    let use_token_until_written = || {
+        let introspected = introspect_at(
+            &served.client,
+            &base,
+            &served.resource_server,
+            &served.token,
+        );
+        assert_eq!(introspected["active"], true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.count(USED) == 0 {
+            assert!(Instant::now() < deadline, "the use was not written");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    use_token_until_written();
+    db.execute("UPDATE tokens SET last_used_at = NULL");
+    use_token_until_written();
+}
+
+/// A running server (stopped when dropped) with one site, its primary token and a resource server.
+struct ServedSite {
+    server: Running,
+    address: SocketAddr,
+    client: Client,
+    resource_server: Value,
+    /// The site's `/oauth2/token` request body.
+    token_body: String,
+    token: String,
+}
+
+fn serve_a_site(db: &TestDatabase, serve_args: &[&str], log: &std::path::Path) -> ServedSite {
+    let site = create_site(&db.url, "Closing Shop");
+    let resource_server = succeed_json(tokenwarden(&db.url).args([
+        "resource-server",
+        "create",
+        "--name",
+        "Closing API",
+        "--json",
+    ]));
+    let (mut server, address) = start_server(&mut tokenwarden(&db.url), serve_args, log);
+    server.wait_until_listening(address);
+    let client = Client::new();
+    let token_body = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        site.site_key, site.auth_key
+    );
+    let answer: Value = form_request(
+        &client,
+        format!("http://{address}/oauth2/token"),
+        None,
+        &token_body,
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    let token = answer["access_token"].as_str().unwrap().to_string();
+    ServedSite {
+        server,
+        address,
+        client,
+        resource_server,
+        token_body,
+        token,
+    }
 }
 
 /// A request that never finishes is cut off once the shutdown timeout has passed, and the process
