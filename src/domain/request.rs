@@ -21,8 +21,8 @@ use super::secret::Secret;
 /// Names and values borrow from the body unless they had to be decoded: this runs on every OAuth
 /// request, and the request types below copy out only what they keep. The pairs are kept sorted
 /// by name in one `Vec` (a form has a handful), so a repeated name sits next to itself and a
-/// lookup halves; a name sent without a value stays, with an empty value, so that it still counts
-/// as sent.
+/// lookup is a binary search; a name sent without a value stays, with an empty value, so that it
+/// still counts as sent.
 #[derive(Default)]
 pub struct Params<'body>(Vec<(Cow<'body, str>, Cow<'body, str>)>);
 

@@ -105,11 +105,13 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> GenerationCache<K, V, S> 
 /// Hashes a key that is itself a keyed digest (an HMAC under the server's secret, such as
 /// `crypto::Keys::token_digest`) by its first eight bytes. SipHash protects a map from keys chosen
 /// to collide; a client cannot choose the digest of what it sends without the server's secret, and
-/// the digest's bytes are already uniform. SipHash over a 32-byte digest was ~300 instructions of
-/// every introspection (docs/performance.md).
+/// the digest's bytes are already uniform. SipHash over a 32-byte digest was about 270
+/// instructions of every introspection (docs/performance.md). Only for keys that hash as one byte
+/// slice (`Vec<u8>`, `[u8]`): other keys would hash by whatever their first writes happen to be.
 pub type ByDigestPrefix = BuildHasherDefault<DigestPrefixHasher>;
 
-/// The hasher of [`ByDigestPrefix`]: the first eight bytes written after the length.
+/// The hasher of [`ByDigestPrefix`]: each write's first eight bytes, XORed together. A byte slice
+/// is hashed as two writes, its length (the same for every digest) and its bytes.
 #[derive(Debug, Default)]
 pub struct DigestPrefixHasher(u64);
 

@@ -44,18 +44,25 @@ fn stop_gracefully(backend: Backend, signal: &str) {
         ],
         &log,
     );
-    let (mut server, address, client) = (served.server, served.address, served.client);
+    let ServedSite {
+        mut server,
+        address,
+        client,
+        resource_server,
+        token_body,
+        token,
+    } = served;
     let introspected = introspect_at(
         &client,
         &format!("http://{address}"),
-        &served.resource_server,
-        &served.token,
+        &resource_server,
+        &token,
     );
     assert_eq!(introspected["active"], true);
     assert_eq!(db.count(USED), 0, "usage was written before the stop");
     // `client` keeps its idle keep-alive connection open: the stop must close it, not wait for it.
 
-    let (mut in_flight, rest) = start_slow_request(address, &served.token_body);
+    let (mut in_flight, rest) = start_slow_request(address, &token_body);
     send_signal(&server, signal);
     wait_until_refused(address);
     in_flight.write_all(rest.as_bytes()).unwrap();
@@ -80,8 +87,8 @@ fn stop_gracefully(backend: Backend, signal: &str) {
 }
 
 /// `--usage-resolution-secs` reaches the running server's usage recorder: with 0, a second use
-/// of a token is written at the next flush, where the default (60 s) would hold it back for a
-/// minute after the first was written.
+/// of a token is written at the next flush, where the default (60 s) would hold it back for most
+/// of a minute (47 to 60 s) after the first was written.
 #[test]
 fn the_usage_resolution_flag_reaches_the_running_server() {
     let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
