@@ -138,16 +138,26 @@ struct ServeArgs {
     /// Seconds requests in flight get to finish after SIGTERM or SIGINT
     #[arg(long, env = "TOKENWARDEN_SHUTDOWN_TIMEOUT_SECS", default_value_t = config::DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     shutdown_timeout_secs: u64,
-    /// Failed client authentications per client id per window before it is locked (0: off)
+    /// Failed authentications of one client id from one address per window before that pair is
+    /// locked; the same client id from other addresses is not (0: off)
     #[arg(long, env = "TOKENWARDEN_THROTTLE_CLIENT_FAILURES", default_value_t = throttle::DEFAULT_CLIENT_FAILURES)]
     throttle_client_failures: u32,
-    /// Failed client authentications per source address per window before it is locked (0: off)
+    /// Failed client authentications from one address per window before it is locked, except for
+    /// clients that authenticated from it within 30 days (0: off)
     #[arg(long, env = "TOKENWARDEN_THROTTLE_ADDRESS_FAILURES", default_value_t = throttle::DEFAULT_ADDRESS_FAILURES)]
     throttle_address_failures: u32,
+    /// Failed authentications of one client id from all addresses per window that raise an alarm
+    /// (a warning, an audit event and a metric; never a lock) (0: off)
+    #[arg(long, env = "TOKENWARDEN_CLIENT_ATTACK_ALARM", default_value_t = throttle::DEFAULT_CLIENT_ATTACK_ALARM)]
+    client_attack_alarm: u32,
     /// Length of the throttling window, and so of a lock, in seconds
     #[arg(long, env = "TOKENWARDEN_THROTTLE_WINDOW_SECS", default_value_t = throttle::DEFAULT_WINDOW.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     throttle_window_secs: u64,
+    /// Days audit events are kept before they are pruned (0: keep everything)
+    #[arg(long, env = "TOKENWARDEN_AUDIT_RETENTION_DAYS", default_value_t = config::DEFAULT_AUDIT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    audit_retention_days: u64,
     /// Count failures per the last X-Forwarded-For address (set this only behind a proxy that
     /// appends it) instead of the TCP peer
     #[arg(long, env = "TOKENWARDEN_TRUST_FORWARDED_FOR")]
@@ -303,6 +313,8 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         tls: None,
         shutdown_timeout: Duration::from_secs(config::DEFAULT_SHUTDOWN_TIMEOUT_SECS),
         throttle: ThrottleLimits::default(),
+        audit_retention: None,
+        audit_flush_interval: Duration::from_secs(1),
         trust_forwarded_for: false,
         connections: ConnectionLimits::default(),
     })
@@ -332,9 +344,12 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     config.throttle = ThrottleLimits {
         client_failures: args.throttle_client_failures,
         address_failures: args.throttle_address_failures,
+        client_attack_alarm: args.client_attack_alarm,
         window: Duration::from_secs(args.throttle_window_secs),
         ..ThrottleLimits::default()
     };
+    config.audit_retention = (args.audit_retention_days > 0)
+        .then(|| Duration::from_secs(args.audit_retention_days * 86_400));
     config.trust_forwarded_for = args.trust_forwarded_for;
     config.connections = ConnectionLimits {
         max_connections: args.max_connections.max(1),

@@ -39,6 +39,8 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME_DAYS: u64 = 365;
 /// must stay a four-digit year, which both backends store and compare correctly.
 pub const MAX_ADMIN_TOKEN_TTL_SECS: u64 = 86_400;
 pub const MAX_TOKEN_LIFETIME_DAYS: u64 = 3_650;
+/// Default retention of the audit trail, in days.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u64 = 365;
 /// Default time requests in flight get to finish after SIGTERM or SIGINT: what
 /// `docker stop` and Kubernetes wait before they kill.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
@@ -89,6 +91,11 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Brute-force throttling of failed client authentication.
     pub throttle: ThrottleLimits,
+    /// How long audit events are kept; `None` keeps everything.
+    pub audit_retention: Option<Duration>,
+    /// How often throttle locks, alarms and the aggregated failed authentications noted in memory
+    /// are written to the audit trail (aggregates once their window is over).
+    pub audit_flush_interval: Duration,
     /// Whether the source address throttling counts is the last `X-Forwarded-For` entry (set by
     /// a proxy in front) instead of the TCP peer.
     pub trust_forwarded_for: bool,
@@ -150,6 +157,8 @@ impl Config {
                 address_failures: 10_000,
                 ..ThrottleLimits::default()
             },
+            audit_retention: Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
+            audit_flush_interval: Duration::from_millis(200),
             trust_forwarded_for: false,
             connections: ConnectionLimits::default(),
         }

@@ -4,9 +4,7 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -14,16 +12,16 @@ use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 use futures_util::future::{select, Either};
 
-use crate::clock;
 use crate::config::{Config, ConfigError};
 use crate::crypto::Keys;
 use crate::domain::throttle::Throttle;
 use crate::domain::token_policy::TokenPolicy;
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
+use crate::service::audit::AuditTrail;
+use crate::service::background::{Runner, Schedule, Wakeup};
 use crate::service::introspect::Introspection;
 use crate::service::token_grant::GrantCaches;
-use crate::service::usage::Flush;
 use crate::service::{Context, Counters};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
@@ -86,6 +84,11 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
             scopes: config.token_scopes.clone(),
         }),
         throttle: Arc::new(Throttle::new(config.throttle)),
+        audit: Arc::new(AuditTrail::new(
+            config.audit_retention.map(time_delta),
+            time_delta(config.throttle.window),
+        )),
+        background: Arc::new(Wakeup::default()),
     })
 }
 
@@ -115,14 +118,20 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     if tls.is_none() && !address.ip().is_loopback() {
         warn_plaintext(address);
     }
-    let background = BackgroundTasks::start(config, &context)?;
+    let background = BackgroundTasks {
+        runner: Runner::start(
+            &context,
+            &config.database,
+            Schedule::new(config.usage_flush_interval, config.audit_flush_interval),
+        )
+        .map_err(StartError::Thread)?,
+    };
     let state = web::Data::new(AppState {
         context: context.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.connections.client_request_timeout,
         trust_forwarded_for: config.trust_forwarded_for,
         issuer: config.issuer(address),
-        background: background.handle(),
     });
     let metrics = web::Data::new(Metrics::new(context));
     let mut server = HttpServer::new(move || {
@@ -193,115 +202,16 @@ fn stop_signal(timeout: Duration) -> Result<impl Future<Output = ()>, StartError
     })
 }
 
-#[derive(Debug)]
-enum UsageSignal {
-    FlushNow,
-    Stop,
-}
-
-/// The `last_used_at` flusher thread and (PostgreSQL) the change listener.
+/// The background runner, and the access-log lines still pending at a stop.
 pub struct BackgroundTasks {
-    usage: mpsc::Sender<UsageSignal>,
-    flusher: Option<JoinHandle<()>>,
-    stop_listener: Arc<AtomicBool>,
-}
-
-/// What request handlers may ask of the background tasks.
-#[derive(Debug, Clone)]
-pub struct BackgroundHandle {
-    usage: mpsc::Sender<UsageSignal>,
-}
-
-impl BackgroundHandle {
-    /// The usage batch is full: write it now rather than at the next tick.
-    pub fn flush_usage_now(&self) {
-        let _ = self.usage.send(UsageSignal::FlushNow);
-    }
-}
-
-/// Writes the usage batch `flush` selects, with quiet times measured by the wall clock.
-fn flush_usage(context: &Context, flush: Flush) -> Result<usize, StoreError> {
-    context
-        .introspection
-        .usage
-        .flush(&context.store, clock::now(), flush)
-}
-
-/// The last flush failed (the database is busy or away): a few more tries over about a second,
-/// then say at error level how many tokens' last use is lost, rather than exit quietly.
-fn flush_before_exit(context: &Context) {
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(200));
-        if flush_usage(context, Flush::Final).is_ok() {
-            return;
-        }
-    }
-    log::error!(
-        "stopping without recording the last use of {} tokens: the database did not take the \
-         last usage batch",
-        context.introspection.usage.due()
-    );
+    runner: Runner,
 }
 
 impl BackgroundTasks {
-    fn start(config: &Config, context: &Context) -> Result<Self, StartError> {
-        let stop_listener = Arc::new(AtomicBool::new(false));
-        context
-            .store
-            .start_change_listener(&config.database, stop_listener.clone());
-        let (usage, signals) = mpsc::channel();
-        let interval = config.usage_flush_interval.max(Duration::from_millis(10));
-        let context = context.clone();
-        let flusher = std::thread::Builder::new()
-            .name("tokenwarden-usage".into())
-            .spawn(move || loop {
-                let stop = matches!(
-                    signals.recv_timeout(interval),
-                    Ok(UsageSignal::Stop) | Err(mpsc::RecvTimeoutError::Disconnected)
-                );
-                let flush = if stop { Flush::Final } else { Flush::Periodic };
-                if let Err(error) = flush_usage(&context, flush) {
-                    log::warn!("could not record token usage yet: {error}");
-                    if stop {
-                        flush_before_exit(&context);
-                    }
-                }
-                if stop {
-                    break;
-                }
-            })
-            .map_err(StartError::Thread)?;
-        Ok(Self {
-            usage,
-            flusher: Some(flusher),
-            stop_listener,
-        })
-    }
-
-    fn handle(&self) -> BackgroundHandle {
-        BackgroundHandle {
-            usage: self.usage.clone(),
-        }
-    }
-
-    /// Writes the last usage batch and the access-log lines still pending, and stops the
-    /// threads. Call it once the server has stopped.
-    pub fn shutdown(mut self) {
-        self.stop();
+    /// Runs the background jobs' last passes, writes the access-log lines still pending, and
+    /// stops the threads. Call it once the server has stopped.
+    pub fn shutdown(self) {
+        self.runner.shutdown();
         http::access_log::write_out_all();
-    }
-
-    fn stop(&mut self) {
-        self.stop_listener.store(true, Ordering::Release);
-        let _ = self.usage.send(UsageSignal::Stop);
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
-    }
-}
-
-impl Drop for BackgroundTasks {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

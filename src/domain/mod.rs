@@ -8,6 +8,7 @@
 //! authentication lives in [`throttle`].
 
 pub mod admin;
+pub mod audit;
 pub mod description;
 pub mod history;
 pub mod introspection;

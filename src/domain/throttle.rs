@@ -2,51 +2,73 @@
 //! Applied by `service::client_auth::throttled` around every use case that authenticates a client
 //! (token, invalidate, revoke, introspect); answered as 429 by `http::error`.
 //!
-//! The rule (RFC 6819 4.3.5, "Obtaining Client Secret by Online Guessing", countermeasure 5.1.4.2.3
-//! "Lock Accounts"): failed authentications are counted per client id and per source address in a
-//! fixed window that starts at the first failure. A key that reaches its limit is locked until its
-//! window ends. While locked, every attempt under that client id or from that address is refused
-//! before its credentials are looked at, correct ones included: telling a correct secret from a
-//! wrong one needs the database query the lock exists to save, and answering it differently would
-//! tell a guesser when they hit. Successes do not reset a count, so they cannot be interleaved to
-//! keep guessing. The price is the one RFC 6819 5.1.4.2.3 names: whoever knows a client id (site
-//! keys are not secret) can lock that client out for a window; the defaults keep that window to a
-//! minute, and a limit of 0 turns either count off.
+//! The rule (RFC 6819 4.3.5 and 5.1.4.2.3; OWASP ASVS 5.0 6.1.1 and 6.3.1: throttling must not let
+//! a third party lock a legitimate client out). Failed authentications are counted in a fixed
+//! window that starts at the first failure, and only two counts ever lock:
+//! - per **(client id, source address)**: the guesser's own pair. Locking it stops that address
+//!   guessing that client's secret and nobody else;
+//! - per **source address**: one address guessing many client ids. A pair that authenticated
+//!   successfully within [`TRUSTED_PAIR_DAYS`] days is exempt from this lock (it keeps its own pair
+//!   count), so a partner or NAT gateway shared by many sites cannot be used to lock all of them.
+//!
+//! A correct secret from an address whose own counts are under their limits is therefore always
+//! accepted, whatever other addresses do with the same client id. Failures per client id across
+//! all addresses are counted too, as an **alarm**, never a lock: the first time they pass
+//! `client_attack_alarm` in a window, [`Throttle::record_failure`] reports it once (the service
+//! logs it, records `client_under_attack` in the audit trail and counts it in `/metrics`). With
+//! 256-bit secrets the guessing is hopeless; a lock is what would hurt.
+//!
+//! While a pair or an address is locked, its attempts are refused before their credentials are
+//! looked at, correct ones included: telling a correct secret from a wrong one needs the database
+//! query the lock exists to save, and answering it differently would tell a guesser when they hit.
+//! Successes do not reset a count, so they cannot be interleaved to keep guessing.
 //!
 //! Memory is fixed: each table holds at most `capacity` entries of a few dozen bytes. Client ids
 //! are kept as a keyed 64-bit hash (a random key per process, so collisions cannot be aimed), never
 //! as the string an attacker chose. When a table is full, expired windows go first, then the
 //! entries furthest from a lock, so rotating through random client ids evicts those ids and not
 //! the locks they were meant to flush out. IPv6 addresses count per /64, the block one subscriber
-//! usually holds.
+//! usually holds. The counts and the trusted pairs are per process: each node of a cluster keeps
+//! its own, and a restart forgets them (a trusted pair is trusted again at its next success).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-/// Failures per client id within one window before it is locked.
+/// Failures per (client id, address) pair within one window before that pair is locked.
 pub const DEFAULT_CLIENT_FAILURES: u32 = 10;
 /// Failures per source address within one window: larger, since one address may carry many
 /// clients (a NAT, a shared host).
 pub const DEFAULT_ADDRESS_FAILURES: u32 = 50;
+/// Failures per client id across all addresses within one window that raise the alarm.
+pub const DEFAULT_CLIENT_ATTACK_ALARM: u32 = 100;
 /// Length of a window, and so of a lock.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
-/// Entries per table: about 5 MB for both tables, full.
+/// Entries per table: about 5 MB for the four tables, full.
 pub const DEFAULT_CAPACITY: usize = 100_000;
+/// How long a successful authentication exempts its (client id, address) pair from the address
+/// lock.
+pub const TRUSTED_PAIR_DAYS: u64 = 30;
+const TRUSTED_PAIR_TIME: Duration = Duration::from_secs(TRUSTED_PAIR_DAYS * 86_400);
+/// A trusted pair's time is refreshed by a success at most this often, so a client in steady use
+/// costs a shared read lock per success, not a write.
+const TRUST_REFRESH: Duration = Duration::from_secs(3600);
 
-/// The operator's limits (`serve --throttle-*`).
+/// The operator's limits (`serve --throttle-*`, `--client-attack-alarm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleLimits {
-    /// Failures per client id per window; 0 turns the per-client lock off.
+    /// Failures per (client id, address) pair per window; 0 turns the pair lock off.
     pub client_failures: u32,
     /// Failures per source address per window; 0 turns the per-address lock off.
     pub address_failures: u32,
+    /// Failures per client id across all addresses per window that raise the alarm; 0: no alarm.
+    pub client_attack_alarm: u32,
     pub window: Duration,
-    /// Most client ids, and most addresses, tracked at once.
+    /// Most entries per table (pairs, addresses, client ids, trusted pairs).
     pub capacity: usize,
 }
 
@@ -55,13 +77,14 @@ impl Default for ThrottleLimits {
         Self {
             client_failures: DEFAULT_CLIENT_FAILURES,
             address_failures: DEFAULT_ADDRESS_FAILURES,
+            client_attack_alarm: DEFAULT_CLIENT_ATTACK_ALARM,
             window: DEFAULT_WINDOW,
             capacity: DEFAULT_CAPACITY,
         }
     }
 }
 
-/// An authentication attempt refused because its client id or source address is locked.
+/// An authentication attempt refused because its pair or its source address is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many failed client authentications; retry in {retry_after_secs} s")]
 pub struct Throttled {
@@ -73,31 +96,55 @@ pub struct Throttled {
 /// when the wall clock is set).
 #[derive(Debug, Clone, Copy)]
 pub struct Origin {
-    /// The source address; `None` when the transport has none (a Unix socket, a test harness).
+    /// The client's address (`http::client_address`); `None` when the transport has none (a Unix
+    /// socket, a test harness).
     pub address: Option<IpAddr>,
     pub at: Instant,
 }
 
-/// Which key a failure has just locked, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locked {
-    ClientId,
-    Address(IpAddr),
+/// What one failure has just caused, for the log, the audit trail and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureOutcome {
+    /// The (client id, address) pair reached its limit with this failure.
+    pub pair_locked: bool,
+    /// The address (IPv6: its /64) reached its limit with this failure.
+    pub address_locked: Option<IpAddr>,
+    /// The client id passed the alarm with this failure.
+    pub alarm: Option<Alarm>,
 }
 
-/// The failure counts of one process. Cheap to consult: one mutex, two hash lookups.
+/// A client id failing more often than the alarm allows, from how many addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alarm {
+    pub failures: u32,
+    pub addresses: u32,
+}
+
+/// The failure counts of one process. Cheap to consult: a shared lock and two or three lookups.
 #[derive(Debug)]
 pub struct Throttle {
     limits: ThrottleLimits,
     hasher: RandomState,
-    tables: Mutex<Tables>,
+    tables: RwLock<Tables>,
     refused: AtomicU64,
+    alarms: AtomicU64,
+}
+
+/// A (client id, address) pair: the client id's keyed hash and the address key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Pair {
+    client: u64,
+    address: Option<IpAddr>,
 }
 
 #[derive(Debug)]
 struct Tables {
-    clients: Table<u64>,
+    pairs: Table<Pair>,
     addresses: Table<IpAddr>,
+    /// Failures per client id over all addresses: the alarm's count, never a lock.
+    clients: Table<u64>,
+    /// Pairs that authenticated successfully, with the time of their last success.
+    trusted: HashMap<Pair, Instant>,
 }
 
 impl Throttle {
@@ -105,30 +152,47 @@ impl Throttle {
         Self {
             limits,
             hasher: RandomState::new(),
-            tables: Mutex::new(Tables {
-                clients: Table::new(limits.capacity),
+            tables: RwLock::new(Tables {
+                pairs: Table::new(limits.capacity),
                 addresses: Table::new(limits.capacity),
+                clients: Table::new(limits.capacity),
+                trusted: HashMap::new(),
             }),
             refused: AtomicU64::new(0),
+            alarms: AtomicU64::new(0),
         }
     }
 
-    /// Refuses the attempt if its client id or its source address is locked.
+    fn pair(&self, client_id: &str, origin: &Origin) -> Pair {
+        Pair {
+            client: self.hasher.hash_one(client_id),
+            address: origin.address.map(address_key),
+        }
+    }
+
+    /// Refuses the attempt if its pair is locked, or its address is locked and the pair is not a
+    /// trusted one.
     pub fn admit(&self, client_id: &str, origin: &Origin) -> Result<(), Throttled> {
-        let client = self.hasher.hash_one(client_id);
-        let tables = self.lock();
+        let pair = self.pair(client_id, origin);
         let window = self.limits.window;
-        let by_client =
+        let tables = self.read();
+        let by_pair =
             tables
-                .clients
-                .locked_until(&client, self.limits.client_failures, window, origin.at);
-        let by_address = origin.address.map(address_key).and_then(|address| {
-            tables
-                .addresses
-                .locked_until(&address, self.limits.address_failures, window, origin.at)
-        });
+                .pairs
+                .locked_until(&pair, self.limits.client_failures, window, origin.at);
+        let by_address = pair
+            .address
+            .and_then(|address| {
+                tables.addresses.locked_until(
+                    &address,
+                    self.limits.address_failures,
+                    window,
+                    origin.at,
+                )
+            })
+            .filter(|_| !tables.is_trusted(&pair, origin.at));
         drop(tables);
-        match by_client.max(by_address) {
+        match by_pair.max(by_address) {
             None => Ok(()),
             Some(until) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
@@ -140,25 +204,58 @@ impl Throttle {
         }
     }
 
-    /// Counts a failed authentication against the client id and the source address; returns the
-    /// keys this failure has just locked.
-    pub fn record_failure(&self, client_id: &str, origin: &Origin) -> Vec<Locked> {
-        let client = self.hasher.hash_one(client_id);
-        let window = self.limits.window;
-        let mut tables = self.lock();
-        let mut locked = Vec::new();
-        if self.limits.client_failures > 0
-            && tables.clients.record(client, window, origin.at) == self.limits.client_failures
-        {
-            locked.push(Locked::ClientId);
+    /// Notes a successful authentication: the pair is trusted for [`TRUSTED_PAIR_DAYS`] days. A
+    /// pair trusted within the last hour costs a shared lock and one lookup.
+    pub fn record_success(&self, client_id: &str, origin: &Origin) {
+        if self.limits.address_failures == 0 {
+            return;
         }
-        if let Some(address) = origin.address.filter(|_| self.limits.address_failures > 0) {
-            let key = address_key(address);
-            if tables.addresses.record(key, window, origin.at) == self.limits.address_failures {
-                locked.push(Locked::Address(key));
+        let pair = self.pair(client_id, origin);
+        let fresh = self
+            .read()
+            .trusted
+            .get(&pair)
+            .is_some_and(|&at| origin.at.saturating_duration_since(at) < TRUST_REFRESH);
+        if fresh {
+            return;
+        }
+        let mut tables = self.write();
+        if !tables.trusted.contains_key(&pair) && tables.trusted.len() >= self.limits.capacity {
+            make_room_for_trust(&mut tables.trusted, self.limits.capacity, origin.at);
+        }
+        tables.trusted.insert(pair, origin.at);
+    }
+
+    /// Counts a failed authentication against the pair, the address and the client id.
+    pub fn record_failure(&self, client_id: &str, origin: &Origin) -> FailureOutcome {
+        let pair = self.pair(client_id, origin);
+        let window = self.limits.window;
+        let mut tables = self.write();
+        let mut outcome = FailureOutcome::default();
+        let in_pair = tables.pairs.record(pair, window, origin.at);
+        if self.limits.client_failures > 0 && in_pair == self.limits.client_failures {
+            outcome.pair_locked = true;
+        }
+        if let Some(address) = pair.address.filter(|_| self.limits.address_failures > 0) {
+            if tables.addresses.record(address, window, origin.at) == self.limits.address_failures {
+                outcome.address_locked = Some(address);
             }
         }
-        locked
+        if self.limits.client_attack_alarm > 0 {
+            let failures = tables.clients.record(pair.client, window, origin.at);
+            if in_pair == 1 {
+                tables.clients.count_address(&pair.client);
+            }
+            if failures == self.limits.client_attack_alarm.saturating_add(1) {
+                let addresses = tables.clients.addresses(&pair.client);
+                self.alarms.fetch_add(1, Ordering::Relaxed);
+                outcome.alarm = Some(Alarm {
+                    failures,
+                    addresses,
+                });
+            }
+        }
+        outcome
     }
 
     /// How long a lock lasts.
@@ -171,9 +268,41 @@ impl Throttle {
         self.refused.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
-        // A panic while holding the lock cannot leave the counts inconsistent in a way that matters.
-        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    /// Alarms raised since start, for metrics.
+    pub fn alarms(&self) -> u64 {
+        self.alarms.load(Ordering::Relaxed)
+    }
+
+    // A panic while holding the lock cannot leave the counts inconsistent in a way that matters.
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        self.tables.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Tables {
+    fn is_trusted(&self, pair: &Pair, now: Instant) -> bool {
+        self.trusted
+            .get(pair)
+            .is_some_and(|&at| now.saturating_duration_since(at) < TRUSTED_PAIR_TIME)
+    }
+}
+
+/// Frees an eighth of the trusted pairs: those past their time first, then the longest unused.
+fn make_room_for_trust(trusted: &mut HashMap<Pair, Instant>, capacity: usize, now: Instant) {
+    trusted.retain(|_, at| now.saturating_duration_since(*at) < TRUSTED_PAIR_TIME);
+    let target = capacity - (capacity / 8).max(1);
+    if trusted.len() <= target {
+        return;
+    }
+    let mut ranked: Vec<(Instant, Pair)> = trusted.iter().map(|(pair, at)| (*at, *pair)).collect();
+    let excess = trusted.len() - target;
+    ranked.select_nth_unstable_by_key(excess - 1, |&(at, _)| at);
+    for (_, pair) in &ranked[..excess] {
+        trusted.remove(pair);
     }
 }
 
@@ -195,6 +324,8 @@ fn address_key(address: IpAddr) -> IpAddr {
 struct Window {
     started: Instant,
     failures: u32,
+    /// The client-id table only: addresses that failed for this client id in this window.
+    addresses: u32,
 }
 
 /// A map of at most `capacity` windows.
@@ -225,18 +356,27 @@ impl<K: Hash + Eq + Copy> Table<K> {
         if !self.windows.contains_key(&key) && self.windows.len() >= self.capacity {
             self.make_room(window, now);
         }
-        let entry = self.windows.entry(key).or_insert(Window {
+        let fresh = Window {
             started: now,
             failures: 0,
-        });
+            addresses: 0,
+        };
+        let entry = self.windows.entry(key).or_insert(fresh);
         if now >= entry.started + window {
-            *entry = Window {
-                started: now,
-                failures: 0,
-            };
+            *entry = fresh;
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.failures
+    }
+
+    fn count_address(&mut self, key: &K) {
+        if let Some(entry) = self.windows.get_mut(key) {
+            entry.addresses = entry.addresses.saturating_add(1);
+        }
+    }
+
+    fn addresses(&self, key: &K) -> u32 {
+        self.windows.get(key).map_or(0, |entry| entry.addresses)
     }
 
     /// Frees an eighth of the table, so the cost (a linear pass and selection, under the lock)
@@ -265,10 +405,10 @@ impl<K: Hash + Eq + Copy> Table<K> {
 
 #[cfg(test)]
 impl Throttle {
-    /// (client ids, addresses) tracked.
+    /// (pairs, addresses) tracked.
     fn tracked(&self) -> (usize, usize) {
-        let tables = self.lock();
-        (tables.clients.windows.len(), tables.addresses.windows.len())
+        let tables = self.read();
+        (tables.pairs.windows.len(), tables.addresses.windows.len())
     }
 }
 
@@ -282,6 +422,7 @@ mod tests {
         ThrottleLimits {
             client_failures,
             address_failures,
+            client_attack_alarm: 0,
             window: Duration::from_secs(60),
             capacity: 1_000,
         }
@@ -295,25 +436,26 @@ mod tests {
     }
 
     #[test]
-    fn a_client_id_is_locked_at_its_limit_until_the_window_ends() {
+    fn a_pair_is_locked_at_its_limit_until_the_window_ends_and_no_one_else_is() {
         let throttle = Throttle::new(limits(3, 100));
         let start = Instant::now();
-        let origin = from("192.0.2.1", start);
+        let attacker = from("192.0.2.1", start);
         for _ in 0..2 {
-            assert!(throttle.record_failure("site", &origin).is_empty());
-            assert_eq!(throttle.admit("site", &origin), Ok(()));
+            assert!(!throttle.record_failure("site", &attacker).pair_locked);
+            assert_eq!(throttle.admit("site", &attacker), Ok(()));
         }
-        assert_eq!(
-            throttle.record_failure("site", &origin),
-            vec![Locked::ClientId]
-        );
-        let later = from("198.51.100.7", start + 10 * SECOND);
+        assert!(throttle.record_failure("site", &attacker).pair_locked);
+        let later = from("192.0.2.1", start + 10 * SECOND);
         assert_eq!(
             throttle.admit("site", &later),
             Err(Throttled {
                 retry_after_secs: 50
-            }),
-            "a lock follows the client id to any address"
+            })
+        );
+        assert_eq!(
+            throttle.admit("site", &from("198.51.100.7", start + 10 * SECOND)),
+            Ok(()),
+            "the same client id from any other address is admitted"
         );
         assert_eq!(throttle.admit("other", &later), Ok(()));
         assert_eq!(
@@ -321,6 +463,22 @@ mod tests {
             Ok(())
         );
         assert_eq!(throttle.refused(), 1);
+    }
+
+    #[test]
+    fn failures_from_many_addresses_never_lock_the_client_id() {
+        let throttle = Throttle::new(limits(3, 100));
+        let start = Instant::now();
+        for n in 0..250u32 {
+            let origin = Origin {
+                address: Some(IpAddr::from((0xc000_0200u32 + n).to_be_bytes())),
+                at: start,
+            };
+            for _ in 0..2 {
+                throttle.record_failure("site", &origin);
+            }
+        }
+        assert_eq!(throttle.admit("site", &from("203.0.113.9", start)), Ok(()));
     }
 
     #[test]
@@ -338,18 +496,80 @@ mod tests {
     }
 
     #[test]
-    fn an_address_is_locked_for_every_client_id() {
+    fn an_address_guessing_many_client_ids_is_locked_for_every_untrusted_client_id() {
         let throttle = Throttle::new(limits(100, 3));
         let start = Instant::now();
         let origin = from("192.0.2.1", start);
         throttle.record_failure("a", &origin);
         throttle.record_failure("b", &origin);
         assert_eq!(
-            throttle.record_failure("c", &origin),
-            vec![Locked::Address("192.0.2.1".parse().unwrap())]
+            throttle.record_failure("c", &origin).address_locked,
+            Some("192.0.2.1".parse().unwrap())
         );
         assert!(throttle.admit("d", &origin).is_err());
         assert_eq!(throttle.admit("d", &from("192.0.2.2", start)), Ok(()));
+    }
+
+    #[test]
+    fn a_pair_that_succeeded_is_exempt_from_the_address_lock_but_keeps_its_own_count() {
+        let throttle = Throttle::new(limits(2, 3));
+        let start = Instant::now();
+        let gateway = from("192.0.2.1", start);
+        throttle.record_success("partner-site", &gateway);
+        for id in ["x", "y", "z"] {
+            throttle.record_failure(id, &gateway);
+        }
+        assert!(throttle.admit("stranger", &gateway).is_err());
+        assert_eq!(throttle.admit("partner-site", &gateway), Ok(()));
+        throttle.record_failure("partner-site", &gateway);
+        throttle.record_failure("partner-site", &gateway);
+        assert!(
+            throttle.admit("partner-site", &gateway).is_err(),
+            "its own pair count still locks"
+        );
+        let after_trust = from("192.0.2.1", start + TRUSTED_PAIR_TIME + SECOND);
+        let throttle = Throttle::new(limits(2, 3));
+        throttle.record_success("partner-site", &gateway);
+        for id in ["x", "y", "z"] {
+            throttle.record_failure(id, &after_trust);
+        }
+        assert!(
+            throttle.admit("partner-site", &after_trust).is_err(),
+            "trust lasts 30 days"
+        );
+    }
+
+    #[test]
+    fn the_alarm_is_raised_once_per_window_with_the_number_of_addresses() {
+        let throttle = Throttle::new(ThrottleLimits {
+            client_attack_alarm: 5,
+            ..limits(100, 100)
+        });
+        let start = Instant::now();
+        let mut alarms = Vec::new();
+        for n in 0..20u32 {
+            let origin = from(
+                &format!("192.0.2.{}", n % 3),
+                start + Duration::from_millis(n.into()),
+            );
+            if let Some(alarm) = throttle.record_failure("site", &origin).alarm {
+                alarms.push(alarm);
+            }
+        }
+        assert_eq!(
+            alarms,
+            [Alarm {
+                failures: 6,
+                addresses: 3
+            }]
+        );
+        assert_eq!(throttle.alarms(), 1);
+        let next_window = from("192.0.2.1", start + 61 * SECOND);
+        for _ in 0..6 {
+            throttle.record_failure("site", &next_window);
+        }
+        assert_eq!(throttle.alarms(), 2);
+        assert_eq!(throttle.admit("site", &next_window), Ok(()), "never a lock");
     }
 
     #[test]
@@ -373,7 +593,7 @@ mod tests {
         let start = Instant::now();
         throttle.record_failure("site", &from("192.0.2.1", start));
         let next_window = from("192.0.2.1", start + 61 * SECOND);
-        assert!(throttle.record_failure("site", &next_window).is_empty());
+        assert!(!throttle.record_failure("site", &next_window).pair_locked);
         assert_eq!(throttle.admit("site", &next_window), Ok(()));
     }
 
@@ -382,24 +602,24 @@ mod tests {
         let throttle = Throttle::new(limits(0, 0));
         let origin = from("192.0.2.1", Instant::now());
         for _ in 0..1_000 {
-            assert!(throttle.record_failure("site", &origin).is_empty());
+            assert_eq!(
+                throttle.record_failure("site", &origin),
+                FailureOutcome::default()
+            );
         }
         assert_eq!(throttle.admit("site", &origin), Ok(()));
     }
 
     #[test]
-    fn attempts_without_an_address_count_per_client_id_only() {
+    fn attempts_without_an_address_count_per_pair_only() {
         let throttle = Throttle::new(limits(2, 1));
         let origin = Origin {
             address: None,
             at: Instant::now(),
         };
-        assert!(throttle.record_failure("site", &origin).is_empty());
+        assert!(!throttle.record_failure("site", &origin).pair_locked);
         assert_eq!(throttle.admit("other", &origin), Ok(()));
-        assert_eq!(
-            throttle.record_failure("site", &origin),
-            vec![Locked::ClientId]
-        );
+        assert!(throttle.record_failure("site", &origin).pair_locked);
     }
 
     #[test]
@@ -420,11 +640,13 @@ mod tests {
                 at: start + Duration::from_micros(u64::from(n)),
             };
             throttle.record_failure(&format!("random-{n}"), &origin);
-            let (clients, addresses) = throttle.tracked();
-            assert!(clients <= capacity && addresses <= capacity, "{n}");
+            throttle.record_success(&format!("random-{n}"), &origin);
+            let (pairs, addresses) = throttle.tracked();
+            assert!(pairs <= capacity && addresses <= capacity, "{n}");
+            assert!(throttle.read().trusted.len() <= capacity, "{n}");
         }
         assert!(
-            throttle.admit("victim", &from("192.0.2.9", start)).is_err(),
+            throttle.admit("victim", &from("192.0.2.1", start)).is_err(),
             "rotating client ids must not evict a lock"
         );
     }
@@ -440,8 +662,8 @@ mod tests {
             };
             throttle.record_failure(&n.to_string(), &origin);
         }
-        let (clients, addresses) = throttle.tracked();
-        assert!(clients <= DEFAULT_CAPACITY && addresses <= DEFAULT_CAPACITY);
+        let (pairs, addresses) = throttle.tracked();
+        assert!(pairs <= DEFAULT_CAPACITY && addresses <= DEFAULT_CAPACITY);
     }
 
     #[test]
@@ -455,12 +677,13 @@ mod tests {
         for n in 0..7 {
             throttle.record_failure(&format!("old-{n}"), &from("192.0.2.1", start));
         }
-        // Full: the next new id makes room at 60 s, when only "live" is still open.
+        // Full: the next new pair makes room at 60 s, when only "live" is still open.
         throttle.record_failure("new", &from("192.0.2.1", start + 60 * SECOND));
         assert_eq!(throttle.tracked().0, 2);
-        assert_eq!(
-            throttle.record_failure("live", &from("192.0.2.1", start + 60 * SECOND)),
-            vec![Locked::ClientId]
+        assert!(
+            throttle
+                .record_failure("live", &from("192.0.2.1", start + 60 * SECOND))
+                .pair_locked
         );
     }
 }

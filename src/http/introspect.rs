@@ -74,21 +74,18 @@ pub async fn introspect(
     let now = crate::clock::now();
     // Cache hits are answered on this worker; anything needing the database goes to the pool.
     let origin = super::oauth::origin(&state, &request);
-    let outcome =
+    let verdict =
         match introspect::introspect_from_memory(&state.context, &introspection, &origin, now)? {
-            Some(outcome) => outcome,
+            Some(verdict) => verdict,
             None => {
                 let context = state.context.clone();
                 web::block(move || introspect::introspect(&context, &introspection, &origin, now))
                     .await??
             }
         };
-    if outcome.flush_due {
-        state.background.flush_usage_now();
-    }
     Ok(super::oauth::no_store(HttpResponse::Ok())
         .insert_header(super::oauth::json_content_type())
-        .body(outcome.verdict.json().to_owned()))
+        .body(verdict.json().to_owned()))
 }
 
 /// Form fields of `/oauth2/introspect` (RFC 7662 2.1).

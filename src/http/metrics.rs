@@ -12,7 +12,13 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::domain::audit::ActorKind;
 use crate::service::Context;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -126,6 +132,11 @@ impl Collector for ServiceCollector {
                 self.context.throttle.refused(),
             ),
             (
+                "clients_under_attack",
+                "Alarms raised for a client id failing authentication from many addresses",
+                self.context.throttle.alarms(),
+            ),
+            (
                 "introspection_cache_hits",
                 "Introspections answered from memory",
                 hits,
@@ -143,6 +154,18 @@ impl Collector for ServiceCollector {
                 None,
                 counter.metric_type(),
             )?)?;
+        }
+        let mut failures = encoder.encode_descriptor(
+            "client_auth_failures",
+            "Failed client authentications, by kind of client",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for kind in [ActorKind::Site, ActorKind::ResourceServer, ActorKind::Admin] {
+            let counter = ConstCounter::new(counters.auth_failures(kind));
+            counter.encode(failures.encode_family(&KindLabel {
+                kind: kind.as_str(),
+            })?)?;
         }
         for (name, help, value) in [
             (

@@ -4,7 +4,6 @@ use actix_web::dev::HttpServiceFactory;
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
-use crate::server::BackgroundHandle;
 use crate::service::Context;
 
 pub(crate) mod access_log;
@@ -27,7 +26,7 @@ use observe::Observe;
 pub use admin::{CreateTokenBody, TokenActionBody};
 pub use body::parse_json;
 
-/// What handlers share: the service context, the HTTP limits and the background tasks.
+/// What handlers share: the service context and the HTTP limits.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub context: Context,
@@ -38,7 +37,6 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// RFC 8414 issuer identifier, without a trailing slash.
     pub issuer: String,
-    pub background: BackgroundHandle,
 }
 
 /// The route table, used by the server and the tests alike.

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use chrono::NaiveDateTime;
+
 use super::cache::{cached, Reach};
 use super::{Context, ServiceError};
+use crate::domain::audit::{Action, ActorKind, AuditActor, AuditEvent, Outcome};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
-use crate::domain::throttle::{Locked, Origin};
+use crate::domain::throttle::Origin;
 use crate::store::SiteAuthentication;
 
 /// Checks a site key and auth key. Unknown site, wrong key and disabled site all fail with the same
@@ -79,36 +82,120 @@ fn verify(
 /// A digest no secret matches, checked against when the client id is unknown.
 pub(super) const UNKNOWN_CLIENT_DIGEST: [u8; 32] = [0; 32];
 
-/// Runs `work`, a use case that authenticates `client_id`, behind the brute-force throttle
-/// (`domain::throttle`): refused with [`ServiceError::Throttled`] before `work` runs, so before any
-/// query, when the client id or the source address is locked; an `invalid_client` answer of
-/// `work` counts as a failure of both. The lock's start is logged at info.
-pub(super) fn throttled<T>(
+/// Runs `work`, a use case that authenticates `client_id` (a client of `kind`), behind the
+/// brute-force throttle (`domain::throttle`): refused with [`ServiceError::Throttled`] before `work`
+/// runs, so before any query, when the (client id, address) pair or the address is locked. An
+/// `invalid_client` answer of `work` counts as a failure (in the throttle, the metrics and the
+/// audit trail's aggregate); a success trusts the pair. Locks and alarms are logged and noted in
+/// the audit trail.
+pub(super) fn throttled<T: Authenticated>(
     context: &Context,
+    kind: ActorKind,
     client_id: &str,
     origin: &Origin,
+    now: NaiveDateTime,
     work: impl FnOnce() -> Result<T, ServiceError>,
 ) -> Result<T, ServiceError> {
     context.throttle.admit(client_id, origin)?;
     let outcome = work();
-    if let Err(ServiceError::OAuth(refusal)) = &outcome {
-        if refusal.code == OAuthErrorCode::InvalidClient {
-            let window = context.throttle.window().as_secs_f64();
-            for locked in context.throttle.record_failure(client_id, origin) {
-                match locked {
-                    Locked::ClientId => log::info!(
-                        "throttling client id {}: too many failed authentications, locked for {window} s",
-                        loggable(client_id)
-                    ),
-                    Locked::Address(address) => log::info!(
-                        "throttling address {address}: too many failed client authentications, \
-                         locked for {window} s"
-                    ),
-                }
-            }
+    match &outcome {
+        Ok(answer) if answer.authenticated() => context.throttle.record_success(client_id, origin),
+        Ok(_) => {}
+        Err(ServiceError::OAuth(refusal)) if refusal.code == OAuthErrorCode::InvalidClient => {
+            record_failure(context, kind, client_id, origin, now);
         }
+        Err(_) => {}
     }
     outcome
+}
+
+/// Whether a use case's answer means the client authenticated: a memory-only attempt that missed
+/// its cache (`None`) has not checked the secret yet, and must not make its pair trusted.
+pub(super) trait Authenticated {
+    fn authenticated(&self) -> bool;
+}
+
+impl<T> Authenticated for Option<T> {
+    fn authenticated(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl Authenticated for Site {
+    fn authenticated(&self) -> bool {
+        true
+    }
+}
+
+fn record_failure(
+    context: &Context,
+    kind: ActorKind,
+    client_id: &str,
+    origin: &Origin,
+    now: NaiveDateTime,
+) {
+    context.counters.count_auth_failure(kind);
+    context
+        .audit
+        .note_auth_failure(kind, client_id, origin.address, now);
+    let failed = context.throttle.record_failure(client_id, origin);
+    let window = context.throttle.window().as_secs();
+    let shown = loggable(client_id);
+    let address = origin
+        .address
+        .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+    let locked = |target: String, detail: String| {
+        let mut event = AuditEvent::new(
+            now,
+            AuditActor::system(),
+            Action::ThrottleLocked,
+            Some(target),
+        )
+        .from_address(origin.address)
+        .with_detail(detail);
+        event.outcome = Outcome::Failure;
+        event
+    };
+    if failed.pair_locked {
+        log::info!(
+            "throttling client id {shown} from {address}: too many failed authentications, \
+             locked for {window} s"
+        );
+        context.audit.note(locked(
+            shown.to_string(),
+            format!("client id from this address locked for {window} s"),
+        ));
+    }
+    if let Some(locked_address) = failed.address_locked {
+        log::info!(
+            "throttling address {locked_address}: too many failed client authentications, \
+             locked for {window} s"
+        );
+        context.audit.note(locked(
+            locked_address.to_string(),
+            format!("address locked for {window} s, except for clients that authenticated from it"),
+        ));
+    }
+    if let Some(alarm) = failed.alarm {
+        log::warn!(
+            "client id {shown} is under attack: {} failed authentications from {} addresses \
+             within {window} s (no lock: each address is throttled on its own)",
+            alarm.failures,
+            alarm.addresses
+        );
+        let mut event = AuditEvent::new(
+            now,
+            AuditActor::system(),
+            Action::ClientUnderAttack,
+            Some(shown.to_string()),
+        )
+        .with_detail(format!(
+            "{} failed authentications from {} addresses within {window} s",
+            alarm.failures, alarm.addresses
+        ));
+        event.outcome = Outcome::Failure;
+        context.audit.note(event);
+    }
 }
 
 /// A client id as the log may show it. It comes from the client, so anything that does not look

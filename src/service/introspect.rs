@@ -14,6 +14,7 @@ use super::client_auth::throttled;
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
 use crate::crypto::Digest;
+use crate::domain::audit::ActorKind;
 use crate::domain::introspection::{judge, KnownToken, Verdict};
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::IntrospectionRequest;
@@ -45,13 +46,6 @@ impl Introspection {
     }
 }
 
-/// What the handler needs: the answer, and whether the usage batch wants flushing now.
-#[derive(Debug)]
-pub struct Introspected {
-    pub verdict: Verdict,
-    pub flush_due: bool,
-}
-
 /// RFC 7662 2.1-2.3: authenticates the resource server, then judges the token. May wait on the
 /// database: run it off the async executor.
 pub fn introspect(
@@ -59,7 +53,7 @@ pub fn introspect(
     request: &IntrospectionRequest,
     origin: &Origin,
     now: NaiveDateTime,
-) -> Result<Introspected, ServiceError> {
+) -> Result<Verdict, ServiceError> {
     introspect_within(context, request, origin, now, Reach::Database)?.ok_or(
         ServiceError::Invariant("introspection with database access gave no answer"),
     )
@@ -77,7 +71,7 @@ pub fn introspect_from_memory(
     request: &IntrospectionRequest,
     origin: &Origin,
     now: NaiveDateTime,
-) -> Result<Option<Introspected>, ServiceError> {
+) -> Result<Option<Verdict>, ServiceError> {
     introspect_within(context, request, origin, now, Reach::MemoryOnly)
 }
 
@@ -89,10 +83,15 @@ fn introspect_within(
     origin: &Origin,
     now: NaiveDateTime,
     reach: Reach,
-) -> Result<Option<Introspected>, ServiceError> {
-    throttled(context, &request.credentials.client_id, origin, || {
-        judge_request(context, request, now, reach)
-    })
+) -> Result<Option<Verdict>, ServiceError> {
+    throttled(
+        context,
+        ActorKind::ResourceServer,
+        &request.credentials.client_id,
+        origin,
+        now,
+        || judge_request(context, request, now, reach),
+    )
 }
 
 fn judge_request(
@@ -100,7 +99,7 @@ fn judge_request(
     request: &IntrospectionRequest,
     now: NaiveDateTime,
     reach: Reach,
-) -> Result<Option<Introspected>, ServiceError> {
+) -> Result<Option<Verdict>, ServiceError> {
     let caches = &context.introspection;
     let generation = current_generation(&context.store, caches.tokens.is_some(), reach)?;
     let credentials = &request.credentials;
@@ -121,13 +120,9 @@ fn judge_request(
     };
     authenticate(context, stored_secret.as_deref(), &credentials.secret)?;
 
-    let inactive = Introspected {
-        verdict: Verdict::Inactive,
-        flush_due: false,
-    };
     match token::recognise(request.token.expose()) {
         Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {}
-        _ => return Ok(Some(inactive)),
+        _ => return Ok(Some(Verdict::Inactive)),
     }
     let digest = context.keys.token_digest(request.token.expose());
     let Some(known) = cached(
@@ -144,15 +139,15 @@ fn judge_request(
         return Ok(None);
     };
     let verdict = judge(known, now);
-    let flush_due = match &verdict {
-        Verdict::Active(token) => {
-            caches
-                .usage
-                .record(token.facts.token_id, token.facts.generated_at, now)
+    if let Verdict::Active(token) = &verdict {
+        let batch_full = caches
+            .usage
+            .record(token.facts.token_id, token.facts.generated_at, now);
+        if batch_full {
+            context.background.request_usage_flush();
         }
-        Verdict::Inactive => false,
-    };
-    Ok(Some(Introspected { verdict, flush_due }))
+    }
+    Ok(Some(verdict))
 }
 
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::crypto::{Keys, RandomnessUnavailable, UnsealFailed};
 use crate::domain::admin::AdminRefusal;
+use crate::domain::audit::ActorKind;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::site::NameError;
 use crate::domain::throttle::{Throttle, Throttled};
@@ -18,6 +19,8 @@ use crate::domain::token_policy::TokenPolicy;
 use crate::store::{Store, StoreError};
 
 pub mod admins;
+pub mod audit;
+pub mod background;
 mod cache;
 mod client_auth;
 pub mod introspect;
@@ -41,8 +44,13 @@ pub struct Context {
     pub grants: Arc<token_grant::GrantCaches>,
     pub counters: Arc<Counters>,
     pub policy: Arc<TokenPolicy>,
-    /// Failed client authentications, per client id and per address (`domain::throttle`).
+    /// Failed client authentications, per (client id, address) pair and per address
+    /// (`domain::throttle`).
     pub throttle: Arc<Throttle>,
+    /// Audit events noted on the request path, waiting for the background runner.
+    pub audit: Arc<audit::AuditTrail>,
+    /// Asks the background runner for work early (`background`).
+    pub background: Arc<background::Wakeup>,
 }
 
 /// Counts of token lifecycle events since start, for metrics.
@@ -50,6 +58,8 @@ pub struct Context {
 pub struct Counters {
     minted: AtomicU64,
     invalidated: AtomicU64,
+    /// Failed client authentications by kind of client: sites, resource servers, admins.
+    auth_failures: [AtomicU64; 3],
 }
 
 impl Counters {
@@ -67,6 +77,27 @@ impl Counters {
 
     fn count_invalidated(&self) {
         self.invalidated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed client authentications of `kind` (`site`, `resource_server` or `admin`) since start.
+    pub fn auth_failures(&self, kind: ActorKind) -> u64 {
+        Self::auth_failure_slot(kind)
+            .map_or(0, |slot| self.auth_failures[slot].load(Ordering::Relaxed))
+    }
+
+    fn count_auth_failure(&self, kind: ActorKind) {
+        if let Some(slot) = Self::auth_failure_slot(kind) {
+            self.auth_failures[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn auth_failure_slot(kind: ActorKind) -> Option<usize> {
+        match kind {
+            ActorKind::Site => Some(0),
+            ActorKind::ResourceServer => Some(1),
+            ActorKind::Admin => Some(2),
+            ActorKind::Operator | ActorKind::System => None,
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use super::cache::{cached, Reach};
 use super::client_auth::throttled;
 use super::{authenticate_site, Context, ServiceError};
 use crate::crypto;
+use crate::domain::audit::ActorKind;
 use crate::domain::history::Actor;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{InvalidateRequest, RevocationRequest};
@@ -102,9 +103,14 @@ pub fn invalidate(
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
     let credentials = &request.credentials;
-    let site = throttled(context, &credentials.client_id, origin, || {
-        authenticate_site(context, &credentials.client_id, &credentials.secret)
-    })?;
+    let site = throttled(
+        context,
+        ActorKind::Site,
+        &credentials.client_id,
+        origin,
+        now,
+        || authenticate_site(context, &credentials.client_id, &credentials.secret),
+    )?;
     match invalidate_for_site(context, &site, &request.access_token, now)? {
         InvalidationOutcome::Invalidated | InvalidationOutcome::AlreadyInvalid => Ok(()),
         InvalidationOutcome::NotThisSitesPrimary => {
@@ -123,9 +129,14 @@ pub fn revoke(
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
     let credentials = &request.credentials;
-    let site = throttled(context, &credentials.client_id, origin, || {
-        authenticate_site(context, &credentials.client_id, &credentials.secret)
-    })?;
+    let site = throttled(
+        context,
+        ActorKind::Site,
+        &credentials.client_id,
+        origin,
+        now,
+        || authenticate_site(context, &credentials.client_id, &credentials.secret),
+    )?;
     invalidate_for_site(context, &site, &request.token, now)?;
     Ok(())
 }

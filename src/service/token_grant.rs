@@ -46,6 +46,7 @@ use super::cache::{current_generation, GenerationCache, Reach};
 use super::client_auth::{authenticate_site_cached, throttled};
 use super::{primary_token, Context, ServiceError};
 use crate::domain::admin::{Admin, ADMIN_CLIENT_ID_PREFIX, ADMIN_SCOPE};
+use crate::domain::audit::ActorKind;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::request::TokenRequest;
 use crate::domain::secret::Secret;
@@ -120,9 +121,23 @@ fn issue_within(
     now: NaiveDateTime,
     reach: Reach,
 ) -> Result<Option<GrantedToken>, ServiceError> {
-    throttled(context, &request.credentials.client_id, origin, || {
-        run_flow(context, request, now, reach)
-    })
+    let kind = if request
+        .credentials
+        .client_id
+        .starts_with(ADMIN_CLIENT_ID_PREFIX)
+    {
+        ActorKind::Admin
+    } else {
+        ActorKind::Site
+    };
+    throttled(
+        context,
+        kind,
+        &request.credentials.client_id,
+        origin,
+        now,
+        || run_flow(context, request, now, reach),
+    )
 }
 
 fn run_flow(

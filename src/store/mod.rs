@@ -23,6 +23,7 @@ use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 mod admins;
+pub(crate) mod audit;
 mod changes;
 mod introspection;
 mod resource_servers;

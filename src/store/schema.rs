@@ -97,3 +97,20 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_sites,
     admin_tokens,
 );
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        actor_name -> Nullable<Text>,
+        action -> Text,
+        target -> Nullable<Text>,
+        source_address -> Nullable<Text>,
+        outcome -> Text,
+        detail -> Nullable<Text>,
+        occurrences -> BigInt,
+        last_at -> Timestamp,
+    }
+}

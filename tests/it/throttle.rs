@@ -1,4 +1,4 @@
-//! Hardening (#6): brute-force throttling of client authentication on every endpoint that
+//! Hardening: brute-force throttling of client authentication on every endpoint that
 //! authenticates a client, and the bounds on connections (slow clients, idle connections,
 //! connection count, header size). Over real HTTP; throttling on both backends.
 
@@ -17,7 +17,10 @@ use tokenwarden::domain::throttle::ThrottleLimits;
 use crate::helpers::{assert_oauth_error, Backend, ResourceServerKeys, TestApp, TestDatabase};
 
 crate::per_backend!(
-    a_locked_client_id_gets_429_even_with_the_right_key_and_other_clients_do_not,
+    a_third_party_cannot_lock_a_site_out_of_its_token_or_its_revocation,
+    a_locked_pair_gets_429_even_with_the_right_key_and_other_clients_do_not,
+    a_client_under_attack_from_many_addresses_raises_one_alarm_and_no_lock,
+    a_client_that_authenticated_from_an_address_is_exempt_from_its_lock,
     admin_sign_in_is_throttled,
     invalidate_and_revoke_failures_lock_the_client_id_on_every_endpoint,
     introspection_is_throttled_per_resource_server,
@@ -92,7 +95,178 @@ fn wrong(secret: &str) -> String {
     guess.into_iter().collect()
 }
 
-fn a_locked_client_id_gets_429_even_with_the_right_key_and_other_clients_do_not(backend: Backend) {
+/// A client on another loopback address (the whole 127.0.0.0/8 reaches the server on 127.0.0.1),
+/// so the server sees a different source address.
+fn client_from(address: &str) -> Client {
+    Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+fn post_from(
+    client: &Client,
+    app: &TestApp,
+    path: &str,
+    basic: (&str, &str),
+    body: &str,
+) -> Response {
+    crate::helpers::form_request(client, app.url(path), Some(basic), body)
+        .send()
+        .unwrap()
+}
+
+/// The attack of a third party who knows a site key: ten wrong auth keys from its address. The
+/// site, from its own address, still gets its token, invalidates the stolen one and revokes; the
+/// stolen token is refused from then on, and only the attacker's address stays locked.
+fn a_third_party_cannot_lock_a_site_out_of_its_token_or_its_revocation(backend: Backend) {
+    let Some(app) = spawn_adjusted(backend, 10, 50, |config| {
+        config.throttle.window = Duration::from_secs(60);
+    }) else {
+        return;
+    };
+    let site = app.create_site("Attacked Store");
+    let api = app.create_resource_server("Checking API");
+    let stolen = app.primary_token(&site);
+    let attacker = client_from("127.0.0.2");
+    let guess = wrong(&site.auth_key);
+    for attempt in 0..12 {
+        let response = post_from(
+            &attacker,
+            &app,
+            "/oauth2/invalidate_token",
+            (&site.site_key, &guess),
+            &format!("access_token={stolen}"),
+        );
+        let expected = if attempt < 10 { 401 } else { 429 };
+        assert_eq!(response.status(), expected, "attempt {attempt}");
+    }
+    assert_throttled_for(post_from(
+        &attacker,
+        &app,
+        "/oauth2/token",
+        (&site.site_key, &site.auth_key),
+        "grant_type=client_credentials",
+    ));
+
+    let owner = client_from("127.0.0.3");
+    let token = post_from(
+        &owner,
+        &app,
+        "/oauth2/token",
+        (&site.site_key, &site.auth_key),
+        "grant_type=client_credentials",
+    );
+    assert_eq!(token.status(), 200);
+    let invalidated = post_from(
+        &owner,
+        &app,
+        "/oauth2/invalidate_token",
+        (&site.site_key, &site.auth_key),
+        &format!("access_token={stolen}"),
+    );
+    assert_eq!(invalidated.status(), 200);
+    let revoked = post_from(
+        &owner,
+        &app,
+        "/oauth2/revoke",
+        (&site.site_key, &site.auth_key),
+        &format!("token={stolen}"),
+    );
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(app.introspect(&api, &stolen)["active"], false);
+    assert_throttled_for(post_from(
+        &attacker,
+        &app,
+        "/oauth2/revoke",
+        (&site.site_key, &site.auth_key),
+        &format!("token={stolen}"),
+    ));
+}
+
+fn a_client_under_attack_from_many_addresses_raises_one_alarm_and_no_lock(backend: Backend) {
+    let Some(app) = spawn_adjusted(backend, 3, 50, |config| {
+        config.throttle.client_attack_alarm = 8;
+        config.throttle.window = Duration::from_secs(60);
+    }) else {
+        return;
+    };
+    let site = app.create_site("Popular Target");
+    for n in 0..4 {
+        let attacker = client_from(&format!("127.0.1.{}", n + 1));
+        for _ in 0..3 {
+            assert_eq!(
+                post_from(
+                    &attacker,
+                    &app,
+                    "/oauth2/token",
+                    (&site.site_key, &wrong(&site.auth_key)),
+                    "grant_type=client_credentials",
+                )
+                .status(),
+                401
+            );
+        }
+    }
+    assert!(app.primary_token(&site).starts_with("twp_"), "no lock");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("tokenwarden_clients_under_attack_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokenwarden_client_auth_failures_total{kind=\"site\"} 12"),
+        "{metrics}"
+    );
+    let alarm = format!(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'client_under_attack' \
+         AND target = '{}' AND detail LIKE '9 failed authentications from 3 addresses%'",
+        site.site_key
+    );
+    wait_for(|| app.db.count(&alarm) == 1, "the alarm in the audit trail");
+}
+
+fn a_client_that_authenticated_from_an_address_is_exempt_from_its_lock(backend: Backend) {
+    let Some(app) = spawn(backend, 100, 4) else {
+        return;
+    };
+    let partner = app.create_site("Partner Store");
+    let stranger = app.create_site("Stranger Store");
+    assert!(app.primary_token(&partner).starts_with("twp_"));
+    for n in 0..4 {
+        let random_id = format!("site_guess{n:0>15}");
+        assert_oauth_error(
+            token_request(&app, &random_id, "twk_guess"),
+            401,
+            "invalid_client",
+        );
+    }
+    assert_throttled(token_request(&app, &stranger.site_key, &stranger.auth_key));
+    assert!(app.primary_token(&partner).starts_with("twp_"));
+}
+
+/// Polls `condition` for up to five seconds (the background runner writes the audit trail).
+fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never saw {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`assert_throttled`] for the longer windows of the tests above.
+fn assert_throttled_for(response: Response) {
+    assert!(response.headers().get("retry-after").is_some());
+    assert_oauth_error(response, 429, "temporarily_unavailable");
+}
+
+fn a_locked_pair_gets_429_even_with_the_right_key_and_other_clients_do_not(backend: Backend) {
     let Some(app) = spawn(backend, 3, 50) else {
         return;
     };
@@ -250,6 +424,8 @@ fn throttled_requests_make_no_database_query(backend: Backend) {
     count_queries_per_database();
     let Some(app) = spawn_adjusted(backend, 2, 50, |config| {
         config.introspection_cache = false;
+        // The audit trail's writes are background work, not per request.
+        config.audit_flush_interval = Duration::from_secs(3600);
     }) else {
         return;
     };
@@ -301,6 +477,10 @@ fn throttled_requests_make_no_database_query(backend: Backend) {
         metrics.contains("tokenwarden_client_auth_throttled_total 4"),
         "{metrics}"
     );
+    for (kind, failures) in [("site", 2), ("resource_server", 2), ("admin", 0)] {
+        let line = format!("tokenwarden_client_auth_failures_total{{kind=\"{kind}\"}} {failures}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 /// Introspection of random guesses (RFC 6819 4.6.3) in the shape of every token kind: each is
