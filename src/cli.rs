@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use crate::config::{self, Config, ConnectionLimits, SecretSource};
 use crate::domain::admin::Role;
+use crate::domain::client_address::{parse_trusted_proxy, TrustedProxies};
 use crate::domain::secret::Secret;
 use crate::domain::throttle::{self, ThrottleLimits};
 use crate::server;
@@ -158,10 +160,15 @@ struct ServeArgs {
     #[arg(long, env = "TOKENWARDEN_AUDIT_RETENTION_DAYS", default_value_t = config::DEFAULT_AUDIT_RETENTION_DAYS,
           value_parser = clap::value_parser!(u64).range(0..=36_500))]
     audit_retention_days: u64,
-    /// Count failures per the last X-Forwarded-For address (set this only behind a proxy that
-    /// appends it) instead of the TCP peer
-    #[arg(long, env = "TOKENWARDEN_TRUST_FORWARDED_FOR")]
-    trust_forwarded_for: bool,
+    /// A proxy (CIDR range or address) whose Forwarded / X-Forwarded-For headers name the
+    /// client's address; repeat for several. Requests from anyone else are taken by their TCP peer
+    #[arg(long = "trusted-proxy", value_name = "CIDR", env = "TOKENWARDEN_TRUSTED_PROXIES",
+          value_delimiter = ',', value_parser = parse_trusted_proxy)]
+    trusted_proxies: Vec<IpNet>,
+    /// Replaced by --trusted-proxy; refused with a message naming it
+    #[arg(long, hide = true, env = "TOKENWARDEN_TRUST_FORWARDED_FOR", num_args = 0..=1,
+          default_missing_value = "true")]
+    trust_forwarded_for: Option<String>,
     /// Open connections per worker
     #[arg(long, env = "TOKENWARDEN_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
@@ -315,7 +322,7 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         throttle: ThrottleLimits::default(),
         audit_retention: None,
         audit_flush_interval: Duration::from_secs(1),
-        trust_forwarded_for: false,
+        trusted_proxies: TrustedProxies::default(),
         connections: ConnectionLimits::default(),
     })
 }
@@ -350,7 +357,14 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     };
     config.audit_retention = (args.audit_retention_days > 0)
         .then(|| Duration::from_secs(args.audit_retention_days * 86_400));
-    config.trust_forwarded_for = args.trust_forwarded_for;
+    if args.trust_forwarded_for.is_some() {
+        refuse_usage(
+            "--trust-forwarded-for and TOKENWARDEN_TRUST_FORWARDED_FOR are gone: name the proxies \
+             whose forwarding headers to believe with --trusted-proxy CIDR (repeatable; \
+             TOKENWARDEN_TRUSTED_PROXIES, comma-separated)",
+        );
+    }
+    config.trusted_proxies = TrustedProxies::new(args.trusted_proxies);
     config.connections = ConnectionLimits {
         max_connections: args.max_connections.max(1),
         keep_alive: Duration::from_secs(args.keep_alive_secs),
@@ -377,6 +391,13 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     })?;
     log::info!("tokenwarden on {address} stopped");
     Ok(())
+}
+
+/// A usage error found after parsing: printed like clap's own, exit code 2.
+fn refuse_usage(message: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 const DEMO_SITE_NAME: &str = "Demo Store";

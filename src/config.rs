@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::crypto::{RandomnessUnavailable, ServerSecret, SECRET_LEN};
+use crate::domain::client_address::TrustedProxies;
 use crate::domain::secret::Secret;
 use crate::domain::throttle::ThrottleLimits;
 use crate::store::{DatabaseUrl, PoolSettings};
@@ -96,9 +97,9 @@ pub struct Config {
     /// How often throttle locks, alarms and the aggregated failed authentications noted in memory
     /// are written to the audit trail (aggregates once their window is over).
     pub audit_flush_interval: Duration,
-    /// Whether the source address throttling counts is the last `X-Forwarded-For` entry (set by
-    /// a proxy in front) instead of the TCP peer.
-    pub trust_forwarded_for: bool,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client's address
+    /// (`domain::client_address`); empty: the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
     pub connections: ConnectionLimits,
 }
 
@@ -159,7 +160,7 @@ impl Config {
             },
             audit_retention: Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
             audit_flush_interval: Duration::from_millis(200),
-            trust_forwarded_for: false,
+            trusted_proxies: TrustedProxies::default(),
             connections: ConnectionLimits::default(),
         }
     }

@@ -130,7 +130,7 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
         context: context.clone(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.connections.client_request_timeout,
-        trust_forwarded_for: config.trust_forwarded_for,
+        trusted_proxies: config.trusted_proxies.clone(),
         issuer: config.issuer(address),
     });
     let metrics = web::Data::new(Metrics::new(context));

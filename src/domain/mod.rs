@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod client_address;
 pub mod description;
 pub mod history;
 pub mod introspection;

@@ -2,8 +2,12 @@
 
 use actix_web::dev::HttpServiceFactory;
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use std::net::IpAddr;
 
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::domain::client_address::{self, TrustedProxies};
 use crate::service::Context;
 
 pub(crate) mod access_log;
@@ -33,8 +37,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// How long a request body may take to arrive (`ConnectionLimits::client_request_timeout`).
     pub body_timeout: std::time::Duration,
-    /// Whether `oauth::origin` takes the source address from `X-Forwarded-For`.
-    pub trust_forwarded_for: bool,
+    /// Proxies whose forwarding headers name the client (`client_address`).
+    pub trusted_proxies: TrustedProxies,
     /// RFC 8414 issuer identifier, without a trailing slash.
     pub issuer: String,
 }
@@ -127,4 +131,33 @@ where
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+/// The client's address (`domain::client_address`): the TCP peer, or what the trusted proxies in
+/// front of it report. What throttling, the access log and the audit trail use. `None` only when
+/// the transport has no peer address.
+pub(crate) fn client_address(trusted: &TrustedProxies, request: &HttpRequest) -> Option<IpAddr> {
+    let peer = request.peer_addr()?.ip();
+    if trusted.is_empty() {
+        return Some(peer);
+    }
+    let headers = request.headers();
+    let resolved = client_address::resolve(
+        peer,
+        headers
+            .get_all(header::FORWARDED)
+            .map(HeaderValue::as_bytes),
+        headers
+            .get_all("x-forwarded-for")
+            .map(HeaderValue::as_bytes),
+        trusted,
+    );
+    if let Some(fallback) = resolved.fallback {
+        log::debug!(
+            "forwarding headers from trusted proxy {peer} gave no usable client address \
+             ({fallback:?}); using the last trusted hop {}",
+            resolved.address
+        );
+    }
+    Some(resolved.address)
 }

@@ -161,20 +161,11 @@ pub async fn revoke(
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 
-/// Who is authenticating, for the brute-force throttle: the TCP peer's address and a monotonic
-/// instant. With `--trust-forwarded-for`, the last `X-Forwarded-For` entry instead: the one the
-/// proxy in front appended; entries before it are whatever the client sent. Without a usable
-/// entry, the peer.
+/// Who is authenticating, for the brute-force throttle: the client's address
+/// (`super::client_address`) and a monotonic instant.
 pub(super) fn origin(state: &AppState, request: &HttpRequest) -> Origin {
-    let forwarded = state
-        .trust_forwarded_for
-        .then(|| request.headers().get_all("x-forwarded-for").last())
-        .flatten()
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.rsplit(',').next())
-        .and_then(|last| last.trim().parse().ok());
     Origin {
-        address: forwarded.or_else(|| request.peer_addr().map(|peer| peer.ip())),
+        address: super::client_address(&state.trusted_proxies, request),
         at: Instant::now(),
     }
 }

@@ -21,6 +21,7 @@ use actix_web::web;
 
 use super::access_log;
 use super::metrics::{Metrics, RequestMetrics};
+use super::AppState;
 
 /// The label of requests no route matched.
 pub(crate) const UNMATCHED: &str = "unmatched";
@@ -95,7 +96,11 @@ where
             // handler's own errors are responses by now.
             if let (Ok(response), true) = (&response, access_log::enabled()) {
                 let request = response.request();
-                access_log::record(request.method(), request.path(), status, latency);
+                let client = match request.app_data::<web::Data<AppState>>() {
+                    Some(state) => super::client_address(&state.trusted_proxies, request),
+                    None => request.peer_addr().map(|peer| peer.ip()),
+                };
+                access_log::record(client, request.method(), request.path(), status, latency);
             }
             if let Some(metrics) = metrics {
                 let mut by_status = by_status.borrow_mut();

@@ -52,7 +52,7 @@ fn request_lines_can_be_switched_off_alone() {
             "grant_type=client_credentials",
         );
         assert_eq!(wrong_key.send().unwrap().status(), 401);
-        let request_line = "POST /oauth2/token 401 ";
+        let request_line = "127.0.0.1 POST /oauth2/token 401 ";
         let deadline = Instant::now() + Duration::from_secs(10);
         while request_lines_expected
             && !fs::read_to_string(&stderr_file)
@@ -77,7 +77,8 @@ fn request_lines_can_be_switched_off_alone() {
     }
 }
 
-/// One request log line per request: `METHOD PATH STATUS LATENCYms`, path without query string.
+/// One request log line per request: `CLIENT METHOD PATH STATUS LATENCYms`, path without query
+/// string (the client is always 127.0.0.1 here, so the prefix is checked only where it is written).
 const EXPECTED_REQUEST_LINES: [&str; 16] = [
     "POST /oauth2/token 200 ",
     "POST /oauth2/token 401 ",

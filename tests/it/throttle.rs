@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::{set_default_instrumentation, Instrumentation, InstrumentationEvent};
 use reqwest::blocking::{Client, Response};
 use tokenwarden::config::{Config, ConnectionLimits};
+use tokenwarden::domain::client_address::{parse_trusted_proxy, TrustedProxies};
 use tokenwarden::domain::throttle::ThrottleLimits;
 
 use crate::helpers::{assert_oauth_error, Backend, ResourceServerKeys, TestApp, TestDatabase};
@@ -930,39 +931,113 @@ fn the_openapi_document_lists_429_with_retry_after_where_clients_authenticate() 
     }
 }
 
-/// Behind a proxy every client arrives from the proxy's address; `--trust-forwarded-for` counts
-/// the address the proxy appended to `X-Forwarded-For` instead, and only that one.
+/// Behind trusted proxies (here the whole loopback range) the client is the rightmost forwarded
+/// address that is not itself a trusted proxy; what a client writes to the left is ignored.
 #[test]
-fn with_trusted_forwarded_for_the_last_forwarded_address_is_counted() {
-    let app = spawn_adjusted(Backend::Sqlite, 100, 2, |config| {
-        config.trust_forwarded_for = true;
+fn behind_trusted_proxies_the_rightmost_untrusted_forwarded_address_is_counted() {
+    let app = spawn_adjusted(Backend::Sqlite, 2, 100, |config| {
+        config.trusted_proxies =
+            TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.0/8").unwrap()]);
     })
     .expect("SQLite is always available");
     let site = app.create_site("Proxied Store");
-    let via = |forwarded_for: &str, secret: &str| {
+    let via = |header: &str, value: &str, secret: &str| {
         crate::helpers::form_request(
             &app.client,
             app.url("/oauth2/token"),
             Some((&site.site_key, secret)),
             "grant_type=client_credentials",
         )
-        .header("X-Forwarded-For", forwarded_for)
+        .header(header, value)
         .send()
         .unwrap()
     };
     let guess = wrong(&site.auth_key);
-    // The client wrote the first entry; the proxy appended the real address.
+    // Two proxies: the outer one (127.0.0.7) appended the client, the inner one the outer one.
     for spoofed in ["198.51.100.1", "198.51.100.2"] {
-        let response = via(&format!("{spoofed}, 203.0.113.9"), &guess);
-        assert_oauth_error(response, 401, "invalid_client");
+        let chain = format!("{spoofed}, 203.0.113.9, 127.0.0.7");
+        assert_oauth_error(
+            via("X-Forwarded-For", &chain, &guess),
+            401,
+            "invalid_client",
+        );
     }
-    assert_throttled(via("203.0.113.9", &site.auth_key));
-    assert_throttled(via("203.0.113.10, 203.0.113.9", &site.auth_key));
-    assert_eq!(via("203.0.113.10", &site.auth_key).status(), 200);
+    assert_throttled(via("X-Forwarded-For", "203.0.113.9", &site.auth_key));
+    assert_throttled(via(
+        "Forwarded",
+        "for=198.51.100.3, for=203.0.113.9;proto=https, for=\"127.0.0.7:8443\"",
+        &site.auth_key,
+    ));
     assert_eq!(
-        via("203.0.113.9, 203.0.113.10", &site.auth_key).status(),
+        via("X-Forwarded-For", "203.0.113.10", &site.auth_key).status(),
         200
     );
+    assert_eq!(
+        via("Forwarded", "for=\"[2001:db8::1]:4711\"", &site.auth_key).status(),
+        200
+    );
+    // Malformed or unusable headers mean the last trusted hop: the proxy, 127.0.0.1 itself.
+    for (n, (header, value)) in [
+        ("Forwarded", "for=unknown"),
+        ("Forwarded", "for=_hidden"),
+        ("Forwarded", "for=\"unterminated"),
+        ("X-Forwarded-For", "not-an-address"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let other = app.create_site(&format!("Proxied Store {n}"));
+        for _ in 0..2 {
+            let response = crate::helpers::form_request(
+                &app.client,
+                app.url("/oauth2/token"),
+                Some((&other.site_key, &wrong(&other.auth_key))),
+                "grant_type=client_credentials",
+            )
+            .header(header, value)
+            .send()
+            .unwrap();
+            assert_oauth_error(response, 401, "invalid_client");
+        }
+        assert_throttled(token_request(&app, &other.site_key, &other.auth_key));
+    }
+}
+
+#[test]
+fn trusted_proxy_flags_refuse_bad_ranges_and_the_old_flag_with_exit_2() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut command = crate::cli::tokenwarden(&db.url);
+        command.arg("serve").args(args);
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    for bad in ["10.0.0.0/33", "proxy.example", "10.0.0/8"] {
+        let (code, stderr) = run(&["--trusted-proxy", bad, "--bind", "127.0.0.1:0"], None);
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains(bad), "{bad}: {stderr}");
+    }
+    let (code, stderr) = run(
+        &["--bind", "127.0.0.1:0"],
+        Some(("TOKENWARDEN_TRUSTED_PROXIES", "10.0.0.0/8,nonsense")),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("nonsense"), "{stderr}");
+    let (code, stderr) = run(&["--trust-forwarded-for", "--bind", "127.0.0.1:0"], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--trusted-proxy"), "{stderr}");
+    let (code, stderr) = run(
+        &["--bind", "127.0.0.1:0"],
+        Some(("TOKENWARDEN_TRUST_FORWARDED_FOR", "true")),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--trusted-proxy"), "{stderr}");
 }
 
 /// actix-http's fixed bound on the number of headers (96; not configurable in actix-web 4).
