@@ -39,6 +39,7 @@ use diesel::prelude::*;
 use diesel::{PgConnection, SqliteConnection};
 use tokenwarden::config::{Config, SecretSource};
 use tokenwarden::crypto;
+use tokenwarden::domain::audit::Requester;
 use tokenwarden::domain::secret::Secret;
 use tokenwarden::domain::site::{site_key_from_random, Site};
 use tokenwarden::domain::token::{self, SecretKind};
@@ -279,8 +280,12 @@ fn seed(options: &Options) -> Result<(), Failure> {
     // Opening the context runs the migrations, as `serve` would on the same database.
     let context = tokenwarden::server::open_context(&config)?;
     let now = tokenwarden::clock::now();
-    let (resource_server, rs_secret) =
-        resource_servers::create(&context, "bench resource server", now)?;
+    let (resource_server, rs_secret) = resource_servers::create(
+        &context,
+        &Requester::operator(Some("bench")),
+        "bench resource server",
+        now,
+    )?;
 
     let secondaries = options.tokens - options.primaries;
     let primary_samples = (options.sample / 10).min(options.primaries);

@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 
 use crate::config::{self, Config, ConnectionLimits, SecretSource};
 use crate::domain::admin::Role;
+use crate::domain::audit::{self, Action, AuditQuery, Requester};
 use crate::domain::client_address::{parse_trusted_proxy, TrustedProxies};
 use crate::domain::secret::Secret;
 use crate::domain::throttle::{self, ThrottleLimits};
 use crate::server;
-use crate::service::{admins, resource_servers, sites, Context};
+use crate::service::{self, admins, primary_token, resource_servers, sites, Context};
 use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings};
 use crate::tls::TlsFiles;
 
@@ -82,9 +83,34 @@ enum Command {
     /// Manage admins (platform admins and site managers) of the admin API
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Read the audit trail: sign-ins, changes, throttle locks, alarms, failed authentications
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Server secret utilities
     #[command(subcommand)]
     Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// List audit events, newest first
+    List {
+        /// Only events at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z)
+        #[arg(long, value_parser = audit::parse_time)]
+        since: Option<chrono::NaiveDateTime>,
+        /// Only events before this time (RFC 3339)
+        #[arg(long, value_parser = audit::parse_time)]
+        until: Option<chrono::NaiveDateTime>,
+        /// Only events by this actor (a client id, or an operator's user name)
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events of this action (e.g. site_created, admin_signed_in, client_auth_failed)
+        #[arg(long, value_parser = parse_action)]
+        action: Option<Action>,
+        /// Most events to print (1 to 1000)
+        #[arg(long, default_value_t = audit::DEFAULT_AUDIT_PAGE, value_parser = audit::parse_limit)]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +228,9 @@ enum SiteCommand {
     Disable { site_key: String },
     /// Enable a disabled site again
     Enable { site_key: String },
+    /// Invalidate a site's primary token now (a leaked token the site cannot invalidate itself);
+    /// its next token request mints a new one
+    InvalidatePrimary { site_key: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +312,23 @@ fn execute(cli: Cli) -> CliResult {
         Command::Site(command) => site(&config, command, cli.global.json),
         Command::ResourceServer(command) => resource_server(&config, command, cli.global.json),
         Command::Admin(command) => admin(&config, command, cli.global.json),
+        Command::Audit(AuditCommand::List {
+            since,
+            until,
+            actor,
+            action,
+            limit,
+        }) => {
+            let query = AuditQuery {
+                since,
+                until,
+                actor,
+                action,
+                before_id: None,
+                limit,
+            };
+            audit_list(&config, &query, cli.global.json)
+        }
         Command::Secret(SecretCommand::Generate) => {
             let secret = config::generate_encoded_secret()?;
             println!("{}", secret.expose());
@@ -393,6 +439,14 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     Ok(())
 }
 
+/// The person at the shell, as the audit trail records them: the operating system's user name.
+fn operator() -> Requester {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok();
+    Requester::operator(user.as_deref())
+}
+
 /// A usage error found after parsing: printed like clap's own, exit code 2.
 fn refuse_usage(message: &str) -> ! {
     Cli::command()
@@ -413,7 +467,8 @@ fn print_demo_site(context: &Context, base_url: &str) -> CliResult {
             site.site_key, site.site_key
         ),
         None => {
-            let (_, credentials) = sites::create(context, DEMO_SITE_NAME, crate::clock::now())?;
+            let (_, credentials) =
+                sites::create(context, &operator(), DEMO_SITE_NAME, crate::clock::now())?;
             println!(
                 "Created demo site \"{DEMO_SITE_NAME}\" (the auth key is shown this once only):\n  \
                  site key: {}\n  auth key: {}\nGet its primary token:\n  curl -s -X POST \
@@ -433,7 +488,8 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
     let context = &server::open_context(config)?;
     match command {
         SiteCommand::Create { name } => {
-            let (site, credentials) = sites::create(context, &name, crate::clock::now())?;
+            let (site, credentials) =
+                sites::create(context, &operator(), &name, crate::clock::now())?;
             let output = json!({
                 "site_key": credentials.site_key,
                 "auth_key": credentials.auth_key.expose(),
@@ -478,7 +534,8 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
             });
         }
         SiteCommand::RotateAuthKey { site_key } => {
-            let auth_key = sites::rotate_auth_key(context, &site_key)?;
+            let auth_key =
+                sites::rotate_auth_key(context, &operator(), &site_key, crate::clock::now())?;
             let output = json!({ "site_key": site_key, "auth_key": auth_key.expose() });
             print_output(json, &output, || {
                 format!(
@@ -488,12 +545,32 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
             });
         }
         SiteCommand::Disable { site_key } => {
-            sites::set_enabled(context, &site_key, false)?;
+            sites::set_enabled(context, &operator(), &site_key, false, crate::clock::now())?;
             let output = json!({ "site_key": site_key, "enabled": false });
             print_output(json, &output, || format!("Site {site_key} disabled"));
         }
+        SiteCommand::InvalidatePrimary { site_key } => {
+            let invalidated = primary_token::invalidate_on_behalf(
+                context,
+                &operator(),
+                None,
+                &site_key,
+                crate::clock::now(),
+            )?;
+            let output = json!({ "site_key": site_key, "invalidated": invalidated });
+            print_output(json, &output, || {
+                if invalidated {
+                    format!(
+                        "The primary token of site {site_key} is invalidated; its next token \
+                         request gets a new one"
+                    )
+                } else {
+                    format!("Site {site_key} has no active primary token")
+                }
+            });
+        }
         SiteCommand::Enable { site_key } => {
-            sites::set_enabled(context, &site_key, true)?;
+            sites::set_enabled(context, &operator(), &site_key, true, crate::clock::now())?;
             let output = json!({ "site_key": site_key, "enabled": true });
             print_output(json, &output, || format!("Site {site_key} enabled"));
         }
@@ -505,7 +582,8 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
     let context = &server::open_context(config)?;
     match command {
         ResourceServerCommand::Create { name } => {
-            let (created, secret) = resource_servers::create(context, &name, crate::clock::now())?;
+            let (created, secret) =
+                resource_servers::create(context, &operator(), &name, crate::clock::now())?;
             let output = json!({
                 "client_id": created.client_id,
                 "client_secret": secret.expose(),
@@ -542,7 +620,7 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
             });
         }
         ResourceServerCommand::Delete { client_id } => {
-            resource_servers::delete(context, &client_id)?;
+            resource_servers::delete(context, &operator(), &client_id, crate::clock::now())?;
             let output = json!({ "client_id": client_id, "deleted": true });
             print_output(json, &output, || {
                 format!("Resource server {client_id} deleted")
@@ -557,8 +635,14 @@ fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
     let changed = match command {
         AdminCommand::Create { name, role, sites } => {
             let role = Role::parse(&role).ok_or("unknown role")?;
-            let (created, secret) =
-                admins::create(context, &name, role, &sites, crate::clock::now())?;
+            let (created, secret) = admins::create(
+                context,
+                &operator(),
+                &name,
+                role,
+                &sites,
+                crate::clock::now(),
+            )?;
             let mut output = admin_json(&created);
             output["client_secret"] = Value::from(secret.expose());
             print_output(json, &output, || {
@@ -595,14 +679,28 @@ fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
             });
             return Ok(());
         }
-        AdminCommand::Assign { client_id, sites } => {
-            admins::change_sites(context, &client_id, &sites, true)?
+        AdminCommand::Assign { client_id, sites } => admins::change_sites(
+            context,
+            &operator(),
+            &client_id,
+            &sites,
+            true,
+            crate::clock::now(),
+        )?,
+        AdminCommand::Unassign { client_id, sites } => admins::change_sites(
+            context,
+            &operator(),
+            &client_id,
+            &sites,
+            false,
+            crate::clock::now(),
+        )?,
+        AdminCommand::Disable { client_id } => {
+            admins::set_enabled(context, &operator(), &client_id, false, crate::clock::now())?
         }
-        AdminCommand::Unassign { client_id, sites } => {
-            admins::change_sites(context, &client_id, &sites, false)?
+        AdminCommand::Enable { client_id } => {
+            admins::set_enabled(context, &operator(), &client_id, true, crate::clock::now())?
         }
-        AdminCommand::Disable { client_id } => admins::set_enabled(context, &client_id, false)?,
-        AdminCommand::Enable { client_id } => admins::set_enabled(context, &client_id, true)?,
     };
     print_output(json, &admin_json(&changed), || {
         format!(
@@ -616,6 +714,71 @@ fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
             },
             managed_sites_text(&changed)
         )
+    });
+    Ok(())
+}
+
+fn parse_action(name: &str) -> Result<Action, String> {
+    Action::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
+        format!("unknown action {name:?}; one of: {}", names.join(", "))
+    })
+}
+
+fn audit_list(config: &Config, query: &AuditQuery, json: bool) -> CliResult {
+    let context = &server::open_context(config)?;
+    let events = service::audit::list(context, query)?;
+    let time = |at: chrono::NaiveDateTime| {
+        at.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            json!({
+                "id": event.id,
+                "occurred_at": time(event.occurred_at),
+                "last_at": time(event.last_at),
+                "actor": {
+                    "kind": event.actor.kind.as_str(),
+                    "id": event.actor.id,
+                    "name": event.actor.name,
+                },
+                "action": event.action.as_str(),
+                "target": event.target,
+                "source_address": event.source_address,
+                "outcome": event.outcome.as_str(),
+                "detail": event.detail,
+                "occurrences": event.occurrences,
+            })
+        })
+        .collect();
+    print_output(json, &json!({ "events": rows }), || {
+        let mut text = format!(
+            "{:<20}  {:<24} {:<30} {:<8} {:>5}  TARGET / ADDRESS / DETAIL",
+            "TIME (UTC)", "ACTOR", "ACTION", "OUTCOME", "COUNT"
+        );
+        for event in &events {
+            let actor = format!(
+                "{}:{}",
+                event.actor.kind.as_str(),
+                event.actor.id.as_deref().unwrap_or("-")
+            );
+            let extra: Vec<&str> = [&event.target, &event.source_address, &event.detail]
+                .into_iter()
+                .filter_map(|part| part.as_deref())
+                .collect();
+            text.push_str(&format!(
+                "\n{:<20}  {:<24} {:<30} {:<8} {:>5}  {}",
+                time(event.occurred_at),
+                actor,
+                event.action.as_str(),
+                event.outcome.as_str(),
+                event.occurrences,
+                extra.join(" / ")
+            ));
+        }
+        text
     });
     Ok(())
 }

@@ -119,6 +119,9 @@ pub enum AdminRefusal {
         "the primary token is managed only through /oauth2/token and /oauth2/invalidate_token"
     )]
     PrimaryTokenManagedByOAuth,
+    /// Platform admins only: the audit trail, the emergency invalidation of a primary token.
+    #[error("only platform admins may do this")]
+    PlatformAdminsOnly,
     /// A request field breaks a rule; `reason` names the field.
     #[error("{reason}")]
     InvalidField { field: String, reason: String },

@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use chrono::NaiveDateTime;
 
 use super::admin::Admin;
+use super::oauth_error::OAuthError;
+use super::request::Params;
 
 /// Who acted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,6 +278,42 @@ impl AuditEvent {
     }
 }
 
+/// Who asks for a change and from where: an admin through the admin API, or the operator at a
+/// shell. Every recorded change carries one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub actor: AuditActor,
+    pub address: Option<std::net::IpAddr>,
+}
+
+impl Requester {
+    /// The CLI's user (`user`: what the operating system calls them, if anything).
+    pub fn operator(user: Option<&str>) -> Self {
+        Self {
+            actor: AuditActor::operator(user),
+            address: None,
+        }
+    }
+
+    pub fn admin(admin: &Admin, address: Option<std::net::IpAddr>) -> Self {
+        Self {
+            actor: AuditActor::admin(admin),
+            address,
+        }
+    }
+
+    /// A successful `action` on `target` at `now`, by this requester.
+    pub fn event(
+        &self,
+        now: NaiveDateTime,
+        action: Action,
+        target: impl Into<String>,
+    ) -> AuditEvent {
+        AuditEvent::new(now, self.actor.clone(), action, Some(target.into()))
+            .from_address(self.address)
+    }
+}
+
 /// Which events to list, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -291,6 +329,74 @@ pub struct AuditQuery {
 /// Events per page when no limit is given, and the most one page may hold.
 pub const DEFAULT_AUDIT_PAGE: i64 = 100;
 pub const MAX_AUDIT_PAGE: i64 = 1000;
+
+impl AuditQuery {
+    /// `since`, `until` (RFC 3339), `actor`, `action`, `limit` and `cursor` (the `next` of the
+    /// previous page), as the admin API takes them.
+    pub fn from_params(params: &Params<'_>) -> Result<Self, OAuthError> {
+        let time = |name: &str| {
+            params
+                .get(name)
+                .map(|raw| {
+                    parse_time(raw).map_err(|_| {
+                        OAuthError::invalid_request(format!(
+                            "{name} must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let action = params
+            .get("action")
+            .map(|raw| {
+                Action::parse(raw).ok_or_else(|| {
+                    OAuthError::invalid_request("action must be one of the audit trail's actions")
+                })
+            })
+            .transpose()?;
+        let limit = match params.get("limit") {
+            None => DEFAULT_AUDIT_PAGE,
+            Some(raw) => parse_limit(raw).map_err(OAuthError::invalid_request)?,
+        };
+        let before_id = params
+            .get("cursor")
+            .map(|raw| {
+                raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+                    OAuthError::invalid_request("cursor must be the next value of a previous page")
+                })
+            })
+            .transpose()?;
+        let actor = params.get("actor").filter(|actor| !actor.is_empty());
+        if actor.is_some_and(|actor| actor.len() > 200 || actor.chars().any(char::is_control)) {
+            return Err(OAuthError::invalid_request(
+                "actor must be a client id or user name",
+            ));
+        }
+        Ok(Self {
+            since: time("since")?,
+            until: time("until")?,
+            actor: actor.map(str::to_string),
+            action,
+            before_id,
+            limit,
+        })
+    }
+}
+
+/// An RFC 3339 time (any offset), as UTC.
+pub fn parse_time(raw: &str) -> Result<NaiveDateTime, String> {
+    chrono::DateTime::parse_from_rfc3339(raw.trim())
+        .map(|at| at.naive_utc())
+        .map_err(|_| format!("not an RFC 3339 time: {raw:?} (e.g. 2026-12-01T00:00:00Z)"))
+}
+
+/// A page size from 1 to [`MAX_AUDIT_PAGE`].
+pub fn parse_limit(raw: &str) -> Result<i64, String> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|limit| (1..=MAX_AUDIT_PAGE).contains(limit))
+        .ok_or_else(|| format!("limit must be a whole number from 1 to {MAX_AUDIT_PAGE}"))
+}
 
 /// Text someone else chose, made safe to store, print and log: control characters, quotes and
 /// backslashes escaped as Rust escapes them (`\n`, `\"`, `\u{1b}`), other characters kept, and at
@@ -323,6 +429,34 @@ mod tests {
             assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
         }
         assert_eq!(Action::parse("dropped_tables"), None);
+    }
+
+    #[test]
+    fn queries_parse_strictly() {
+        let query = |text: &str| AuditQuery::from_params(&Params::parse(text.as_bytes()).unwrap());
+        let parsed = query("since=2026-12-01T00:00:00Z&until=2026-12-02T01:00:00%2B01:00&actor=adm_x&action=site_created&limit=5&cursor=42").unwrap();
+        assert_eq!(parsed.since.unwrap().to_string(), "2026-12-01 00:00:00");
+        assert_eq!(parsed.until.unwrap().to_string(), "2026-12-02 00:00:00");
+        assert_eq!(parsed.action, Some(Action::SiteCreated));
+        assert_eq!((parsed.limit, parsed.before_id), (5, Some(42)));
+        assert_eq!(query("").unwrap().limit, DEFAULT_AUDIT_PAGE);
+        for bad in [
+            "since=yesterday",
+            "until=2026-13-01T00:00:00Z",
+            "limit=0",
+            "limit=1001",
+            "limit=ten",
+            "cursor=abc",
+            "cursor=-1",
+            "action=dropped_tables",
+        ] {
+            let error = query(bad).unwrap_err();
+            assert_eq!(
+                error.code,
+                super::super::oauth_error::OAuthErrorCode::InvalidRequest,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

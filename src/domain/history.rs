@@ -53,6 +53,8 @@ pub enum Actor {
     Site { site_key: String },
     /// An admin, through the admin API, named by their (unique) admin name.
     Admin { name: String },
+    /// Someone at a shell, through the `tokenwarden` CLI, named by their user name.
+    Operator { name: String },
 }
 
 impl Actor {
@@ -60,6 +62,7 @@ impl Actor {
         match self {
             Actor::Site { .. } => "site",
             Actor::Admin { .. } => "admin",
+            Actor::Operator { .. } => "operator",
         }
     }
 
@@ -68,6 +71,7 @@ impl Actor {
         match kind {
             "site" => Some(Actor::Site { site_key: name }),
             "admin" => Some(Actor::Admin { name }),
+            "operator" => Some(Actor::Operator { name }),
             _ => None,
         }
     }
@@ -75,7 +79,7 @@ impl Actor {
     pub fn name(&self) -> &str {
         match self {
             Actor::Site { site_key } => site_key,
-            Actor::Admin { name } => name,
+            Actor::Admin { name } | Actor::Operator { name } => name,
         }
     }
 }
@@ -105,6 +109,9 @@ mod tests {
                 site_key: "site_abc".into(),
             },
             Actor::Admin { name: "Ada".into() },
+            Actor::Operator {
+                name: "root".into(),
+            },
         ] {
             let rebuilt = Actor::from_parts(actor.kind(), actor.name().to_string());
             assert_eq!(rebuilt, Some(actor));

@@ -5,6 +5,8 @@
 //! `web::block` for both), and shape the answer. Every answer is `Cache-Control: no-store`: some
 //! carry token values, and all describe credentials.
 
+use std::net::IpAddr;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
@@ -19,7 +21,7 @@ use crate::domain::history::HistoryEntry;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{bearer_token, Params};
 use crate::domain::secret::Secret;
-use crate::service::site_tokens::{self, TokenAction, TokenOrder};
+use crate::service::site_tokens::{self, Acting, TokenAction, TokenOrder};
 use crate::service::{admins, Context, ServiceError};
 use crate::store::{SiteQuery, SiteSummary};
 
@@ -266,9 +268,11 @@ pub async fn create_token(
         scope: body.scope,
     };
     let location_site = site_key.clone();
-    let now = caller.now;
+    let (now, address) = (caller.now, caller.address);
     let (token, value) = caller
-        .run(move |context, admin, now| site_tokens::create(context, admin, &site_key, &order, now))
+        .run(move |context, admin, now| {
+            site_tokens::create(context, &Acting { admin, address }, &site_key, &order, now)
+        })
         .await?;
     Ok(no_store(HttpResponse::Created())
         .insert_header((
@@ -429,12 +433,12 @@ async fn act(
     let (site_key, token_id) = token_path(path)?;
     let body: TokenActionBody =
         read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    let now = caller.now;
+    let (now, address) = (caller.now, caller.address);
     let (token, value) = caller
         .run(move |context, admin, now| {
             site_tokens::act(
                 context,
-                admin,
+                &Acting { admin, address },
                 &site_key,
                 token_id,
                 action,
@@ -481,14 +485,21 @@ pub async fn history(
 /// The admin a request's bearer token belongs to. Handlers establish it before they read anything
 /// else of the request: without a valid admin token the answer is the RFC 6750 3 challenge,
 /// whatever else is wrong with the request, and an unauthenticated body is never parsed.
-struct Caller {
+pub(super) struct Caller {
     context: Context,
     admin: Admin,
     now: NaiveDateTime,
+    /// The client's address (`super::client_address`), for the audit trail.
+    pub(super) address: Option<IpAddr>,
+    /// The admin token the request carried.
+    pub(super) token: Secret,
 }
 
 impl Caller {
-    async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<Self, ApiError> {
+    pub(super) async fn authenticate(
+        state: &AppState,
+        request: &HttpRequest,
+    ) -> Result<Self, ApiError> {
         let presented: Secret = bearer_token(
             request
                 .headers()
@@ -500,17 +511,20 @@ impl Caller {
         let context = state.context.clone();
         let now = crate::clock::now();
         let checked = context.clone();
+        let token = presented.clone();
         let admin =
             web::block(move || admins::admin_for_bearer(&checked, &presented, now)).await??;
         Ok(Self {
             context,
             admin,
             now,
+            address: super::client_address(&state.trusted_proxies, request),
+            token,
         })
     }
 
     /// Runs `action` as this admin, off the async executor.
-    async fn run<T, F>(self, action: F) -> Result<T, ApiError>
+    pub(super) async fn run<T, F>(self, action: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&Context, &Admin, NaiveDateTime) -> Result<T, ServiceError> + Send + 'static,
@@ -528,7 +542,7 @@ fn token_path(path: web::Path<(String, String)>) -> Result<(String, i64), ApiErr
     Ok((site_key, token_id))
 }
 
-fn answer(body: impl Serialize) -> HttpResponse {
+pub(super) fn answer(body: impl Serialize) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(body)
 }
 
@@ -613,7 +627,7 @@ impl From<HistoryEntry> for HistoryEventView {
     }
 }
 
-fn rfc3339(at: NaiveDateTime) -> String {
+pub(super) fn rfc3339(at: NaiveDateTime) -> String {
     at.and_utc()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -166,6 +166,7 @@ fn admin_refusal(refusal: &AdminRefusal) -> (StatusCode, &'static str, String) {
         AdminRefusal::PrimaryTokenManagedByOAuth => {
             (StatusCode::CONFLICT, "primary_token_managed_by_oauth")
         }
+        AdminRefusal::PlatformAdminsOnly => (StatusCode::FORBIDDEN, "forbidden"),
         AdminRefusal::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, VALIDATION_FAILED),
     };
     (status, code, refusal.to_string())

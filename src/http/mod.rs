@@ -13,6 +13,7 @@ use crate::service::Context;
 pub(crate) mod access_log;
 mod admin;
 mod admin_page;
+mod audit;
 mod body;
 mod discovery;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod metrics;
 mod oauth;
 mod observe;
 pub mod openapi;
+mod revocation;
 
 use error::ApiError;
 use observe::Observe;
@@ -68,6 +70,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/metrics", metrics::serve))
         .service(only(Method::GET, "/openapi.json", openapi::serve))
         .service(only(Method::GET, "/admin/v1/sites", admin::list_sites))
+        .service(only(Method::GET, "/admin/v1/audit", audit::list))
+        .service(only(
+            Method::POST,
+            "/admin/v1/sites/{site_key}/primary/invalidate",
+            revocation::invalidate_primary,
+        ))
+        .service(only(
+            Method::DELETE,
+            "/admin/v1/sessions/current",
+            revocation::end_session,
+        ))
         .service(only(Method::GET, "/admin/v1/sites/{site_key}", admin::site))
         .service(
             web::resource(SITE_TOKENS)
@@ -120,7 +133,11 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    let allow = if method == Method::GET { "GET" } else { "POST" };
+    let allow = match method {
+        Method::GET => "GET",
+        Method::DELETE => "DELETE",
+        _ => "POST",
+    };
     web::resource(path)
         .wrap(Observe::route(path))
         .route(web::method(method).to(handler))

@@ -9,6 +9,7 @@ use super::admin::{
     self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, SiteView, SitesResponse,
     TokenActionBody, TokenView, TokensResponse,
 };
+use super::audit::{self, AuditActorView, AuditEventView, AuditResponse};
 use super::discovery::{self, Health, Metadata};
 use super::error::ErrorBody;
 use super::introspect::{self, IntrospectForm, IntrospectionResponse};
@@ -16,6 +17,7 @@ use super::metrics;
 use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
+use super::revocation::{self, PrimaryInvalidatedResponse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,7 +46,10 @@ use super::oauth::{
         admin::regenerate,
         admin::validate,
         admin::invalidate,
-        admin::history
+        admin::history,
+        audit::list,
+        revocation::invalidate_primary,
+        revocation::end_session
     ),
     components(schemas(
         TokenForm,
@@ -65,7 +70,11 @@ use super::oauth::{
         HistoryEventView,
         HistoryResponse,
         CreateTokenBody,
-        TokenActionBody
+        TokenActionBody,
+        AuditActorView,
+        AuditEventView,
+        AuditResponse,
+        PrimaryInvalidatedResponse
     )),
     modifiers(&ClientAuthentication),
     tags(

@@ -1,21 +1,25 @@
 //! The admin scope's principals: the operator's `tokenwarden admin …` commands, admin client
 //! authentication, and the admin tokens that unlock the admin API (issued and checked here).
 
+use std::net::IpAddr;
+
 use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{Admin, Role, ADMIN_CLIENT_ID_PREFIX};
+use crate::domain::audit::Requester;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::{encode_identifier, validate_name};
 use crate::domain::token::{self, SecretKind};
-use crate::store::{AdminChange, AdminWithSites};
+use crate::store::{AdminChange, AdminWithSites, NewAdmin};
 
 /// Creates an admin; the secret exists in clear only in the return value. A site manager needs at
 /// least one site, a platform admin none (they manage every site).
 pub fn create(
     context: &Context,
+    by: &Requester,
     name: &str,
     role: Role,
     site_keys: &[String],
@@ -41,9 +45,17 @@ pub fn create(
     );
     let secret = token::mint(SecretKind::AdminSecret, &crypto::random_bytes()?);
     let digest = context.keys.client_secret_digest(secret.expose());
-    let change = context
-        .store
-        .insert_admin(&client_id, &name, role, &digest, site_keys, now)?;
+    let change = context.store.insert_admin(
+        &NewAdmin {
+            client_id: &client_id,
+            name: &name,
+            role,
+            secret_digest: &digest,
+        },
+        site_keys,
+        by,
+        now,
+    )?;
     let created = admin_changed(change, &client_id)?;
     log::info!(
         "created admin {} ({:?}, {})",
@@ -61,13 +73,15 @@ pub fn list(context: &Context) -> Result<Vec<AdminWithSites>, ServiceError> {
 /// Assigns sites to a site manager (`assign = true`) or takes them away; takes effect at once.
 pub fn change_sites(
     context: &Context,
+    by: &Requester,
     client_id: &str,
     site_keys: &[String],
     assign: bool,
+    now: NaiveDateTime,
 ) -> Result<AdminWithSites, ServiceError> {
     let change = context
         .store
-        .change_admin_sites(client_id, site_keys, assign)?;
+        .change_admin_sites(client_id, site_keys, assign, by, now)?;
     let changed = admin_changed(change, client_id)?;
     log::info!(
         "{} sites {site_keys:?} for admin {client_id}",
@@ -79,10 +93,14 @@ pub fn change_sites(
 /// Disabling an admin stops their admin tokens at once and deletes them.
 pub fn set_enabled(
     context: &Context,
+    by: &Requester,
     client_id: &str,
     enabled: bool,
+    now: NaiveDateTime,
 ) -> Result<AdminWithSites, ServiceError> {
-    let change = context.store.set_admin_enabled(client_id, enabled)?;
+    let change = context
+        .store
+        .set_admin_enabled(client_id, enabled, by, now)?;
     let changed = admin_changed(change, client_id)?;
     log::info!(
         "{} admin {client_id}",
@@ -113,10 +131,12 @@ pub struct IssuedAdminToken {
     pub expires_in: i64,
 }
 
-/// Mints an admin token for an authenticated admin; only its digest is stored.
+/// Mints an admin token for an authenticated admin, signing in from `address`; only its digest is
+/// stored, and the sign-in is recorded in the audit trail.
 pub fn issue_admin_token(
     context: &Context,
     admin: &Admin,
+    address: Option<IpAddr>,
     now: NaiveDateTime,
 ) -> Result<IssuedAdminToken, ServiceError> {
     let value = token::mint(SecretKind::AdminToken, &crypto::random_bytes()?);
@@ -124,6 +144,7 @@ pub fn issue_admin_token(
     let stored = context.store.insert_admin_token(
         admin.id,
         &context.keys.token_digest(value.expose()),
+        &Requester::admin(admin, address),
         now,
         expires_at,
     )?;
@@ -205,4 +226,29 @@ pub fn authenticate_admin(
         }
         None => Err(OAuthError::invalid_client().into()),
     }
+}
+
+/// Ends one of `admin`'s own admin tokens (RFC 7009 through `/oauth2/revoke`, or `DELETE
+/// /admin/v1/sessions/current`): refused from the next request on. Another admin's token, or a
+/// value that is no admin token, is left alone (`Ok(false)`), as RFC 7009 2.2 answers it.
+pub fn revoke_own_token(
+    context: &Context,
+    admin: &Admin,
+    presented: &Secret,
+    address: Option<IpAddr>,
+    now: NaiveDateTime,
+) -> Result<bool, ServiceError> {
+    if token::recognise(presented.expose()) != Ok(SecretKind::AdminToken) {
+        return Ok(false);
+    }
+    let revoked = context.store.revoke_admin_token(
+        admin.id,
+        &context.keys.token_digest(presented.expose()),
+        &Requester::admin(admin, address),
+        now,
+    )?;
+    if revoked {
+        log::info!("admin {:?} ended an admin token", admin.name);
+    }
+    Ok(revoked)
 }

@@ -16,6 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use chrono::{NaiveDateTime, TimeDelta};
 
 use super::{Context, ServiceError};
+use crate::domain::admin::{Admin, AdminRefusal};
 use crate::domain::audit::{Action, ActorKind, AuditActor, AuditEvent, AuditQuery, Outcome};
 use crate::store::StoreError;
 
@@ -295,9 +296,22 @@ pub fn prune(context: &Context, now: NaiveDateTime) -> Result<usize, StoreError>
     Ok(pruned)
 }
 
-/// Events matching `query`, newest first.
+/// Events matching `query`, newest first (the operator's `tokenwarden audit list`).
 pub fn list(context: &Context, query: &AuditQuery) -> Result<Vec<AuditEvent>, ServiceError> {
     Ok(context.store.audit_events(query)?)
+}
+
+/// [`list`] for an admin of the admin API: platform admins only, since the trail covers every
+/// site.
+pub fn list_for_admin(
+    context: &Context,
+    admin: &Admin,
+    query: &AuditQuery,
+) -> Result<Vec<AuditEvent>, ServiceError> {
+    if !admin.manages_every_site() {
+        return Err(AdminRefusal::PlatformAdminsOnly.into());
+    }
+    list(context, query)
 }
 
 #[cfg(test)]

@@ -127,6 +127,12 @@ impl Authenticated for Site {
     }
 }
 
+impl Authenticated for crate::domain::admin::Admin {
+    fn authenticated(&self) -> bool {
+        true
+    }
+}
+
 fn record_failure(
     context: &Context,
     kind: ActorKind,

@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 
+use super::admins::{self, authenticate_admin};
 use super::cache::{cached, Reach};
 use super::client_auth::throttled;
 use super::{authenticate_site, Context, ServiceError};
 use crate::crypto;
+use crate::domain::admin::{Admin, AdminRefusal, ADMIN_CLIENT_ID_PREFIX};
 use crate::domain::audit::ActorKind;
+use crate::domain::audit::Requester;
 use crate::domain::history::Actor;
-use crate::domain::oauth_error::OAuthError;
+use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::request::{InvalidateRequest, RevocationRequest};
 use crate::domain::secret::Secret;
 use crate::domain::site::{primary_token_description, Site};
@@ -119,9 +122,12 @@ pub fn invalidate(
     }
 }
 
-/// `POST /oauth2/revoke` (RFC 7009 2.2): invalidates the site's primary token; any other token is
-/// answered with success too, because "invalid tokens do not cause an error response since the
-/// client cannot handle such an error in a reasonable way".
+/// `POST /oauth2/revoke` (RFC 7009 2.2). A site revokes its primary token; an admin ends one of
+/// its own admin tokens (`admins::revoke_own_token`). Any other token is answered with success
+/// too, because "invalid tokens do not cause an error response since the client cannot handle
+/// such an error in a reasonable way", except the site's own non-primary tokens, which are
+/// managed only in the admin scope: `unsupported_token_type` (RFC 7009 2.2.1), and the token stays
+/// active.
 pub fn revoke(
     context: &Context,
     request: &RevocationRequest,
@@ -129,6 +135,18 @@ pub fn revoke(
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
     let credentials = &request.credentials;
+    if credentials.client_id.starts_with(ADMIN_CLIENT_ID_PREFIX) {
+        let admin = throttled(
+            context,
+            ActorKind::Admin,
+            &credentials.client_id,
+            origin,
+            now,
+            || authenticate_admin(context, &credentials.client_id, &credentials.secret),
+        )?;
+        return admins::revoke_own_token(context, &admin, &request.token, origin.address, now)
+            .map(drop);
+    }
     let site = throttled(
         context,
         ActorKind::Site,
@@ -137,8 +155,74 @@ pub fn revoke(
         now,
         || authenticate_site(context, &credentials.client_id, &credentials.secret),
     )?;
+    if is_own_secondary_token(context, &site, &request.token)? {
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnsupportedTokenType,
+            "this site's non-primary tokens are managed in the admin scope, not revoked here",
+        )
+        .into());
+    }
     invalidate_for_site(context, &site, &request.token, now)?;
     Ok(())
+}
+
+fn is_own_secondary_token(
+    context: &Context,
+    site: &Site,
+    presented: &Secret,
+) -> Result<bool, ServiceError> {
+    if token::recognise(presented.expose()) != Ok(SecretKind::SecondaryToken) {
+        return Ok(false);
+    }
+    let facts = context
+        .store
+        .token_facts(&context.keys.token_digest(presented.expose()))?;
+    Ok(facts.is_some_and(|facts| facts.site_key == site.site_key))
+}
+
+/// The emergency brake for a leaked primary token when the site itself cannot act: the operator
+/// (CLI) or a platform admin (admin API) invalidates whatever value is current. The next
+/// `/oauth2/token` mints a new one. `Ok(false)`: the site had no active primary token.
+pub fn invalidate_on_behalf(
+    context: &Context,
+    by: &Requester,
+    admin: Option<&Admin>,
+    site_key: &str,
+    now: NaiveDateTime,
+) -> Result<bool, ServiceError> {
+    let actor = match admin {
+        Some(admin) if !admin.manages_every_site() => {
+            return Err(AdminRefusal::PlatformAdminsOnly.into())
+        }
+        Some(admin) => Actor::Admin {
+            name: admin.name.clone(),
+        },
+        None => Actor::Operator {
+            name: by
+                .actor
+                .id
+                .clone()
+                .unwrap_or_else(|| "operator".to_string()),
+        },
+    };
+    let Some(invalidated) = context
+        .store
+        .invalidate_site_primary(site_key, &actor, by, now)?
+    else {
+        return Err(match admin {
+            Some(_) => AdminRefusal::SiteNotFound.into(),
+            None => ServiceError::UnknownSite(site_key.to_string()),
+        });
+    };
+    if invalidated {
+        context.counters.count_invalidated();
+        log::warn!(
+            "the primary token of site {site_key} was invalidated by {} {}",
+            actor.kind(),
+            actor.name()
+        );
+    }
+    Ok(invalidated)
 }
 
 fn invalidate_for_site(

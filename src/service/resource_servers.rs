@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
+use crate::domain::audit::Requester;
 use crate::domain::secret::Secret;
 use crate::domain::site::validate_name;
 use crate::domain::token::{self, SecretKind};
@@ -15,6 +16,7 @@ pub const CLIENT_ID_PREFIX: &str = "rs_";
 /// Creates a resource server; the secret exists in clear only in the return value.
 pub fn create(
     context: &Context,
+    by: &Requester,
     name: &str,
     now: NaiveDateTime,
 ) -> Result<(ResourceServer, Secret), ServiceError> {
@@ -28,7 +30,7 @@ pub fn create(
     let digest = context.keys.client_secret_digest(secret.expose());
     let created = context
         .store
-        .insert_resource_server(&client_id, &name, &digest, now)?;
+        .insert_resource_server(&client_id, &name, &digest, by, now)?;
     log::info!(
         "created resource server {} ({})",
         created.client_id,
@@ -41,8 +43,13 @@ pub fn list(context: &Context) -> Result<Vec<ResourceServer>, ServiceError> {
     Ok(context.store.list_resource_servers()?)
 }
 
-pub fn delete(context: &Context, client_id: &str) -> Result<(), ServiceError> {
-    if !context.store.delete_resource_server(client_id)? {
+pub fn delete(
+    context: &Context,
+    by: &Requester,
+    client_id: &str,
+    now: NaiveDateTime,
+) -> Result<(), ServiceError> {
+    if !context.store.delete_resource_server(client_id, by, now)? {
         return Err(ServiceError::UnknownResourceServer(client_id.to_string()));
     }
     log::info!("deleted resource server {client_id}");

@@ -5,18 +5,23 @@
 //! manage is "not found", exactly like a site that does not exist. Every change is logged with the
 //! action, the admin, the site and the token id, never the value.
 
+use std::net::IpAddr;
+
 use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{sort_for_listing, Admin, AdminRefusal, ManagedToken};
+use crate::domain::audit::Requester;
 use crate::domain::description::validate_description;
 use crate::domain::history::{Actor, HistoryEntry};
 use crate::domain::secret::Secret;
 use crate::domain::site::{is_site_key, Site};
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
-use crate::store::{NewSecondaryToken, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome};
+use crate::store::{
+    Author, NewSecondaryToken, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome,
+};
 
 /// What an admin asks for when creating a token, as received (checked here).
 #[derive(Debug, Default)]
@@ -90,7 +95,7 @@ pub fn token(
 /// Creates an active non-primary token; its value exists in clear only in the return value.
 pub fn create(
     context: &Context,
-    admin: &Admin,
+    acting: &Acting,
     site_key: &str,
     order: &TokenOrder,
     now: NaiveDateTime,
@@ -108,6 +113,8 @@ pub fn create(
         .map(|raw| context.policy.check_scope(raw))
         .transpose()
         .map_err(refused_terms)?;
+    let admin = acting.admin;
+    let requester = Requester::admin(admin, acting.address);
     let site = managed_site(context, admin, site_key)?;
     let value = token::mint(SecretKind::SecondaryToken, &crypto::random_bytes()?);
     let value_digest = context.keys.token_digest(value.expose());
@@ -120,7 +127,7 @@ pub fn create(
     };
     let created = context
         .store
-        .create_secondary_token(site.id, &new, &admin_actor(admin), now)?
+        .create_secondary_token(site.id, &new, &author(acting, &requester), now)?
         .ok_or(AdminRefusal::TokenLimitReached)?;
     context.counters.count_minted();
     log_action(admin, "create", &site, created.id);
@@ -131,7 +138,7 @@ pub fn create(
 /// Regeneration returns the new value, in clear only here.
 pub fn act(
     context: &Context,
-    admin: &Admin,
+    acting: &Acting,
     site_key: &str,
     token_id: i64,
     action: TokenAction,
@@ -139,6 +146,8 @@ pub fn act(
     now: NaiveDateTime,
 ) -> Result<(ManagedToken, Option<Secret>), ServiceError> {
     let description = description.map(checked_description).transpose()?;
+    let admin = acting.admin;
+    let requester = Requester::admin(admin, acting.address);
     let site = managed_site(context, admin, site_key)?;
     let new_value = match action {
         TokenAction::Regenerate => Some(token::mint(
@@ -166,7 +175,7 @@ pub fn act(
         token_id,
         &change,
         description.as_deref(),
-        &admin_actor(admin),
+        &author(acting, &requester),
         now,
     )?;
     let changed = match outcome {
@@ -218,9 +227,19 @@ fn refused_terms(error: TermsError) -> AdminRefusal {
     AdminRefusal::invalid_field(error.field(), error.to_string())
 }
 
-fn admin_actor(admin: &Admin) -> Actor {
-    Actor::Admin {
-        name: admin.name.clone(),
+/// An admin changing a token through the admin API, and where the request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Acting<'a> {
+    pub admin: &'a Admin,
+    pub address: Option<IpAddr>,
+}
+
+fn author<'a>(acting: &Acting, audit: &'a Requester) -> Author<'a> {
+    Author {
+        history: Actor::Admin {
+            name: acting.admin.name.clone(),
+        },
+        audit,
     }
 }
 

@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
+use crate::domain::audit::Requester;
 use crate::domain::secret::Secret;
 use crate::domain::site::{site_key_from_random, validate_name, Site, SiteCredentials};
 use crate::domain::token::{self, SecretKind};
@@ -12,6 +13,7 @@ use crate::store::SiteSummary;
 /// Creates a site with fresh credentials; the auth key exists in clear only in the return value.
 pub fn create(
     context: &Context,
+    by: &Requester,
     name: &str,
     now: NaiveDateTime,
 ) -> Result<(Site, SiteCredentials), ServiceError> {
@@ -19,7 +21,9 @@ pub fn create(
     let site_key = site_key_from_random(&crypto::random_bytes()?);
     let auth_key = new_auth_key()?;
     let digest = context.keys.client_secret_digest(auth_key.expose());
-    let site = context.store.insert_site(&site_key, &name, &digest, now)?;
+    let site = context
+        .store
+        .insert_site(&site_key, &name, &digest, by, now)?;
     log::info!("created site {} ({})", site.site_key, site.name);
     Ok((site, SiteCredentials { site_key, auth_key }))
 }
@@ -33,10 +37,18 @@ pub fn find_by_name(context: &Context, name: &str) -> Result<Option<Site>, Servi
 }
 
 /// Replaces a site's auth key; the old one stops working with the next request.
-pub fn rotate_auth_key(context: &Context, site_key: &str) -> Result<Secret, ServiceError> {
+pub fn rotate_auth_key(
+    context: &Context,
+    by: &Requester,
+    site_key: &str,
+    now: NaiveDateTime,
+) -> Result<Secret, ServiceError> {
     let auth_key = new_auth_key()?;
     let digest = context.keys.client_secret_digest(auth_key.expose());
-    if !context.store.replace_auth_key_digest(site_key, &digest)? {
+    if !context
+        .store
+        .replace_auth_key_digest(site_key, &digest, by, now)?
+    {
         return Err(ServiceError::UnknownSite(site_key.to_string()));
     }
     log::info!("rotated the auth key of site {site_key}");
@@ -44,8 +56,14 @@ pub fn rotate_auth_key(context: &Context, site_key: &str) -> Result<Secret, Serv
 }
 
 /// A disabled site cannot authenticate, and every token of it is refused, at once.
-pub fn set_enabled(context: &Context, site_key: &str, enabled: bool) -> Result<(), ServiceError> {
-    if !context.store.set_site_enabled(site_key, enabled)? {
+pub fn set_enabled(
+    context: &Context,
+    by: &Requester,
+    site_key: &str,
+    enabled: bool,
+    now: NaiveDateTime,
+) -> Result<(), ServiceError> {
+    if !context.store.set_site_enabled(site_key, enabled, by, now)? {
         return Err(ServiceError::UnknownSite(site_key.to_string()));
     }
     log::info!(

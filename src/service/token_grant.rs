@@ -136,13 +136,14 @@ fn issue_within(
         &request.credentials.client_id,
         origin,
         now,
-        || run_flow(context, request, now, reach),
+        || run_flow(context, request, origin, now, reach),
     )
 }
 
 fn run_flow(
     context: &Context,
     request: &TokenRequest,
+    origin: &Origin,
     now: NaiveDateTime,
     reach: Reach,
 ) -> Result<Option<GrantedToken>, ServiceError> {
@@ -167,6 +168,7 @@ fn run_flow(
         },
         issuer: TokenIssuer {
             context,
+            address: origin.address,
             now,
             generation,
             reach,
@@ -391,6 +393,8 @@ impl Registrar for ClientRegistrar<'_> {
 /// (`admins::issue_admin_token`).
 struct TokenIssuer<'a> {
     context: &'a Context,
+    /// Where the client signs in from, for the audit trail.
+    address: Option<std::net::IpAddr>,
     now: NaiveDateTime,
     generation: Option<u64>,
     reach: Reach,
@@ -417,7 +421,7 @@ impl TokenIssuer<'_> {
                 scope: None,
             })),
             Some(Client::Admin(admin)) => {
-                let issued = issue_admin_token(self.context, admin, self.now)?;
+                let issued = issue_admin_token(self.context, admin, self.address, self.now)?;
                 Ok(Some(GrantedToken {
                     value: issued.value,
                     expires_in: Some(issued.expires_in),

@@ -5,10 +5,12 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
+use super::audit::insert_audit;
 use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
 use super::sites::SiteRow;
 use super::{with_connection, write_transaction, SiteSummary, Store, StoreError};
 use crate::domain::admin::{Admin, Role};
+use crate::domain::audit::{Action, Requester};
 use crate::domain::site::Site;
 
 #[derive(Queryable, Selectable)]
@@ -57,6 +59,15 @@ pub enum AdminChange {
     NotASiteManager,
 }
 
+/// A new admin's row, in the only form that may be stored (the secret as its digest).
+#[derive(Debug, Clone, Copy)]
+pub struct NewAdmin<'a> {
+    pub client_id: &'a str,
+    pub name: &'a str,
+    pub role: Role,
+    pub secret_digest: &'a [u8],
+}
+
 /// Which sites of the admin scope a listing covers.
 #[derive(Debug)]
 pub struct SiteQuery<'a> {
@@ -70,13 +81,17 @@ impl Store {
     /// Creates an admin and their site assignments in one transaction.
     pub fn insert_admin(
         &self,
-        client_id: &str,
-        name: &str,
-        role: Role,
-        secret_digest: &[u8],
+        new: &NewAdmin,
         site_keys: &[String],
+        by: &Requester,
         now: NaiveDateTime,
     ) -> Result<AdminChange, StoreError> {
+        let NewAdmin {
+            client_id,
+            name,
+            role,
+            secret_digest,
+        } = *new;
         write_transaction!(self, |conn| {
             let site_ids = match conn.site_ids(site_keys)? {
                 Ok(ids) => ids,
@@ -109,7 +124,12 @@ impl Store {
                     .on_conflict_do_nothing()
                     .execute(conn)?;
             }
-            Ok(AdminChange::Done(conn.with_sites(admin)?))
+            let created = conn.with_sites(admin)?;
+            let event = by
+                .event(now, Action::AdminCreated, client_id)
+                .with_detail(admin_detail(&created));
+            insert_audit!(conn, &event)?;
+            Ok(AdminChange::Done(created))
         })
     }
 
@@ -131,7 +151,14 @@ impl Store {
         client_id: &str,
         site_keys: &[String],
         assign: bool,
+        by: &Requester,
+        now: NaiveDateTime,
     ) -> Result<AdminChange, StoreError> {
+        let action = if assign {
+            Action::AdminSitesAssigned
+        } else {
+            Action::AdminSitesUnassigned
+        };
         write_transaction!(self, |conn| {
             let Some(admin) = conn.admin_by_client_id(client_id)? else {
                 return Ok(AdminChange::UnknownAdmin);
@@ -158,6 +185,10 @@ impl Store {
                         .execute(conn)?;
                 }
             }
+            let event = by
+                .event(now, action, client_id)
+                .with_detail(format!("sites {}", site_keys.join(", ")));
+            insert_audit!(conn, &event)?;
             Ok(AdminChange::Done(conn.with_sites(admin)?))
         })
     }
@@ -168,7 +199,14 @@ impl Store {
         &self,
         client_id: &str,
         enabled: bool,
+        by: &Requester,
+        now: NaiveDateTime,
     ) -> Result<AdminChange, StoreError> {
+        let action = if enabled {
+            Action::AdminEnabled
+        } else {
+            Action::AdminDisabled
+        };
         write_transaction!(self, |conn| {
             let updated = diesel::update(admins::table.filter(admins::client_id.eq(client_id)))
                 .set(admins::enabled.eq(enabled))
@@ -183,6 +221,7 @@ impl Store {
                 diesel::delete(admin_tokens::table.filter(admin_tokens::admin_id.eq(admin.id)))
                     .execute(conn)?;
             }
+            insert_audit!(conn, &by.event(now, action, client_id))?;
             Ok(AdminChange::Done(conn.with_sites(admin)?))
         })
     }
@@ -215,6 +254,7 @@ impl Store {
         &self,
         admin_id: i64,
         value_digest: &[u8],
+        by: &Requester,
         now: NaiveDateTime,
         expires_at: NaiveDateTime,
     ) -> Result<bool, StoreError> {
@@ -240,7 +280,32 @@ impl Store {
                     admin_tokens::expires_at.eq(expires_at),
                 ))
                 .execute(conn)?;
+            let target = by.actor.id.clone().unwrap_or_default();
+            insert_audit!(conn, &by.event(now, Action::AdminSignedIn, target))?;
             Ok(true)
+        })
+    }
+
+    /// Deletes `admin_id`'s admin token with this digest; `false` when it has none such.
+    pub fn revoke_admin_token(
+        &self,
+        admin_id: i64,
+        value_digest: &[u8],
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<bool, StoreError> {
+        write_transaction!(self, |conn| {
+            let deleted = diesel::delete(
+                admin_tokens::table
+                    .filter(admin_tokens::admin_id.eq(admin_id))
+                    .filter(admin_tokens::value_digest.eq(value_digest)),
+            )
+            .execute(conn)?;
+            if deleted == 1 {
+                let target = by.actor.id.clone().unwrap_or_default();
+                insert_audit!(conn, &by.event(now, Action::AdminTokenRevoked, target))?;
+            }
+            Ok(deleted == 1)
         })
     }
 
@@ -419,3 +484,17 @@ macro_rules! impl_admin_lookups {
 
 impl_admin_lookups!(diesel::sqlite::SqliteConnection);
 impl_admin_lookups!(diesel::pg::PgConnection);
+
+/// An admin's role and sites, as an audit event's detail.
+fn admin_detail(admin: &AdminWithSites) -> String {
+    let sites = if admin.admin.manages_every_site() {
+        "every site".to_string()
+    } else {
+        admin.site_keys.join(", ")
+    };
+    format!(
+        "name {}, role {}, sites {sites}",
+        admin.admin.name,
+        admin.admin.role.as_str()
+    )
+}

@@ -33,10 +33,10 @@ mod sites;
 mod sqlite_probe;
 mod tokens;
 
-pub use admins::{AdminChange, AdminWithSites, SiteQuery};
+pub use admins::{AdminChange, AdminWithSites, NewAdmin, SiteQuery};
 pub use changes::ChangeFeed;
 pub use resource_servers::ResourceServer;
-pub use site_tokens::{NewSecondaryToken, TokenChange, TokenChangeOutcome};
+pub use site_tokens::{Author, NewSecondaryToken, TokenChange, TokenChangeOutcome};
 pub use sites::{SiteAuthentication, SiteSummary};
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 

@@ -3,8 +3,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::audit::insert_audit;
 use super::schema::resource_servers;
 use super::{with_connection, write_transaction, Store, StoreError};
+use crate::domain::audit::{Action, Requester};
 
 /// A resource server as listed to the operator (no secret).
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -21,9 +23,14 @@ impl Store {
         client_id: &str,
         name: &str,
         secret_digest: &[u8],
+        by: &Requester,
         now: NaiveDateTime,
     ) -> Result<ResourceServer, StoreError> {
         write_transaction!(self, |conn| {
+            let event = by
+                .event(now, Action::ResourceServerCreated, client_id)
+                .with_detail(format!("name {name}"));
+            insert_audit!(conn, &event)?;
             Ok(diesel::insert_into(resource_servers::table)
                 .values((
                     resource_servers::client_id.eq(client_id),
@@ -60,12 +67,23 @@ impl Store {
     }
 
     /// Deletes a resource server; its credentials stop working on every node at once.
-    pub fn delete_resource_server(&self, client_id: &str) -> Result<bool, StoreError> {
+    pub fn delete_resource_server(
+        &self,
+        client_id: &str,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<bool, StoreError> {
         write_transaction!(self, |conn| {
             let deleted = diesel::delete(
                 resource_servers::table.filter(resource_servers::client_id.eq(client_id)),
             )
             .execute(conn)?;
+            if deleted == 1 {
+                insert_audit!(
+                    conn,
+                    &by.event(now, Action::ResourceServerDeleted, client_id)
+                )?;
+            }
             Ok(deleted == 1)
         })
     }

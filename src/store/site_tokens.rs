@@ -5,10 +5,13 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::audit::insert_audit;
+use super::schema::sites;
 use super::schema::{token_events, tokens};
 use super::tokens::NewEventRow;
 use super::{with_connection, write_transaction, Store, StoreError};
 use crate::domain::admin::ManagedToken;
+use crate::domain::audit::{Action, Requester};
 use crate::domain::history::{Actor, HistoryEntry, TokenEvent};
 use crate::domain::introspection::TokenKind;
 use crate::domain::slots::{secondary_slots, PRIMARY_SLOT};
@@ -81,6 +84,14 @@ pub struct NewSecondaryToken<'a> {
     pub scope: Option<&'a str>,
 }
 
+/// Who made a change, as the token's history (by name) and the audit trail (by id and address)
+/// each record them.
+#[derive(Debug)]
+pub struct Author<'a> {
+    pub history: Actor,
+    pub audit: &'a Requester,
+}
+
 /// What an admin does to an existing non-primary token.
 #[derive(Debug)]
 pub enum TokenChange<'a> {
@@ -103,6 +114,18 @@ pub enum TokenChangeOutcome {
     NotFound,
     /// The id is the site's primary token, which the admin scope may not change.
     Primary,
+}
+
+/// How the audit trail names a token: `SITE_KEY/tokens/ID`, as in the admin API's paths. A macro,
+/// so its query compiles for whichever backend the surrounding transaction runs on.
+macro_rules! token_target {
+    ($conn:expr, $site_id:expr, $token_id:expr) => {
+        sites::table
+            .filter(sites::id.eq($site_id))
+            .select(sites::site_key)
+            .get_result::<String>($conn)
+            .map(|site_key| format!("{site_key}/tokens/{}", $token_id))
+    };
 }
 
 impl Store {
@@ -144,7 +167,7 @@ impl Store {
         &self,
         site_id: i64,
         new: &NewSecondaryToken,
-        actor: &Actor,
+        author: &Author,
         now: NaiveDateTime,
     ) -> Result<Option<ManagedToken>, StoreError> {
         write_transaction!(self, |conn| {
@@ -169,11 +192,20 @@ impl Store {
                 if let Some(row) = inserted {
                     let event = NewEventRow {
                         value_digest: Some(new.value_digest),
-                        ..NewEventRow::new(row.id, TokenEvent::Created, actor, now)
+                        ..NewEventRow::new(row.id, TokenEvent::Created, &author.history, now)
                     };
                     diesel::insert_into(token_events::table)
                         .values(&event)
                         .execute(conn)?;
+                    let audit = author
+                        .audit
+                        .event(
+                            now,
+                            Action::TokenCreated,
+                            token_target!(conn, site_id, row.id)?,
+                        )
+                        .with_detail(format!("description {}", new.description));
+                    insert_audit!(conn, &audit)?;
                     return Ok(Some(ManagedToken::from(row)));
                 }
             }
@@ -194,7 +226,7 @@ impl Store {
         token_id: i64,
         change: &TokenChange,
         description: Option<&str>,
-        actor: &Actor,
+        author: &Author,
         now: NaiveDateTime,
     ) -> Result<TokenChangeOutcome, StoreError> {
         let this_token = tokens::id.eq(token_id).and(tokens::site_id.eq(site_id));
@@ -210,16 +242,28 @@ impl Store {
             if current.slot == PRIMARY_SLOT {
                 return Ok(TokenChangeOutcome::Primary);
             }
-            let record = |conn: &mut _, event: TokenEvent, digest, detail| {
+            let target = token_target!(conn, site_id, token_id)?;
+            let record = |conn: &mut _, event: TokenEvent, digest, detail: Option<&str>| {
                 let row = NewEventRow {
                     value_digest: digest,
                     detail,
-                    ..NewEventRow::new(token_id, event, actor, now)
+                    ..NewEventRow::new(token_id, event, &author.history, now)
                 };
                 diesel::insert_into(token_events::table)
                     .values(&row)
-                    .execute(conn)
-                    .map(drop)
+                    .execute(conn)?;
+                let action = match event {
+                    TokenEvent::Created => Action::TokenCreated,
+                    TokenEvent::Validated => Action::TokenValidated,
+                    TokenEvent::Invalidated => Action::TokenInvalidated,
+                    TokenEvent::Regenerated => Action::TokenRegenerated,
+                    TokenEvent::DescriptionChanged => Action::TokenDescriptionChanged,
+                };
+                let mut audit = author.audit.event(now, action, target.clone());
+                if let Some(detail) = detail {
+                    audit = audit.with_detail(format!("description {detail}"));
+                }
+                insert_audit!(conn, &audit).map(drop)
             };
             let mut changed = false;
             match *change {

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::audit::insert_audit;
 use super::schema::{sites, tokens};
 use super::{with_connection, write_transaction, Store, StoreError};
+use crate::domain::audit::{Action, Requester};
 use crate::domain::site::Site;
 
 #[derive(Queryable, Selectable)]
@@ -61,6 +63,7 @@ impl Store {
         site_key: &str,
         name: &str,
         auth_key_digest: &[u8],
+        by: &Requester,
         now: NaiveDateTime,
     ) -> Result<Site, StoreError> {
         let row = NewSiteRow {
@@ -75,6 +78,10 @@ impl Store {
                 .values(&row)
                 .returning(SiteRow::as_returning())
                 .get_result(conn)?;
+            let event = by
+                .event(now, Action::SiteCreated, site_key)
+                .with_detail(format!("name {name}"));
+            insert_audit!(conn, &event)?;
             Ok(Site::from(inserted))
         })
     }
@@ -135,21 +142,40 @@ impl Store {
         &self,
         site_key: &str,
         auth_key_digest: &[u8],
+        by: &Requester,
+        now: NaiveDateTime,
     ) -> Result<bool, StoreError> {
         write_transaction!(self, |conn| {
             let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
                 .set(sites::auth_key_digest.eq(auth_key_digest))
                 .execute(conn)?;
+            if updated == 1 {
+                insert_audit!(conn, &by.event(now, Action::AuthKeyRotated, site_key))?;
+            }
             Ok(updated == 1)
         })
     }
 
     /// Enables or disables a site; `false` when no such site exists.
-    pub fn set_site_enabled(&self, site_key: &str, enabled: bool) -> Result<bool, StoreError> {
+    pub fn set_site_enabled(
+        &self,
+        site_key: &str,
+        enabled: bool,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<bool, StoreError> {
+        let action = if enabled {
+            Action::SiteEnabled
+        } else {
+            Action::SiteDisabled
+        };
         write_transaction!(self, |conn| {
             let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
                 .set(sites::enabled.eq(enabled))
                 .execute(conn)?;
+            if updated == 1 {
+                insert_audit!(conn, &by.event(now, action, site_key))?;
+            }
             Ok(updated == 1)
         })
     }

@@ -4,8 +4,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{token_events, tokens};
+use super::audit::insert_audit;
+use super::schema::{sites, token_events, tokens};
 use super::{write_transaction, Store, StoreError};
+use crate::domain::audit::{Action, Requester};
 use crate::domain::history::{Actor, TokenEvent};
 use crate::domain::slots::PRIMARY_SLOT;
 
@@ -199,6 +201,56 @@ impl Store {
             } else {
                 InvalidationOutcome::NotThisSitesPrimary
             })
+        })
+    }
+
+    /// The emergency brake: marks the site's primary token inactive whatever its value, recorded
+    /// in its history as `actor`'s and in the audit trail as `by`'s. `None` when no site has this
+    /// key; `Some(false)` when it has no active primary token.
+    pub fn invalidate_site_primary(
+        &self,
+        site_key: &str,
+        actor: &Actor,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<Option<bool>, StoreError> {
+        write_transaction!(self, |conn| {
+            let Some(site_id) = sites::table
+                .filter(sites::site_key.eq(site_key))
+                .select(sites::id)
+                .get_result::<i64>(conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let invalidated = diesel::update(
+                tokens::table
+                    .filter(tokens::site_id.eq(site_id))
+                    .filter(tokens::slot.eq(PRIMARY_SLOT))
+                    .filter(tokens::active.eq(true)),
+            )
+            .set(tokens::active.eq(false))
+            .returning(tokens::id)
+            .get_result::<i64>(conn)
+            .optional()?;
+            let Some(token_id) = invalidated else {
+                return Ok(Some(false));
+            };
+            diesel::insert_into(token_events::table)
+                .values(&NewEventRow::new(
+                    token_id,
+                    TokenEvent::Invalidated,
+                    actor,
+                    now,
+                ))
+                .execute(conn)?;
+            let event = by.event(
+                now,
+                Action::PrimaryTokenInvalidated,
+                format!("{site_key}/tokens/{token_id}"),
+            );
+            insert_audit!(conn, &event)?;
+            Ok(Some(true))
         })
     }
 

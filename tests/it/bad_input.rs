@@ -607,7 +607,14 @@ fn a_disabled_site_is_invalid_client(app: TestApp) {
         Some((&site.site_key, "twk_wrong")),
         "grant_type=client_credentials",
     ));
-    sites::set_enabled(&app.context, &site.site_key, false).unwrap();
+    sites::set_enabled(
+        &app.context,
+        &crate::helpers::operator(),
+        &site.site_key,
+        false,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     let by_basic = raw(app.post_form(
         "/oauth2/token",
         Some((&site.site_key, &site.auth_key)),
@@ -625,7 +632,14 @@ fn a_disabled_site_is_invalid_client(app: TestApp) {
         401,
         "invalid_client",
     );
-    sites::set_enabled(&app.context, &site.site_key, true).unwrap();
+    sites::set_enabled(
+        &app.context,
+        &crate::helpers::operator(),
+        &site.site_key,
+        true,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     app.primary_token(&site);
 }
 

@@ -34,6 +34,11 @@ pub fn test_secret() -> String {
     URL_SAFE_NO_PAD.encode([42u8; 32])
 }
 
+/// Who the tests' direct service calls are recorded as in the audit trail.
+pub fn operator() -> tokenwarden::domain::audit::Requester {
+    tokenwarden::domain::audit::Requester::operator(Some("tests"))
+}
+
 /// A database that exists for one test only.
 pub struct TestDatabase {
     pub backend: Backend,
@@ -258,7 +263,8 @@ impl TestNode {
 
     pub fn create_site(&self, name: &str) -> SiteKeys {
         let (_, credentials) =
-            sites::create(&self.context, name, tokenwarden::clock::now()).expect("create a site");
+            sites::create(&self.context, &operator(), name, tokenwarden::clock::now())
+                .expect("create a site");
         SiteKeys {
             site_key: credentials.site_key,
             auth_key: credentials.auth_key.expose().to_string(),
@@ -485,6 +491,7 @@ impl TestNode {
     pub fn create_resource_server(&self, name: &str) -> ResourceServerKeys {
         let (created, secret) = tokenwarden::service::resource_servers::create(
             &self.context,
+            &operator(),
             name,
             tokenwarden::clock::now(),
         )

@@ -156,8 +156,13 @@ fn a_deleted_resource_server_is_refused_at_once(app: TestApp) {
     let token = app.primary_token(&site);
     let resource_server = app.create_resource_server("Short-lived API");
     assert_eq!(app.introspect(&resource_server, &token)["active"], true);
-    tokenwarden::service::resource_servers::delete(&app.context, &resource_server.client_id)
-        .unwrap();
+    tokenwarden::service::resource_servers::delete(
+        &app.context,
+        &crate::helpers::operator(),
+        &resource_server.client_id,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     let response = app.post_form(
         "/oauth2/introspect",
         Some((&resource_server.client_id, &resource_server.client_secret)),

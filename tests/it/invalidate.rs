@@ -197,9 +197,23 @@ fn invalidation_needs_valid_client_authentication_and_does_nothing_without_it(ap
         assert_eq!(challenge.unwrap(), CHALLENGE);
     }
     // A disabled site cannot invalidate either.
-    sites::set_enabled(&app.context, &site.site_key, false).unwrap();
+    sites::set_enabled(
+        &app.context,
+        &crate::helpers::operator(),
+        &site.site_key,
+        false,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     assert_oauth_error(app.invalidate(&site, &token), 401, "invalid_client");
-    sites::set_enabled(&app.context, &site.site_key, true).unwrap();
+    sites::set_enabled(
+        &app.context,
+        &crate::helpers::operator(),
+        &site.site_key,
+        true,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     // The token survived every attempt.
     assert_eq!(app.primary_token(&site), token);
     assert_ok_no_store(&app.invalidate(&site, &token));

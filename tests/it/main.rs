@@ -16,6 +16,7 @@ mod introspection;
 mod invalidate;
 mod logs;
 mod openapi;
+mod revocation;
 mod secrets_at_rest;
 mod shutdown;
 mod throttle;

@@ -110,7 +110,13 @@ fn exercise(app: &TestApp) -> Handed {
         &format!("token={other_token}"),
     );
     assert_eq!(revoked.status(), 200);
-    let rotated = sites::rotate_auth_key(&app.context, &second.site_key).expect("rotate");
+    let rotated = sites::rotate_auth_key(
+        &app.context,
+        &crate::helpers::operator(),
+        &second.site_key,
+        tokenwarden::clock::now(),
+    )
+    .expect("rotate");
     let second_now = SiteKeys {
         auth_key: rotated.expose().to_string(),
         ..second.clone()
@@ -126,6 +132,7 @@ fn exercise(app: &TestApp) -> Handed {
     ]);
     let (admin, admin_secret) = admins::create(
         &app.context,
+        &crate::helpers::operator(),
         "Secret Keeper",
         Role::PlatformAdmin,
         &[],

@@ -80,7 +80,7 @@ fn stop_gracefully(backend: Backend, signal: &str) {
     // line of the request finished during the drain.
     let token_lines = text
         .lines()
-        .filter(|line| line.contains("tokenwarden::access] POST /oauth2/token 200 "))
+        .filter(|line| line.contains("tokenwarden::access] 127.0.0.1 POST /oauth2/token 200 "))
         .count();
     assert_eq!(token_lines, 2, "{text}");
     drop(client);

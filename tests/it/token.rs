@@ -122,15 +122,27 @@ fn repeat_requests_are_answered_from_memory_and_stay_exact(app: TestApp) {
     let second = app.primary_token(&site);
     assert_ne!(second, first);
     assert_eq!(app.cached_primary_token(&site), second);
-    let rotated =
-        tokenwarden::service::sites::rotate_auth_key(&app.context, &site.site_key).unwrap();
+    let rotated = tokenwarden::service::sites::rotate_auth_key(
+        &app.context,
+        &crate::helpers::operator(),
+        &site.site_key,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     assert_oauth_error(token_request(&app, &site), 401, "invalid_client");
     let rotated = SiteKeys {
         site_key: site.site_key.clone(),
         auth_key: rotated.expose().to_string(),
     };
     assert_eq!(app.cached_primary_token(&rotated), second);
-    tokenwarden::service::sites::set_enabled(&app.context, &site.site_key, false).unwrap();
+    tokenwarden::service::sites::set_enabled(
+        &app.context,
+        &crate::helpers::operator(),
+        &site.site_key,
+        false,
+        tokenwarden::clock::now(),
+    )
+    .unwrap();
     assert_oauth_error(token_request(&app, &rotated), 401, "invalid_client");
 }
 
