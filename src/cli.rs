@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 
@@ -289,7 +289,7 @@ type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// Parses the command line, runs the command, and turns failure into a message and exit code 1.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -445,6 +445,19 @@ fn operator() -> Requester {
         .or_else(|_| std::env::var("LOGNAME"))
         .ok();
     Requester::operator(user.as_deref())
+}
+
+/// The command line, parsed. Help never shows the value of an environment variable (clap would
+/// print `[env: TOKENWARDEN_DATABASE_URL=postgres://user:password@…]`): only its name.
+fn parse_command_line() -> Cli {
+    let matches = hide_env_values(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
 }
 
 /// A usage error found after parsing: printed like clap's own, exit code 2.

@@ -215,6 +215,13 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// Anyone who can read the secret file can mint every key the server derives from it.
+    #[error(
+        "the secret file {path} is readable by group or others (mode {mode:o}): whoever can read \
+         it can forge every credential; make it private with `chmod 600 {path}` and check who \
+         may have read it"
+    )]
+    SecretFileExposed { path: PathBuf, mode: u32 },
     #[error(transparent)]
     Randomness(#[from] RandomnessUnavailable),
 }
@@ -269,11 +276,10 @@ fn load_or_create_secret_file(path: &Path) -> Result<ServerSecret, ConfigError> 
     }
     let mode = fs::metadata(path).map_err(file_error)?.permissions().mode();
     if mode & 0o077 != 0 {
-        log::warn!(
-            "the secret file {} is readable by other users (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        );
+        return Err(ConfigError::SecretFileExposed {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
     }
     let encoded = fs::read_to_string(path).map_err(file_error)?;
     decode_secret(encoded.trim())
@@ -314,6 +320,28 @@ mod tests {
             let leftovers = fs::read_dir(dir.path()).unwrap().count();
             assert_eq!(leftovers, 1, "staging files must be removed");
         }
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tw.secret");
+        load_or_create_secret_file(&path).unwrap();
+        for mode in [0o640, 0o604, 0o660] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let refused = load_or_create_secret_file(&path).unwrap_err();
+            assert!(
+                matches!(refused, ConfigError::SecretFileExposed { mode: m, .. } if m == mode),
+                "{refused}"
+            );
+            let message = refused.to_string();
+            assert!(
+                message.contains("chmod 600") && message.contains("tw.secret"),
+                "{message}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load_or_create_secret_file(&path).is_ok());
     }
 
     #[test]

@@ -269,10 +269,26 @@ impl ResponseError for ApiError {
         };
         response.json(ErrorBody {
             error: error.to_string(),
-            error_description,
+            error_description: within_description_charset(&error_description),
             field,
         })
     }
+}
+
+/// RFC 6749 5.2: "Values for the "error_description" parameter MUST NOT include characters
+/// outside the set %x20-21 / %x23-5B / %x5D-7E". Descriptions may quote what a client sent (a
+/// JSON parser naming an unknown field or a wrong value), so every one passes through here: a
+/// double quote becomes `'`, a backslash `/`, anything else outside the set `?`.
+pub fn within_description_charset(description: &str) -> String {
+    description
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 fn cause_chain(error: &dyn std::error::Error) -> String {
@@ -310,6 +326,14 @@ mod tests {
         for (error, status) in cases {
             assert_eq!(ApiError::from(error).status_code().as_u16(), status);
         }
+    }
+
+    #[test]
+    fn descriptions_stay_within_the_rfc_6749_character_set() {
+        let cleaned = within_description_charset("unknown field `d\u{e9}\"s\\c\n`, \u{1f600}");
+        assert_eq!(cleaned, "unknown field `d?'s/c?`, ?");
+        let allowed = |b: u8| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e);
+        assert!(cleaned.bytes().all(allowed));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Errors and bad input on the OAuth endpoints (issue 2, "Errors and bad input"): every refusal is
+//! Errors and bad input on the OAuth endpoints: every refusal is
 //! the RFC 6749 5.2 JSON with the right status and headers, and none of them echoes a secret.
 
 use std::io::Cursor;
@@ -1210,4 +1210,74 @@ fn error_answers_never_contain_an_auth_key_or_a_token(app: TestApp) {
     // None of it touched the tokens.
     assert_eq!(app.primary_token(&site), token);
     assert_eq!(app.primary_token(&other), other_token);
+}
+
+/// RFC 6749 5.2's character set for `error_description`.
+fn within_description_charset(description: &str) -> bool {
+    description
+        .bytes()
+        .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+}
+
+/// Whatever a client sends the admin API (text with quotes, backslashes, control characters and
+/// non-ASCII, unknown fields, values of the wrong type), the answer is a 4xx whose
+/// `error_description` stays within RFC 6749 5.2's character set: client text is never echoed
+/// as sent.
+#[test]
+fn admin_api_validation_errors_never_leave_the_description_charset() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).expect("SQLite is always available");
+    let site = app.create_site("Property Store");
+    let admin = app.create_platform_admin("Property Admin");
+    let token = app.admin_token(&admin);
+    let created = app.admin_post(
+        &token,
+        &format!("/admin/v1/sites/{}/tokens", site.site_key),
+        Some(&serde_json::json!({ "description": "Target" })),
+    );
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().unwrap()["id"].as_i64().unwrap();
+    let text = prop_oneof![any::<String>(), "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀a-z ]{0,40}",];
+    let value = prop_oneof![
+        text.clone().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::Null),
+        prop::collection::vec(text.clone().prop_map(Value::from), 0..3).prop_map(Value::from),
+    ];
+    let field = prop_oneof![
+        Just("description".to_string()),
+        Just("expires_at".to_string()),
+        Just("scope".to_string()),
+        text.clone(),
+    ];
+    let body = prop::collection::btree_map(field, value, 0..4);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 200,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(body, any::<bool>()), |(fields, regenerate)| {
+            let body = Value::Object(fields.into_iter().collect());
+            let path = if regenerate {
+                format!("/admin/v1/sites/{}/tokens/{id}/regenerate", site.site_key)
+            } else {
+                format!("/admin/v1/sites/{}/tokens", site.site_key)
+            };
+            let response = app.admin_post(&token, &path, Some(&body));
+            let status = response.status().as_u16();
+            prop_assert!(status < 500, "{status} for {body}");
+            if status >= 400 {
+                let answer: Value = response.json().unwrap();
+                let description = answer["error_description"].as_str().unwrap_or_default();
+                prop_assert!(
+                    within_description_charset(description),
+                    "{description:?} for {body}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
 }

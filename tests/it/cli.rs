@@ -577,6 +577,81 @@ fn sqlite_without_a_secret_creates_a_private_secret_file_that_later_commands_reu
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// A secret file anyone else can read stops the start, with the file and the fix named.
+#[test]
+fn a_secret_file_readable_by_others_stops_the_start() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let secret_path = db.dir.path().join("tokenwarden.secret");
+    let without_secret = || {
+        let mut command = tokenwarden(&db.url);
+        command.env_remove("TOKENWARDEN_SECRET");
+        command
+    };
+    succeed(without_secret().args(["site", "list"]));
+    fs::set_permissions(&secret_path, fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [vec!["site", "list"], vec!["serve", "--bind", "127.0.0.1:0"]] {
+        let refused = run(without_secret().args(&args));
+        assert_eq!(
+            refused.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains(&secret_path.display().to_string())
+                && refused.stderr.contains("chmod 600"),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+}
+
+/// `--help` of every command names environment variables but never shows their values (a
+/// database URL holds a password).
+#[test]
+fn help_never_prints_the_value_of_an_environment_variable() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let commands: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["site"],
+        &["site", "create"],
+        &["site", "list"],
+        &["site", "invalidate-primary"],
+        &["resource-server", "create"],
+        &["admin", "create"],
+        &["audit", "list"],
+        &["secret", "generate"],
+    ];
+    let help = |path: &[&str], env: &[(String, String)]| {
+        let mut command = tokenwarden(&db.url);
+        command.args(path).arg("--help").envs(env.iter().cloned());
+        let finished = succeed(&mut command);
+        finished.stdout
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for path in commands {
+        for part in help(path, &[]).split("[env: ").skip(1) {
+            names.insert(part.split(']').next().unwrap().to_string());
+        }
+    }
+    assert!(names.contains("TOKENWARDEN_DATABASE_URL"), "{names:?}");
+    assert!(names.contains("TOKENWARDEN_TRUSTED_PROXIES"), "{names:?}");
+    let env: Vec<(String, String)> = names
+        .iter()
+        .map(|name| (name.clone(), format!("s3cret-value-of-{name}")))
+        .chain([(
+            "TOKENWARDEN_DATABASE_URL".to_string(),
+            "postgres://app:s3cret-password@db/tw".to_string(),
+        )])
+        .collect();
+    for path in commands {
+        let text = help(path, &env);
+        assert!(!text.contains("s3cret"), "{path:?}:\n{text}");
+        assert!(text.contains("--help"), "{path:?}: {text}");
+    }
+}
+
 /// Commands (or a server and a command) starting at once on a fresh SQLite database all use the one
 /// secret file that was written; none may read it half-written.
 #[test]
