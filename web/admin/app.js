@@ -361,7 +361,21 @@
     }
   });
 
-  $('sign-out').addEventListener('click', () => {
+  // Sign out ends the admin token on the server first (DELETE /admin/v1/sessions/current), so a
+  // copy of it elsewhere stops working too; then the page forgets it. Unreachable server: the
+  // token is forgotten here all the same and expires on its own.
+  $('sign-out').addEventListener('click', async () => {
+    const session = loadSession();
+    if (session) {
+      try {
+        await fetch('/admin/v1/sessions/current', {
+          method: 'DELETE',
+          headers: { Authorization: `Bearer ${session.token}` },
+        });
+      } catch (_) {
+        // Nothing more to do: the token expires on its own.
+      }
+    }
     closeAllDialogs();
     clearSession();
     window.history.replaceState(null, '', window.location.pathname);
