@@ -768,7 +768,7 @@ fn audit_list(config: &Config, query: &AuditQuery, json: bool) -> CliResult {
         .collect();
     print_output(json, &json!({ "events": rows }), || {
         let mut text = format!(
-            "{:<20}  {:<24} {:<30} {:<8} {:>5}  TARGET / ADDRESS / DETAIL",
+            "{:<20}  {:<32} {:<30} {:<8} {:>5}  TARGET / ADDRESS / DETAIL",
             "TIME (UTC)", "ACTOR", "ACTION", "OUTCOME", "COUNT"
         );
         for event in &events {
@@ -782,7 +782,7 @@ fn audit_list(config: &Config, query: &AuditQuery, json: bool) -> CliResult {
                 .filter_map(|part| part.as_deref())
                 .collect();
             text.push_str(&format!(
-                "\n{:<20}  {:<24} {:<30} {:<8} {:>5}  {}",
+                "\n{:<20}  {:<32} {:<30} {:<8} {:>5}  {}",
                 time(event.occurred_at),
                 actor,
                 event.action.as_str(),
