@@ -130,6 +130,12 @@ pub struct Throttle {
     alarms: AtomicU64,
 }
 
+/// An attempt [`Throttle::admit`] let through, with its pair already hashed.
+#[derive(Debug, Clone, Copy)]
+pub struct Admitted {
+    pair: Pair,
+}
+
 /// A (client id, address) pair: the client id's keyed hash and the address key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Pair {
@@ -171,8 +177,8 @@ impl Throttle {
     }
 
     /// Refuses the attempt if its pair is locked, or its address is locked and the pair is not a
-    /// trusted one.
-    pub fn admit(&self, client_id: &str, origin: &Origin) -> Result<(), Throttled> {
+    /// trusted one. An admitted attempt keeps its pair for [`Throttle::record_success`].
+    pub fn admit(&self, client_id: &str, origin: &Origin) -> Result<Admitted, Throttled> {
         let pair = self.pair(client_id, origin);
         let window = self.limits.window;
         let tables = self.read();
@@ -193,7 +199,7 @@ impl Throttle {
             .filter(|_| !tables.is_trusted(&pair, origin.at));
         drop(tables);
         match by_pair.max(by_address) {
-            None => Ok(()),
+            None => Ok(Admitted { pair }),
             Some(until) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 let remaining = until.saturating_duration_since(origin.at);
@@ -204,13 +210,14 @@ impl Throttle {
         }
     }
 
-    /// Notes a successful authentication: the pair is trusted for [`TRUSTED_PAIR_DAYS`] days. A
-    /// pair trusted within the last hour costs a shared lock and one lookup.
-    pub fn record_success(&self, client_id: &str, origin: &Origin) {
+    /// Notes a successful authentication of an admitted attempt: its pair is trusted for
+    /// [`TRUSTED_PAIR_DAYS`] days. A pair trusted within the last hour costs a shared lock and one
+    /// lookup (this runs on every successful introspection).
+    pub fn record_success(&self, admitted: &Admitted, origin: &Origin) {
         if self.limits.address_failures == 0 {
             return;
         }
-        let pair = self.pair(client_id, origin);
+        let pair = admitted.pair;
         let fresh = self
             .read()
             .trusted
@@ -428,6 +435,12 @@ mod tests {
         }
     }
 
+    /// A successful authentication of `client_id` from `origin`.
+    fn trust(throttle: &Throttle, client_id: &str, origin: &Origin) {
+        let admitted = throttle.admit(client_id, origin).expect("not locked");
+        throttle.record_success(&admitted, origin);
+    }
+
     fn from(address: &str, at: Instant) -> Origin {
         Origin {
             address: Some(address.parse().unwrap()),
@@ -442,26 +455,26 @@ mod tests {
         let attacker = from("192.0.2.1", start);
         for _ in 0..2 {
             assert!(!throttle.record_failure("site", &attacker).pair_locked);
-            assert_eq!(throttle.admit("site", &attacker), Ok(()));
+            assert!(throttle.admit("site", &attacker).is_ok());
         }
         assert!(throttle.record_failure("site", &attacker).pair_locked);
         let later = from("192.0.2.1", start + 10 * SECOND);
         assert_eq!(
-            throttle.admit("site", &later),
-            Err(Throttled {
+            throttle.admit("site", &later).err(),
+            Some(Throttled {
                 retry_after_secs: 50
             })
         );
-        assert_eq!(
-            throttle.admit("site", &from("198.51.100.7", start + 10 * SECOND)),
-            Ok(()),
+        assert!(
+            throttle
+                .admit("site", &from("198.51.100.7", start + 10 * SECOND))
+                .is_ok(),
             "the same client id from any other address is admitted"
         );
-        assert_eq!(throttle.admit("other", &later), Ok(()));
-        assert_eq!(
-            throttle.admit("site", &from("192.0.2.1", start + 60 * SECOND)),
-            Ok(())
-        );
+        assert!(throttle.admit("other", &later).is_ok());
+        assert!(throttle
+            .admit("site", &from("192.0.2.1", start + 60 * SECOND))
+            .is_ok());
         assert_eq!(throttle.refused(), 1);
     }
 
@@ -478,7 +491,7 @@ mod tests {
                 throttle.record_failure("site", &origin);
             }
         }
-        assert_eq!(throttle.admit("site", &from("203.0.113.9", start)), Ok(()));
+        assert!(throttle.admit("site", &from("203.0.113.9", start)).is_ok());
     }
 
     #[test]
@@ -488,8 +501,8 @@ mod tests {
         throttle.record_failure("site", &from("192.0.2.1", start));
         let at = start + Duration::from_millis(59_001);
         assert_eq!(
-            throttle.admit("site", &from("192.0.2.1", at)),
-            Err(Throttled {
+            throttle.admit("site", &from("192.0.2.1", at)).err(),
+            Some(Throttled {
                 retry_after_secs: 1
             })
         );
@@ -507,7 +520,7 @@ mod tests {
             Some("192.0.2.1".parse().unwrap())
         );
         assert!(throttle.admit("d", &origin).is_err());
-        assert_eq!(throttle.admit("d", &from("192.0.2.2", start)), Ok(()));
+        assert!(throttle.admit("d", &from("192.0.2.2", start)).is_ok());
     }
 
     #[test]
@@ -515,12 +528,12 @@ mod tests {
         let throttle = Throttle::new(limits(2, 3));
         let start = Instant::now();
         let gateway = from("192.0.2.1", start);
-        throttle.record_success("partner-site", &gateway);
+        trust(&throttle, "partner-site", &gateway);
         for id in ["x", "y", "z"] {
             throttle.record_failure(id, &gateway);
         }
         assert!(throttle.admit("stranger", &gateway).is_err());
-        assert_eq!(throttle.admit("partner-site", &gateway), Ok(()));
+        assert!(throttle.admit("partner-site", &gateway).is_ok());
         throttle.record_failure("partner-site", &gateway);
         throttle.record_failure("partner-site", &gateway);
         assert!(
@@ -529,7 +542,7 @@ mod tests {
         );
         let after_trust = from("192.0.2.1", start + TRUSTED_PAIR_TIME + SECOND);
         let throttle = Throttle::new(limits(2, 3));
-        throttle.record_success("partner-site", &gateway);
+        trust(&throttle, "partner-site", &gateway);
         for id in ["x", "y", "z"] {
             throttle.record_failure(id, &after_trust);
         }
@@ -569,7 +582,7 @@ mod tests {
             throttle.record_failure("site", &next_window);
         }
         assert_eq!(throttle.alarms(), 2);
-        assert_eq!(throttle.admit("site", &next_window), Ok(()), "never a lock");
+        assert!(throttle.admit("site", &next_window).is_ok(), "never a lock");
     }
 
     #[test]
@@ -581,7 +594,7 @@ mod tests {
         assert!(throttle
             .admit("c", &from("2001:db8:1:2:abcd::1", start))
             .is_err());
-        assert_eq!(throttle.admit("c", &from("2001:db8:1:3::1", start)), Ok(()));
+        assert!(throttle.admit("c", &from("2001:db8:1:3::1", start)).is_ok());
         throttle.record_failure("a", &from("::ffff:192.0.2.1", start));
         throttle.record_failure("b", &from("192.0.2.1", start));
         assert!(throttle.admit("c", &from("192.0.2.1", start)).is_err());
@@ -594,7 +607,7 @@ mod tests {
         throttle.record_failure("site", &from("192.0.2.1", start));
         let next_window = from("192.0.2.1", start + 61 * SECOND);
         assert!(!throttle.record_failure("site", &next_window).pair_locked);
-        assert_eq!(throttle.admit("site", &next_window), Ok(()));
+        assert!(throttle.admit("site", &next_window).is_ok());
     }
 
     #[test]
@@ -607,7 +620,7 @@ mod tests {
                 FailureOutcome::default()
             );
         }
-        assert_eq!(throttle.admit("site", &origin), Ok(()));
+        assert!(throttle.admit("site", &origin).is_ok());
     }
 
     #[test]
@@ -618,7 +631,7 @@ mod tests {
             at: Instant::now(),
         };
         assert!(!throttle.record_failure("site", &origin).pair_locked);
-        assert_eq!(throttle.admit("other", &origin), Ok(()));
+        assert!(throttle.admit("other", &origin).is_ok());
         assert!(throttle.record_failure("site", &origin).pair_locked);
     }
 
@@ -640,7 +653,7 @@ mod tests {
                 at: start + Duration::from_micros(u64::from(n)),
             };
             throttle.record_failure(&format!("random-{n}"), &origin);
-            throttle.record_success(&format!("random-{n}"), &origin);
+            trust(&throttle, &format!("random-{n}"), &origin);
             let (pairs, addresses) = throttle.tracked();
             assert!(pairs <= capacity && addresses <= capacity, "{n}");
             assert!(throttle.read().trusted.len() <= capacity, "{n}");

@@ -96,10 +96,10 @@ pub(super) fn throttled<T: Authenticated>(
     now: NaiveDateTime,
     work: impl FnOnce() -> Result<T, ServiceError>,
 ) -> Result<T, ServiceError> {
-    context.throttle.admit(client_id, origin)?;
+    let admitted = context.throttle.admit(client_id, origin)?;
     let outcome = work();
     match &outcome {
-        Ok(answer) if answer.authenticated() => context.throttle.record_success(client_id, origin),
+        Ok(answer) if answer.authenticated() => context.throttle.record_success(&admitted, origin),
         Ok(_) => {}
         Err(ServiceError::OAuth(refusal)) if refusal.code == OAuthErrorCode::InvalidClient => {
             record_failure(context, kind, client_id, origin, now);

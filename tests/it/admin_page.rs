@@ -442,8 +442,13 @@ fn an_admin_manages_a_token_from_sign_in_to_history(app: TestApp) {
     );
 
     // Sign out: the token ends on the server, then the page forgets it.
-    let signed_in_token = browser.admin_token().expect("the page holds an admin token");
-    assert_eq!(app.admin_get(&signed_in_token, "/admin/v1/sites").status(), 200);
+    let signed_in_token = browser
+        .admin_token()
+        .expect("the page holds an admin token");
+    assert_eq!(
+        app.admin_get(&signed_in_token, "/admin/v1/sites").status(),
+        200
+    );
     browser.click("#sign-out");
     browser.wait_visible("#sign-in-view");
     browser.wait_text("#messages", "You have signed out.");
