@@ -17,7 +17,7 @@ use crate::domain::audit::ActorKind;
 use crate::domain::audit::Requester;
 use crate::domain::history::Actor;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
-use crate::domain::request::{InvalidateRequest, RevocationRequest};
+use crate::domain::request::{ClientCredentials, InvalidateRequest, RevocationRequest};
 use crate::domain::secret::Secret;
 use crate::domain::site::{primary_token_description, Site};
 use crate::domain::throttle::Origin;
@@ -106,14 +106,7 @@ pub fn invalidate(
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
     let credentials = &request.credentials;
-    let site = throttled(
-        context,
-        ActorKind::Site,
-        &credentials.client_id,
-        origin,
-        now,
-        || authenticate_site(context, &credentials.client_id, &credentials.secret),
-    )?;
+    let site = authenticated_site(context, credentials, origin, now)?;
     match invalidate_for_site(context, &site, &request.access_token, now)? {
         InvalidationOutcome::Invalidated | InvalidationOutcome::AlreadyInvalid => Ok(()),
         InvalidationOutcome::NotThisSitesPrimary => {
@@ -147,14 +140,7 @@ pub fn revoke(
         return admins::revoke_own_token(context, &admin, &request.token, origin.address, now)
             .map(drop);
     }
-    let site = throttled(
-        context,
-        ActorKind::Site,
-        &credentials.client_id,
-        origin,
-        now,
-        || authenticate_site(context, &credentials.client_id, &credentials.secret),
-    )?;
+    let site = authenticated_site(context, credentials, origin, now)?;
     if is_own_secondary_token(context, &site, &request.token)? {
         return Err(OAuthError::new(
             OAuthErrorCode::UnsupportedTokenType,
@@ -164,6 +150,23 @@ pub fn revoke(
     }
     invalidate_for_site(context, &site, &request.token, now)?;
     Ok(())
+}
+
+/// The site whose credentials a request carries, behind the throttle.
+fn authenticated_site(
+    context: &Context,
+    credentials: &ClientCredentials,
+    origin: &Origin,
+    now: NaiveDateTime,
+) -> Result<Site, ServiceError> {
+    throttled(
+        context,
+        ActorKind::Site,
+        &credentials.client_id,
+        origin,
+        now,
+        || authenticate_site(context, &credentials.client_id, &credentials.secret),
+    )
 }
 
 fn is_own_secondary_token(

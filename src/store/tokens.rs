@@ -80,6 +80,30 @@ impl<'a> NewEventRow<'a> {
     }
 }
 
+/// Marks the active token among `$tokens` (a filtered `tokens` query) inactive and records
+/// `invalidated` by `$actor` in its history; the token's id, or `None` when none was active. A
+/// macro, so it compiles for whichever backend the surrounding transaction runs on.
+macro_rules! invalidate_recorded {
+    ($conn:expr, $tokens:expr, $actor:expr, $now:expr) => {{
+        let invalidated = diesel::update($tokens.filter(tokens::active.eq(true)))
+            .set(tokens::active.eq(false))
+            .returning(tokens::id)
+            .get_result::<i64>($conn)
+            .optional()?;
+        if let Some(token_id) = invalidated {
+            diesel::insert_into(token_events::table)
+                .values(&NewEventRow::new(
+                    token_id,
+                    TokenEvent::Invalidated,
+                    $actor,
+                    $now,
+                ))
+                .execute($conn)?;
+        }
+        Ok::<_, StoreError>(invalidated)
+    }};
+}
+
 impl Store {
     /// Stores `offered` as the site's primary token unless an active one exists.
     ///
@@ -167,25 +191,10 @@ impl Store {
             .eq(site_id)
             .and(tokens::slot.eq(PRIMARY_SLOT));
         write_transaction!(self, |conn| {
-            let invalidated = diesel::update(
-                tokens::table
-                    .filter(primary_slot)
-                    .filter(tokens::value_digest.eq(value_digest))
-                    .filter(tokens::active.eq(true)),
-            )
-            .set(tokens::active.eq(false))
-            .returning(tokens::id)
-            .get_result::<i64>(conn)
-            .optional()?;
-            if let Some(token_id) = invalidated {
-                diesel::insert_into(token_events::table)
-                    .values(&NewEventRow::new(
-                        token_id,
-                        TokenEvent::Invalidated,
-                        actor,
-                        now,
-                    ))
-                    .execute(conn)?;
+            let current = tokens::table
+                .filter(primary_slot)
+                .filter(tokens::value_digest.eq(value_digest));
+            if invalidate_recorded!(conn, current, actor, now)?.is_some() {
                 return Ok(InvalidationOutcome::Invalidated);
             }
             let ever_minted_here = token_events::table
@@ -223,27 +232,12 @@ impl Store {
             else {
                 return Ok(None);
             };
-            let invalidated = diesel::update(
-                tokens::table
-                    .filter(tokens::site_id.eq(site_id))
-                    .filter(tokens::slot.eq(PRIMARY_SLOT))
-                    .filter(tokens::active.eq(true)),
-            )
-            .set(tokens::active.eq(false))
-            .returning(tokens::id)
-            .get_result::<i64>(conn)
-            .optional()?;
-            let Some(token_id) = invalidated else {
+            let primary = tokens::table
+                .filter(tokens::site_id.eq(site_id))
+                .filter(tokens::slot.eq(PRIMARY_SLOT));
+            let Some(token_id) = invalidate_recorded!(conn, primary, actor, now)? else {
                 return Ok(Some(false));
             };
-            diesel::insert_into(token_events::table)
-                .values(&NewEventRow::new(
-                    token_id,
-                    TokenEvent::Invalidated,
-                    actor,
-                    now,
-                ))
-                .execute(conn)?;
             let event = by.event(
                 now,
                 Action::PrimaryTokenInvalidated,

@@ -8,7 +8,6 @@ use base64::Engine;
 use reqwest::blocking::{Body, Response};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tokenwarden::service::sites;
 
 use crate::helpers::{assert_oauth_error, SiteKeys, TestApp};
 
@@ -607,14 +606,7 @@ fn a_disabled_site_is_invalid_client(app: TestApp) {
         Some((&site.site_key, "twk_wrong")),
         "grant_type=client_credentials",
     ));
-    sites::set_enabled(
-        &app.context,
-        &crate::helpers::operator(),
-        &site.site_key,
-        false,
-        tokenwarden::clock::now(),
-    )
-    .unwrap();
+    app.set_site_enabled(&site, false);
     let by_basic = raw(app.post_form(
         "/oauth2/token",
         Some((&site.site_key, &site.auth_key)),
@@ -632,14 +624,7 @@ fn a_disabled_site_is_invalid_client(app: TestApp) {
         401,
         "invalid_client",
     );
-    sites::set_enabled(
-        &app.context,
-        &crate::helpers::operator(),
-        &site.site_key,
-        true,
-        tokenwarden::clock::now(),
-    )
-    .unwrap();
+    app.set_site_enabled(&site, true);
     app.primary_token(&site);
 }
 

@@ -271,6 +271,18 @@ impl TestNode {
         }
     }
 
+    /// Disables or enables a site, as the operator would.
+    pub fn set_site_enabled(&self, site: &SiteKeys, enabled: bool) {
+        sites::set_enabled(
+            &self.context,
+            &operator(),
+            &site.site_key,
+            enabled,
+            tokenwarden::clock::now(),
+        )
+        .expect("change the site");
+    }
+
     /// POSTs a form body as given (already encoded), optionally with HTTP Basic credentials.
     pub fn post_form(&self, path: &str, basic: Option<(&str, &str)>, body: &str) -> Response {
         form_request(&self.client, self.url(path), basic, body)

@@ -7,7 +7,6 @@ use reqwest::blocking::Response;
 use serde_json::Value;
 use tokenwarden::domain::slots::PRIMARY_SLOT;
 use tokenwarden::domain::token::{self, SecretKind};
-use tokenwarden::service::sites;
 use tokenwarden::store::schema::{sites as sites_table, token_events, tokens};
 
 use crate::helpers::{assert_oauth_error, SiteKeys, TestApp};
@@ -197,23 +196,9 @@ fn invalidation_needs_valid_client_authentication_and_does_nothing_without_it(ap
         assert_eq!(challenge.unwrap(), CHALLENGE);
     }
     // A disabled site cannot invalidate either.
-    sites::set_enabled(
-        &app.context,
-        &crate::helpers::operator(),
-        &site.site_key,
-        false,
-        tokenwarden::clock::now(),
-    )
-    .unwrap();
+    app.set_site_enabled(&site, false);
     assert_oauth_error(app.invalidate(&site, &token), 401, "invalid_client");
-    sites::set_enabled(
-        &app.context,
-        &crate::helpers::operator(),
-        &site.site_key,
-        true,
-        tokenwarden::clock::now(),
-    )
-    .unwrap();
+    app.set_site_enabled(&site, true);
     // The token survived every attempt.
     assert_eq!(app.primary_token(&site), token);
     assert_ok_no_store(&app.invalidate(&site, &token));

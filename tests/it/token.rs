@@ -135,14 +135,7 @@ fn repeat_requests_are_answered_from_memory_and_stay_exact(app: TestApp) {
         auth_key: rotated.expose().to_string(),
     };
     assert_eq!(app.cached_primary_token(&rotated), second);
-    tokenwarden::service::sites::set_enabled(
-        &app.context,
-        &crate::helpers::operator(),
-        &site.site_key,
-        false,
-        tokenwarden::clock::now(),
-    )
-    .unwrap();
+    app.set_site_enabled(&site, false);
     assert_oauth_error(token_request(&app, &rotated), 401, "invalid_client");
 }
 
