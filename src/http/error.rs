@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::domain::admin::{AdminRefusal, ADMIN_SCOPE};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::service::ServiceError;
-use crate::store::StoreError;
 
 /// Realm announced with `invalid_client` (RFC 6749 5.2, RFC 7617).
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"tokenwarden\"";
@@ -132,7 +131,7 @@ fn classify(error: &ApiError) -> (StatusCode, &'static str, String) {
             THROTTLED,
             throttled.to_string(),
         ),
-        ApiError::Service(ServiceError::Store(store)) if is_unavailable(store) => (
+        ApiError::Service(error) if error.is_unavailable() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             "the database is unavailable; retry shortly".into(),
@@ -204,27 +203,6 @@ fn oauth_status(code: OAuthErrorCode) -> StatusCode {
         | OAuthErrorCode::InvalidScope
         | OAuthErrorCode::UnauthorizedClient
         | OAuthErrorCode::UnsupportedTokenType => StatusCode::BAD_REQUEST,
-    }
-}
-
-/// Failures that say "try again later" rather than "this server is broken": the database is
-/// unreachable or busy, or (SQLite) its disk is full or read-only. The operator reads the cause
-/// in the log; the file is intact (SQLite rolls the transaction back) and writes work again once
-/// space or write access returns.
-fn is_unavailable(error: &StoreError) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match error {
-        StoreError::Unavailable(_) => true,
-        StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
-        StoreError::Query(Error::DatabaseError(_, info)) => [
-            "database is locked",
-            "no connection to the server",
-            "database or disk is full",
-            "attempt to write a readonly database",
-        ]
-        .iter()
-        .any(|message| info.message().contains(message)),
-        _ => false,
     }
 }
 
@@ -360,21 +338,10 @@ mod tests {
         assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 
+    /// Which store failures are "unavailable" is the store's call (`StoreError::is_unavailable`,
+    /// tested there and end to end in `tests/it/faults.rs`); anything else is a 500.
     #[test]
-    fn an_unreachable_database_is_a_503_and_other_failures_a_500() {
-        let pool_timeout = diesel::r2d2::Pool::builder()
-            .connection_timeout(std::time::Duration::from_millis(10))
-            .build_unchecked(
-                diesel::r2d2::ConnectionManager::<diesel::PgConnection>::new(
-                    "postgres://127.0.0.1:1/none",
-                ),
-            )
-            .get()
-            .err()
-            .expect("nothing listens on port 1");
-        let unavailable =
-            ApiError::from(ServiceError::Store(StoreError::Unavailable(pool_timeout)));
-        assert_eq!(unavailable.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+    fn other_failures_are_a_500() {
         let broken = ApiError::from(ServiceError::Invariant("test"));
         assert_eq!(broken.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -101,6 +101,14 @@ impl Counters {
     }
 }
 
+impl ServiceError {
+    /// Whether the request failed because the database is unreachable or busy for now
+    /// (`StoreError::is_unavailable`): worth a retry, not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ServiceError::Store(store) if store.is_unavailable())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The request is refused for a reason the client may be told (RFC 6749 5.2 and friends).

@@ -82,6 +82,29 @@ pub enum StoreError {
     Contention(&'static str),
 }
 
+impl StoreError {
+    /// Failures that say "try again later" rather than "this server is broken": the database is
+    /// unreachable or busy, or (SQLite) its disk is full or read-only. The operator reads the
+    /// cause in the log; the file is intact (SQLite rolls the transaction back) and writes work
+    /// again once space or write access returns.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+            StoreError::Query(Error::DatabaseError(_, info)) => [
+                "database is locked",
+                "no connection to the server",
+                "database or disk is full",
+                "attempt to write a readonly database",
+            ]
+            .iter()
+            .any(|message| info.message().contains(message)),
+            _ => false,
+        }
+    }
+}
+
 /// Where the data lives, parsed from `--database` / `TOKENWARDEN_DATABASE_URL`.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -598,6 +621,21 @@ mod tests {
             (2, 1000),
             "FULL, SQLite's default automatic checkpoint"
         );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_other_failures_are_not() {
+        let pool_timeout = Pool::builder()
+            .connection_timeout(Duration::from_millis(10))
+            .build_unchecked(ConnectionManager::<PgConnection>::new(
+                "postgres://127.0.0.1:1/none",
+            ))
+            .get()
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(StoreError::Unavailable(pool_timeout).is_unavailable());
+        assert!(!StoreError::UnexpectedValue("test").is_unavailable());
+        assert!(!StoreError::Query(diesel::result::Error::NotFound).is_unavailable());
     }
 
     #[test]
