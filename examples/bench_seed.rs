@@ -280,7 +280,7 @@ fn seed(options: &Options) -> Result<(), Failure> {
     let context = tokenwarden::server::open_context(&config)?;
     let now = tokenwarden::clock::now();
     let (resource_server, rs_secret) =
-        resource_servers::create(&context, "bench resource server", now)?;
+        resource_servers::create(&context, "bench resource server", &[], now)?;
 
     let secondaries = options.tokens - options.primaries;
     let primary_samples = (options.sample / 10).min(options.primaries);

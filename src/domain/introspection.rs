@@ -1,4 +1,5 @@
-//! Token introspection (RFC 7662): which tokens are active and what a resource server learns.
+//! Token introspection (RFC 7662): which tokens are active, for which resource server, and what
+//! that resource server learns.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use serde::Serialize;
 
 use super::slots::PRIMARY_SLOT;
 
-/// Everything stored about a site token that bears on whether it is active.
+/// Everything stored about a site token that bears on whether it is active, and for whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenFacts {
     pub token_id: i64,
@@ -16,9 +17,34 @@ pub struct TokenFacts {
     pub generated_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
     pub scope: Option<String>,
+    pub site_id: i64,
     pub site_key: String,
     pub site_name: String,
     pub site_enabled: bool,
+}
+
+/// The resource server asking, as far as the judgement needs it: the sites whose tokens it may
+/// see (`None`: every site).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspector {
+    /// Sorted, for a binary search on every introspection.
+    sites: Option<Box<[i64]>>,
+}
+
+impl Introspector {
+    pub fn new(sites: Option<Vec<i64>>) -> Self {
+        let sites = sites.map(|mut sites| {
+            sites.sort_unstable();
+            sites.into_boxed_slice()
+        });
+        Self { sites }
+    }
+
+    fn sees_site(&self, site_id: i64) -> bool {
+        self.sites
+            .as_ref()
+            .is_none_or(|sites| sites.binary_search(&site_id).is_ok())
+    }
 }
 
 /// A stored token as introspection keeps it: its facts, and its RFC 7662 2.2 answer for while it
@@ -64,10 +90,18 @@ impl Verdict {
     }
 }
 
-/// RFC 7662 2.2 for a token looked up by its digest (`None`: never stored).
-pub fn judge(token: Option<Arc<KnownToken>>, now: NaiveDateTime) -> Verdict {
+/// RFC 7662 2.2 for a token looked up by its digest (`None`: never stored), as `introspector`
+/// asks about it. Memory only: no allocation, so a cached token is judged at the cost of a few
+/// comparisons.
+pub fn judge(
+    token: Option<Arc<KnownToken>>,
+    introspector: &Introspector,
+    now: NaiveDateTime,
+) -> Verdict {
     match token {
-        Some(token) if token.facts.is_active(now) => Verdict::Active(token),
+        Some(token) if token.facts.is_active(now) && token.facts.is_meant_for(introspector) => {
+            Verdict::Active(token)
+        }
         _ => Verdict::Inactive,
     }
 }
@@ -78,6 +112,14 @@ impl TokenFacts {
     pub fn is_active(&self, now: NaiveDateTime) -> bool {
         let expired = self.expires_at.is_some_and(|expires_at| expires_at <= now);
         self.active && self.site_enabled && !expired
+    }
+
+    /// Whether `introspector` may learn about the token: it sees the token's site. RFC 7662 2.2
+    /// answers any other resource server as for an inactive token ("the protected resource is
+    /// not allowed to introspect this particular token"), so it cannot tell such a token from an
+    /// unknown one.
+    pub fn is_meant_for(&self, introspector: &Introspector) -> bool {
+        introspector.sees_site(self.site_id)
     }
 
     pub fn kind(&self) -> TokenKind {
@@ -159,14 +201,36 @@ mod tests {
             generated_at: at(1_000),
             expires_at: None,
             scope: None,
+            site_id: 3,
             site_key: "site_x".into(),
             site_name: "X".into(),
             site_enabled: true,
         }
     }
 
+    /// A resource server that sees every site.
+    fn anyone() -> Introspector {
+        Introspector::new(None)
+    }
+
     fn answer_at(facts: TokenFacts, now: NaiveDateTime) -> serde_json::Value {
-        serde_json::from_str(judge(Some(Arc::new(KnownToken::new(facts))), now).json()).unwrap()
+        serde_json::from_str(judge(Some(Arc::new(KnownToken::new(facts))), &anyone(), now).json())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_site_limited_resource_server_sees_only_its_sites_tokens() {
+        let now = at(5_000);
+        let token = Arc::new(KnownToken::new(facts()));
+        for (introspector, sees) in [
+            (Introspector::new(Some(vec![9, 3, 5])), true),
+            (Introspector::new(Some(vec![4, 2])), false),
+            (Introspector::new(Some(Vec::new())), false),
+            (Introspector::new(None), true),
+        ] {
+            let verdict = judge(Some(token.clone()), &introspector, now);
+            assert_eq!(verdict != Verdict::Inactive, sees, "{introspector:?}");
+        }
     }
 
     #[test]
@@ -231,15 +295,22 @@ mod tests {
         ] {
             assert!(!facts.is_active(at(5_000)));
             let token = Arc::new(KnownToken::new(facts));
-            assert_eq!(judge(Some(token), at(5_000)), Verdict::Inactive);
+            assert_eq!(judge(Some(token), &anyone(), at(5_000)), Verdict::Inactive);
         }
-        assert_eq!(judge(None, at(5_000)), Verdict::Inactive);
+        assert_eq!(judge(None, &anyone(), at(5_000)), Verdict::Inactive);
         let expiring = Arc::new(KnownToken::new(TokenFacts {
             expires_at: Some(at(5_000)),
             ..facts()
         }));
-        assert_eq!(judge(Some(expiring.clone()), at(5_000)), Verdict::Inactive);
-        let still = judge(Some(expiring.clone()), at(5_000) - Duration::seconds(1));
+        assert_eq!(
+            judge(Some(expiring.clone()), &anyone(), at(5_000)),
+            Verdict::Inactive
+        );
+        let still = judge(
+            Some(expiring.clone()),
+            &anyone(),
+            at(5_000) - Duration::seconds(1),
+        );
         assert_eq!(still, Verdict::Active(expiring));
         assert!(still.json().starts_with(r#"{"active":true,"#));
     }

@@ -16,6 +16,7 @@ mod introspection;
 mod invalidate;
 mod logs;
 mod openapi;
+mod resource_server_limits;
 mod secrets_at_rest;
 mod shutdown;
 mod throttle;
