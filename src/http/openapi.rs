@@ -6,8 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::admin::{
-    self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, SiteView, SitesResponse,
-    TokenActionBody, TokenView, TokensResponse,
+    self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, RegenerateBody, SiteView,
+    SitesResponse, TokenActionBody, TokenView, TokensResponse,
 };
 use super::discovery::{self, Health, Metadata};
 use super::error::ErrorBody;
@@ -65,6 +65,7 @@ use super::oauth::{
         HistoryEventView,
         HistoryResponse,
         CreateTokenBody,
+        RegenerateBody,
         TokenActionBody
     )),
     modifiers(&ClientAuthentication),

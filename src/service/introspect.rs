@@ -2,10 +2,11 @@
 //!
 //! Cost of the common case with the cache on: one keyed hash of the client secret, one of the
 //! token, one change-feed check (SQLite: a comparison of the WAL-index header in shared memory,
-//! and `PRAGMA data_version` only after a commit; PostgreSQL: an atomic load), two map lookups
-//! and, for a resource server limited to sites, a binary search of its cached site ids. Malformed
-//! tokens are refused by the format check before any of that touches the database; unknown
-//! well-formed ones are cached as unknown.
+//! and `PRAGMA data_version` only after a commit; PostgreSQL: an atomic load), two map lookups,
+//! and from memory alone whether the token is meant for this resource server: a binary search of
+//! a limited resource server's cached site ids, and for a token with an audience a scan of its at
+//! most 20 cached members. Malformed tokens are refused by the format check before any of that
+//! touches the database; unknown well-formed ones are cached as unknown.
 
 use std::sync::Arc;
 
@@ -125,7 +126,7 @@ fn judge_request(
             Ok(access.map(|access| {
                 Arc::new(KnownResourceServer {
                     secret_digest: access.secret_digest.into_boxed_slice(),
-                    introspector: Introspector::new(access.site_ids),
+                    introspector: Introspector::new(access.id, access.site_ids),
                 })
             }))
         },

@@ -5,13 +5,11 @@ use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
+use crate::domain::audience::RESOURCE_SERVER_ID_PREFIX;
 use crate::domain::secret::Secret;
 use crate::domain::site::validate_name;
 use crate::domain::token::{self, SecretKind};
 use crate::store::{ResourceServer, ResourceServerChange};
-
-/// Prefix of resource-server client ids (public, like site keys).
-pub const CLIENT_ID_PREFIX: &str = "rs_";
 
 /// Creates a resource server; the secret exists in clear only in the return value. With
 /// `site_keys`, it may introspect only those sites' tokens; without, every site's.
@@ -24,7 +22,7 @@ pub fn create(
     let name = validate_name(name)?;
     let random: [u8; 15] = crypto::random_bytes()?;
     let client_id = format!(
-        "{CLIENT_ID_PREFIX}{}",
+        "{RESOURCE_SERVER_ID_PREFIX}{}",
         crate::domain::site::encode_identifier(&random)
     );
     let secret = token::mint(SecretKind::ResourceServerSecret, &crypto::random_bytes()?);

@@ -1,5 +1,6 @@
 //! The admin scope's use cases: an admin lists the sites they manage and manages each site's
-//! non-primary tokens (create, regenerate, validate, invalidate, history).
+//! non-primary tokens (create, regenerate, validate, invalidate, history), and which resource
+//! servers each is meant for (its audience).
 //!
 //! Every use case first resolves the site through the admin's rights, so a site the admin may not
 //! manage is "not found", exactly like a site that does not exist. Every change is logged with the
@@ -10,13 +11,16 @@ use chrono::NaiveDateTime;
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{sort_for_listing, Admin, AdminRefusal, ManagedToken};
+use crate::domain::audience::{checked_audience, AudienceError, RequestedAudience};
 use crate::domain::description::validate_description;
 use crate::domain::history::{Actor, HistoryEntry};
 use crate::domain::secret::Secret;
 use crate::domain::site::{is_site_key, Site};
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
-use crate::store::{NewSecondaryToken, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome};
+use crate::store::{
+    NewSecondaryToken, NewTokenOutcome, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome,
+};
 
 /// What an admin asks for when creating a token, as received (checked here).
 #[derive(Debug, Default)]
@@ -26,20 +30,26 @@ pub struct TokenOrder {
     pub expires_at: Option<String>,
     /// Space-separated scopes.
     pub scope: Option<String>,
+    /// The resource servers it is meant for; `None`: every resource server.
+    pub audience: Option<RequestedAudience>,
 }
 
 /// What an admin does to an existing token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TokenAction {
-    Regenerate,
+    /// A new value; with `audience`, also a new audience (as received, checked here), else the
+    /// token keeps its own.
+    Regenerate {
+        audience: Option<RequestedAudience>,
+    },
     Validate,
     Invalidate,
 }
 
 impl TokenAction {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
-            TokenAction::Regenerate => "regenerate",
+            TokenAction::Regenerate { .. } => "regenerate",
             TokenAction::Validate => "validate",
             TokenAction::Invalidate => "invalidate",
         }
@@ -108,6 +118,12 @@ pub fn create(
         .map(|raw| context.policy.check_scope(raw))
         .transpose()
         .map_err(refused_terms)?;
+    let audience = order
+        .audience
+        .as_ref()
+        .map(checked_audience)
+        .transpose()
+        .map_err(refused_audience)?;
     let site = managed_site(context, admin, site_key)?;
     let value = token::mint(SecretKind::SecondaryToken, &crypto::random_bytes()?);
     let value_digest = context.keys.token_digest(value.expose());
@@ -117,11 +133,21 @@ pub fn create(
         description: &description,
         expires_at,
         scope: scope.as_deref(),
+        audience: audience.as_deref(),
     };
-    let created = context
-        .store
-        .create_secondary_token(site.id, &new, &admin_actor(admin), now)?
-        .ok_or(AdminRefusal::TokenLimitReached)?;
+    let created =
+        match context
+            .store
+            .create_secondary_token(site.id, &new, &admin_actor(admin), now)?
+        {
+            NewTokenOutcome::Created(created) => created,
+            NewTokenOutcome::LimitReached => return Err(AdminRefusal::TokenLimitReached.into()),
+            NewTokenOutcome::UnknownResourceServer(client_id) => {
+                return Err(
+                    refused_audience(AudienceError::UnknownResourceServer(client_id)).into(),
+                )
+            }
+        };
     context.counters.count_minted();
     log_action(admin, "create", &site, created.id);
     Ok((created, value))
@@ -134,14 +160,20 @@ pub fn act(
     admin: &Admin,
     site_key: &str,
     token_id: i64,
-    action: TokenAction,
+    action: &TokenAction,
     description: Option<&str>,
     now: NaiveDateTime,
 ) -> Result<(ManagedToken, Option<Secret>), ServiceError> {
     let description = description.map(checked_description).transpose()?;
+    let new_audience = match action {
+        TokenAction::Regenerate {
+            audience: Some(requested),
+        } => Some(checked_audience(requested).map_err(refused_audience)?),
+        _ => None,
+    };
     let site = managed_site(context, admin, site_key)?;
     let new_value = match action {
-        TokenAction::Regenerate => Some(token::mint(
+        TokenAction::Regenerate { .. } => Some(token::mint(
             SecretKind::SecondaryToken,
             &crypto::random_bytes()?,
         )),
@@ -152,10 +184,11 @@ pub fn act(
         .map(|value| context.keys.token_digest(value.expose()));
     let new_hint = new_value.as_ref().map(token::hint);
     let change = match (action, &new_digest, &new_hint) {
-        (TokenAction::Regenerate, Some(value_digest), Some(value_hint)) => {
+        (TokenAction::Regenerate { .. }, Some(value_digest), Some(value_hint)) => {
             TokenChange::Regenerate {
                 value_digest,
                 value_hint,
+                audience: new_audience.as_deref(),
             }
         }
         (TokenAction::Validate, ..) => TokenChange::SetActive(true),
@@ -175,9 +208,12 @@ pub fn act(
         TokenChangeOutcome::Unchanged(token) => return Ok((token, new_value)),
         TokenChangeOutcome::NotFound => return Err(AdminRefusal::TokenNotFound.into()),
         TokenChangeOutcome::Primary => return Err(AdminRefusal::PrimaryTokenManagedByOAuth.into()),
+        TokenChangeOutcome::UnknownResourceServer(client_id) => {
+            return Err(refused_audience(AudienceError::UnknownResourceServer(client_id)).into())
+        }
     };
     match action {
-        TokenAction::Regenerate => context.counters.count_minted(),
+        TokenAction::Regenerate { .. } => context.counters.count_minted(),
         TokenAction::Invalidate => context.counters.count_invalidated(),
         TokenAction::Validate => {}
     }
@@ -216,6 +252,10 @@ fn checked_description(raw: &str) -> Result<String, AdminRefusal> {
 
 fn refused_terms(error: TermsError) -> AdminRefusal {
     AdminRefusal::invalid_field(error.field(), error.to_string())
+}
+
+fn refused_audience(error: AudienceError) -> AdminRefusal {
+    AdminRefusal::invalid_field("audience", error.to_string())
 }
 
 fn admin_actor(admin: &Admin) -> Actor {

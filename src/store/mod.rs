@@ -35,7 +35,7 @@ mod tokens;
 pub use admins::{AdminChange, AdminWithSites, SiteQuery};
 pub use changes::ChangeFeed;
 pub use resource_servers::{ResourceServer, ResourceServerAccess, ResourceServerChange};
-pub use site_tokens::{NewSecondaryToken, TokenChange, TokenChangeOutcome};
+pub use site_tokens::{NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome};
 pub use sites::{SiteAuthentication, SiteSummary};
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 

@@ -31,6 +31,7 @@ struct ResourceServerRow {
 /// What introspection needs to know about a resource server.
 #[derive(Debug)]
 pub struct ResourceServerAccess {
+    pub id: i64,
     pub secret_digest: Vec<u8>,
     /// The ids of the sites whose tokens it may introspect; `None`: every site.
     pub site_ids: Option<Vec<i64>>,
@@ -130,6 +131,7 @@ impl Store {
                 None
             };
             Ok(Some(ResourceServerAccess {
+                id,
                 secret_digest,
                 site_ids,
             }))
@@ -180,7 +182,9 @@ impl Store {
         })
     }
 
-    /// Deletes a resource server; its credentials stop working on every node at once.
+    /// Deletes a resource server; its credentials stop working on every node at once, and it
+    /// leaves every token's audience (`token_audiences` cascades). A token whose audience it was
+    /// the last of keeps `audience_restricted`: no resource server may see it any more.
     pub fn delete_resource_server(&self, client_id: &str) -> Result<bool, StoreError> {
         write_transaction!(self, |conn| {
             let deleted = diesel::delete(
@@ -220,14 +224,14 @@ macro_rules! impl_resource_server_lookups {
                 row: ResourceServerRow,
             ) -> Result<ResourceServer, StoreError> {
                 let site_keys = if row.site_limited {
-                    Some(
-                        resource_server_sites::table
-                            .inner_join(sites::table)
-                            .filter(resource_server_sites::resource_server_id.eq(row.id))
-                            .order(sites::site_key)
-                            .select(sites::site_key)
-                            .load::<String>(self)?,
-                    )
+                    let mut keys = resource_server_sites::table
+                        .inner_join(sites::table)
+                        .filter(resource_server_sites::resource_server_id.eq(row.id))
+                        .select(sites::site_key)
+                        .load::<String>(self)?;
+                    // Sorted here, not by SQL: PostgreSQL would order by the database's collation.
+                    keys.sort_unstable();
+                    Some(keys)
                 } else {
                     None
                 };

@@ -4,6 +4,7 @@
 mod admin_api;
 mod admin_cli;
 mod admin_page;
+mod audience;
 mod bad_input;
 mod cli;
 mod client_library;
