@@ -464,6 +464,7 @@ async fn act(
     perform(caller, site_key, token_id, action, body.description).await
 }
 
+/// Runs a token action as the caller and answers the token's view (with the new value, if any).
 async fn perform(
     caller: Caller,
     site_key: String,

@@ -135,19 +135,16 @@ pub fn create(
         scope: scope.as_deref(),
         audience: audience.as_deref(),
     };
-    let created =
-        match context
-            .store
-            .create_secondary_token(site.id, &new, &admin_actor(admin), now)?
-        {
-            NewTokenOutcome::Created(created) => created,
-            NewTokenOutcome::LimitReached => return Err(AdminRefusal::TokenLimitReached.into()),
-            NewTokenOutcome::UnknownResourceServer(client_id) => {
-                return Err(
-                    refused_audience(AudienceError::UnknownResourceServer(client_id)).into(),
-                )
-            }
-        };
+    let outcome = context
+        .store
+        .create_secondary_token(site.id, &new, &admin_actor(admin), now)?;
+    let created = match outcome {
+        NewTokenOutcome::Created(created) => created,
+        NewTokenOutcome::LimitReached => return Err(AdminRefusal::TokenLimitReached.into()),
+        NewTokenOutcome::UnknownResourceServer(client_id) => {
+            return Err(refused_audience(AudienceError::UnknownResourceServer(client_id)).into())
+        }
+    };
     context.counters.count_minted();
     log_action(admin, "create", &site, created.id);
     Ok((created, value))

@@ -162,8 +162,8 @@ impl Store {
     /// The 10-token limit holds under any concurrency without counting first: each attempt is an
     /// `INSERT … ON CONFLICT (site_id, slot) DO NOTHING`, so a slot another transaction holds (or
     /// is inserting into) is skipped, and there is no slot past the ninth. The audience's
-    /// resource servers are looked up in the same transaction: one deleted meanwhile either is
-    /// refused here or, deleted after, leaves the audience through `ON DELETE CASCADE`.
+    /// resource servers are looked up and locked in the same transaction: one deleted before is
+    /// refused here, one deleted after leaves the audience through `ON DELETE CASCADE`.
     pub fn create_secondary_token(
         &self,
         site_id: i64,
@@ -373,7 +373,10 @@ impl Store {
 
 /// Audience lookups and writes inside the queries above, written once and compiled per backend.
 trait AudienceQueries {
-    /// The ids of these resource servers, in order, or the first client id that names none.
+    /// The ids of these resource servers, in order, or the first client id that names none. Each
+    /// row is locked by a no-op `UPDATE … RETURNING` (as `change_token` locks a token), so that a
+    /// concurrent delete waits for this transaction and then removes the audience rows it wrote,
+    /// rather than committing in between and failing their foreign key.
     fn resource_server_ids(
         &mut self,
         client_ids: &[String],
@@ -398,9 +401,10 @@ macro_rules! impl_audience_queries {
             ) -> Result<Result<Vec<i64>, String>, StoreError> {
                 let mut ids = Vec::with_capacity(client_ids.len());
                 for client_id in client_ids {
-                    let id = resource_servers::table
-                        .filter(resource_servers::client_id.eq(client_id))
-                        .select(resource_servers::id)
+                    let this_server = resource_servers::client_id.eq(client_id);
+                    let id = diesel::update(resource_servers::table.filter(this_server))
+                        .set(resource_servers::name.eq(resource_servers::name))
+                        .returning(resource_servers::id)
                         .get_result::<i64>(self)
                         .optional()?;
                     match id {

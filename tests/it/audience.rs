@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use crate::cli::{succeed, tokenwarden};
 use crate::helpers::{
-    assert_admin_error, assert_eventually, wait_for_live_change_feed, ResourceServerKeys, SiteKeys,
-    TestApp,
+    assert_admin_error, assert_eventually, race, wait_for_live_change_feed, ResourceServerKeys,
+    SiteKeys, TestApp,
 };
 use crate::resource_server_limits::answer_from_memory;
 
@@ -16,6 +16,7 @@ crate::on_both_backends!(
     a_token_with_an_audience_is_seen_only_by_its_audience_and_names_it,
     regenerate_keeps_the_audience_unless_the_body_gives_one,
     deleting_a_resource_server_removes_it_from_every_audience,
+    tokens_created_while_their_resource_server_is_deleted_are_refused_or_lose_it,
     bad_audiences_are_422_naming_the_field_and_change_nothing,
 );
 
@@ -286,6 +287,47 @@ fn deleting_a_resource_server_removes_it_from_every_audience(app: TestApp) {
         app.introspect(&other, &value(&revived))["aud"],
         ids(&[&other])
     );
+}
+
+/// Creates racing the deletion of their audience's resource server: each is either refused (the
+/// resource server was gone) or stored and then loses it with the deletion, never a 500.
+fn tokens_created_while_their_resource_server_is_deleted_are_refused_or_lose_it(app: TestApp) {
+    let scene = scene(&app, "Racing Shop");
+    let doomed = app.create_resource_server("Doomed API");
+    let url = app.url(&tokens_path(&scene.site));
+    let (token, client_id) = (scene.token.clone(), doomed.client_id.clone());
+    let context = app.context.clone();
+    let outcomes = race(9, move |index| {
+        if index == 0 {
+            tokenwarden::service::resource_servers::delete(&context, &client_id).unwrap();
+            return 0;
+        }
+        let body = json!({"description": format!("Racer {index}"), "audience": [client_id]});
+        reqwest::blocking::Client::new()
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert!(
+        outcomes[1..]
+            .iter()
+            .all(|status| [201, 422].contains(status)),
+        "{outcomes:?}"
+    );
+    let list = app.admin_get_ok(&scene.token, &tokens_path(&scene.site));
+    let tokens = list["tokens"].as_array().unwrap();
+    let created = outcomes[1..]
+        .iter()
+        .filter(|status| **status == 201)
+        .count();
+    assert_eq!(tokens.len(), created, "{list}");
+    for token in tokens {
+        assert_eq!(token["audience"], json!([]), "{token}");
+    }
 }
 
 /// A 422 `validation_failed` naming `audience`, whose description stays within RFC 6749 5.2's
