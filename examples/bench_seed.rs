@@ -23,7 +23,12 @@
 //! value a line: `active_tokens.txt` (a sample spread over the whole table, a tenth of it
 //! primaries), `unknown_tokens.txt` (well-formed, minted, never stored), `site_authorizations.txt`
 //! (`Basic …` headers of the sites that have a primary token) and
-//! `resource_server_authorization.txt` (one `Basic …` header).
+//! `resource_server_authorization.txt` (one `Basic …` header, of a resource server that sees
+//! every site). Up to `--sample` non-primary tokens outside the active sample, spread over the
+//! table as well, get an audience of one resource server limited to their sites (one site each,
+//! in practice): `audience_tokens.txt` holds their values and
+//! `limited_resource_server_authorization.txt` its `Basic …` header. Both are empty when every
+//! non-primary token is in the active sample.
 
 use std::collections::HashMap;
 use std::fs;
@@ -36,6 +41,7 @@ use base64::Engine;
 use chrono::NaiveDateTime;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use diesel::{PgConnection, SqliteConnection};
 use tokenwarden::config::{Config, SecretSource};
 use tokenwarden::crypto;
@@ -44,7 +50,7 @@ use tokenwarden::domain::secret::Secret;
 use tokenwarden::domain::site::{site_key_from_random, Site};
 use tokenwarden::domain::token::{self, SecretKind};
 use tokenwarden::service::{primary_token, resource_servers, Context};
-use tokenwarden::store::schema::{sites, tokens};
+use tokenwarden::store::schema::{self, sites, token_audiences, tokens};
 use tokenwarden::store::DatabaseUrl;
 
 type Failure = Box<dyn std::error::Error>;
@@ -157,6 +163,7 @@ struct NewSite {
 
 /// The columns `src/store/tokens.rs` writes for a token; `sealed_value`, `last_used_at`,
 /// `expires_at` and `scope` stay NULL, as they are for a non-primary token without expiry or scope.
+/// A token with an audience gets its `token_audiences` row once the limited resource server exists.
 #[derive(Insertable)]
 #[diesel(table_name = tokens)]
 struct NewToken {
@@ -167,6 +174,7 @@ struct NewToken {
     value_hint: String,
     active: bool,
     generated_at: NaiveDateTime,
+    audience_restricted: bool,
 }
 
 /// A direct connection for the bulk load; the server's own pool is not reachable from outside the
@@ -248,6 +256,28 @@ impl BulkConnection {
         Ok(())
     }
 
+    /// Puts every token with an audience into the audience of the resource server `client_id`.
+    fn fill_audiences(&mut self, client_id: &str) -> Result<(), Failure> {
+        on_connection!(self, |conn| {
+            let resource_server_id = schema::resource_servers::table
+                .filter(schema::resource_servers::client_id.eq(client_id))
+                .select(schema::resource_servers::id)
+                .get_result::<i64>(conn)?;
+            diesel::insert_into(token_audiences::table)
+                .values(
+                    tokens::table
+                        .filter(tokens::audience_restricted.eq(true))
+                        .select((tokens::id, resource_server_id.into_sql::<BigInt>())),
+                )
+                .into_columns((
+                    token_audiences::token_id,
+                    token_audiences::resource_server_id,
+                ))
+                .execute(conn)?
+        });
+        Ok(())
+    }
+
     /// Leaves the database as a long-running server would have it: statistics gathered (what
     /// PostgreSQL's autovacuum does on its own, done here so it does not run during the
     /// measurement) and SQLite's write-ahead log folded into the main file.
@@ -267,6 +297,9 @@ impl BulkConnection {
 struct Collected {
     active: Vec<String>,
     primary_sites: Vec<(Site, Secret)>,
+    /// Values of the tokens with an audience, and the keys of their sites.
+    audience: Vec<String>,
+    audience_sites: Vec<String>,
 }
 
 fn seed(options: &Options) -> Result<(), Failure> {
@@ -284,6 +317,7 @@ fn seed(options: &Options) -> Result<(), Failure> {
         &context,
         &Requester::operator(Some("bench")),
         "bench resource server",
+        &[],
         now,
     )?;
 
@@ -294,6 +328,14 @@ fn seed(options: &Options) -> Result<(), Failure> {
         .checked_div(secondary_samples)
         .unwrap_or(usize::MAX)
         .max(1);
+    // The tokens with an audience, among those the active sample leaves.
+    let unsampled = secondaries - secondary_samples;
+    let audience_samples = options.sample.min(unsampled);
+    let audience_stride = unsampled
+        .checked_div(audience_samples)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let mut unsampled_index = 0usize;
     let (per_site, extra) = (secondaries / options.sites, secondaries % options.sites);
 
     let mut connection = BulkConnection::open(&url)?;
@@ -330,6 +372,23 @@ fn seed(options: &Options) -> Result<(), Failure> {
             let count = per_site + usize::from(number >= options.sites - extra);
             for slot in 1..=count {
                 let value = token::mint(SecretKind::SecondaryToken, &crypto::random_bytes()?);
+                let mut audience_restricted = false;
+                if secondary_index % stride == stride / 2
+                    && collected.active.len() < secondary_samples
+                {
+                    collected.active.push(value.expose().to_string());
+                } else {
+                    if unsampled_index % audience_stride == audience_stride / 2
+                        && collected.audience.len() < audience_samples
+                    {
+                        audience_restricted = true;
+                        collected.audience.push(value.expose().to_string());
+                        if collected.audience_sites.last() != Some(&site.site_key) {
+                            collected.audience_sites.push(site.site_key.clone());
+                        }
+                    }
+                    unsampled_index += 1;
+                }
                 new_tokens.push(NewToken {
                     site_id,
                     slot: slot as i32,
@@ -338,12 +397,8 @@ fn seed(options: &Options) -> Result<(), Failure> {
                     value_hint: token::hint(&value),
                     active: true,
                     generated_at: now,
+                    audience_restricted,
                 });
-                if secondary_index % stride == stride / 2
-                    && collected.active.len() < secondary_samples
-                {
-                    collected.active.push(value.expose().to_string());
-                }
                 secondary_index += 1;
             }
             if number < options.primaries {
@@ -366,14 +421,34 @@ fn seed(options: &Options) -> Result<(), Failure> {
     collected
         .active
         .extend(primaries.iter().take(primary_samples).cloned());
+    // Created through the service, as `resource-server create --site` would.
+    let limited = if collected.audience.is_empty() {
+        None
+    } else {
+        let (limited, secret) = resource_servers::create(
+            &context,
+            &Requester::operator(Some("bench")),
+            "bench limited resource server",
+            &collected.audience_sites,
+            now,
+        )?;
+        connection.fill_audiences(&limited.client_id)?;
+        Some((limited.client_id, secret))
+    };
     connection.settle()?;
-    write_files(options, &resource_server.client_id, &rs_secret, &collected)?;
+    write_files(
+        options,
+        (&resource_server.client_id, &rs_secret),
+        limited.as_ref().map(|(id, secret)| (id.as_str(), secret)),
+        &collected,
+    )?;
     eprintln!(
-        "bench_seed: {} sites, {} tokens ({} primaries) in {:.1} s ({:.1} s bulk insert); \
-         files in {}",
+        "bench_seed: {} sites, {} tokens ({} primaries, {} with an audience) in {:.1} s ({:.1} s \
+         bulk insert); files in {}",
         options.sites,
         secondaries + primaries.len(),
         primaries.len(),
+        collected.audience.len(),
         started.elapsed().as_secs_f64(),
         bulk_seconds,
         options.out.display()
@@ -426,10 +501,11 @@ fn mint_primaries(
     Ok(values)
 }
 
+/// `resource_server` sees every site; `limited` (if any tokens have an audience) only theirs.
 fn write_files(
     options: &Options,
-    rs_client_id: &str,
-    rs_secret: &Secret,
+    resource_server: (&str, &Secret),
+    limited: Option<(&str, &Secret)>,
     collected: &Collected,
 ) -> Result<(), Failure> {
     fs::create_dir_all(&options.out)?;
@@ -457,8 +533,14 @@ fn write_files(
     write("site_authorizations.txt", &site_authorizations)?;
     write(
         "resource_server_authorization.txt",
-        &[basic(rs_client_id, rs_secret.expose())],
+        &[basic(resource_server.0, resource_server.1.expose())],
     )?;
+    write("audience_tokens.txt", &collected.audience)?;
+    let limited: Vec<String> = limited
+        .map(|(id, secret)| basic(id, secret.expose()))
+        .into_iter()
+        .collect();
+    write("limited_resource_server_authorization.txt", &limited)?;
     Ok(())
 }
 

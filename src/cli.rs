@@ -18,7 +18,7 @@ use crate::domain::secret::Secret;
 use crate::domain::throttle::{self, ThrottleLimits};
 use crate::server;
 use crate::service::{self, admins, primary_token, resource_servers, sites, Context};
-use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings};
+use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings, ResourceServer};
 use crate::tls::TlsFiles;
 
 #[derive(Debug, Parser)]
@@ -239,9 +239,25 @@ enum ResourceServerCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Limit it to this site's tokens (repeat for several); without --site it sees every site
+        #[arg(long = "site", value_name = "SITE_KEY")]
+        sites: Vec<String>,
     },
-    /// List resource servers
+    /// List resource servers and the sites each is limited to
     List,
+    /// Limit a resource server to these sites as well; one that saw every site then sees only
+    /// these. Takes effect at once
+    Assign {
+        client_id: String,
+        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
+        sites: Vec<String>,
+    },
+    /// Take sites from a limited resource server: their tokens are refused to it at once
+    Unassign {
+        client_id: String,
+        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
+        sites: Vec<String>,
+    },
     /// Delete a resource server: its credentials stop working at once
     Delete { client_id: String },
 }
@@ -594,43 +610,59 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
 fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) -> CliResult {
     let context = &server::open_context(config)?;
     match command {
-        ResourceServerCommand::Create { name } => {
+        ResourceServerCommand::Create { name, sites } => {
             let (created, secret) =
-                resource_servers::create(context, &operator(), &name, crate::clock::now())?;
-            let output = json!({
-                "client_id": created.client_id,
-                "client_secret": secret.expose(),
-                "name": created.name,
-            });
+                resource_servers::create(context, &operator(), &name, &sites, crate::clock::now())?;
+            let mut output = resource_server_json(&created);
+            output["client_secret"] = Value::from(secret.expose());
             print_output(json, &output, || {
                 format!(
-                    "Created resource server \"{}\"\nclient id: {}\nclient secret: {}\n(the \
-                     secret is shown this once only; store it now)",
+                    "Created resource server \"{}\"\nclient id: {}\nclient secret: {}\nsites: \
+                     {}\n(the secret is shown this once only; store it now)",
                     created.name,
                     created.client_id,
-                    secret.expose()
+                    secret.expose(),
+                    resource_servers::sites_text(&created)
                 )
             });
         }
         ResourceServerCommand::List => {
             let servers = resource_servers::list(context)?;
-            let rows: Vec<Value> = servers
-                .iter()
-                .map(|server| {
-                    json!({
-                        "client_id": server.client_id,
-                        "name": server.name,
-                        "created_at": server.created_at.and_utc().to_rfc3339(),
-                    })
-                })
-                .collect();
+            let rows: Vec<Value> = servers.iter().map(resource_server_json).collect();
             print_output(json, &json!({ "resource_servers": rows }), || {
-                let mut text = format!("{:<24}  NAME", "CLIENT ID");
+                let mut text = format!("{:<24}  NAME (SITES)", "CLIENT ID");
                 for server in &servers {
-                    text.push_str(&format!("\n{:<24}  {}", server.client_id, server.name));
+                    text.push_str(&format!(
+                        "\n{:<24}  {} ({})",
+                        server.client_id,
+                        server.name,
+                        resource_servers::sites_text(server)
+                    ));
                 }
                 text
             });
+        }
+        ResourceServerCommand::Assign { client_id, sites } => {
+            let changed = resource_servers::change_sites(
+                context,
+                &operator(),
+                &client_id,
+                &sites,
+                true,
+                crate::clock::now(),
+            )?;
+            print_resource_server_sites(json, &changed);
+        }
+        ResourceServerCommand::Unassign { client_id, sites } => {
+            let changed = resource_servers::change_sites(
+                context,
+                &operator(),
+                &client_id,
+                &sites,
+                false,
+                crate::clock::now(),
+            )?;
+            print_resource_server_sites(json, &changed);
         }
         ResourceServerCommand::Delete { client_id } => {
             resource_servers::delete(context, &operator(), &client_id, crate::clock::now())?;
@@ -641,6 +673,27 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
         }
     }
     Ok(())
+}
+
+/// `sites` is `null` for a resource server that sees every site, else the site keys it may see.
+fn resource_server_json(server: &ResourceServer) -> Value {
+    json!({
+        "client_id": server.client_id,
+        "name": server.name,
+        "sites": server.site_keys,
+        "created_at": server.created_at.and_utc().to_rfc3339(),
+    })
+}
+
+fn print_resource_server_sites(json: bool, server: &ResourceServer) {
+    print_output(json, &resource_server_json(server), || {
+        format!(
+            "Resource server {} ({}): sites: {}",
+            server.client_id,
+            server.name,
+            resource_servers::sites_text(server)
+        )
+    });
 }
 
 fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {

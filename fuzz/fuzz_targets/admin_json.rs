@@ -4,12 +4,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use tokenwarden::http::error::ApiError;
-use tokenwarden::http::{parse_json, CreateTokenBody, TokenActionBody};
+use tokenwarden::http::{parse_json, CreateTokenBody, RegenerateBody, TokenActionBody};
 
 /// Every message serde's "unknown field" error may become: the fixed text and the fields the body
 /// expects, nothing of the client's.
-const UNKNOWN_FIELD: [&str; 3] = [
-    "the body has an unknown field; expected one of `description`, `expires_at`, `scope`",
+const UNKNOWN_FIELD: [&str; 4] = [
+    "the body has an unknown field; expected one of `description`, `expires_at`, `scope`, `audience`",
+    "the body has an unknown field; expected `description` or `audience`",
     "the body has an unknown field; expected `description`",
     "the body has an unknown field",
 ];
@@ -28,5 +29,6 @@ fn check(result: Result<(), ApiError>) {
 
 fuzz_target!(|body: &[u8]| {
     check(parse_json::<CreateTokenBody>(body).map(drop));
+    check(parse_json::<RegenerateBody>(body).map(drop));
     check(parse_json::<TokenActionBody>(body).map(drop));
 });

@@ -68,6 +68,9 @@ pub struct ManagedToken {
     pub last_used_at: Option<NaiveDateTime>,
     pub expires_at: Option<NaiveDateTime>,
     pub scope: Option<String>,
+    /// Client ids of the resource servers it is meant for, in order; `None`: every resource
+    /// server. Empty once every one of them was deleted: then no resource server may see it.
+    pub audience: Option<Vec<String>>,
 }
 
 impl ManagedToken {
@@ -151,6 +154,7 @@ mod tests {
             last_used_at: None,
             expires_at: None,
             scope: None,
+            audience: None,
         }
     }
 

@@ -4,10 +4,12 @@
 //! site name are ([`site`]), what a token request says ([`request`]), what is recorded in a token's
 //! history ([`history`]) and the OAuth 2.0 error vocabulary ([`oauth_error`]). For the admin scope:
 //! who may manage which sites ([`admin`]), what a token description may say ([`description`]) and
-//! the operator's limits on expiry and scope ([`token_policy`]). Brute-force throttling of client
-//! authentication lives in [`throttle`].
+//! the operator's limits on expiry and scope ([`token_policy`]). Which resource servers a token is
+//! meant for is its [`audience`]; when a token is active, and for which resource server, is
+//! [`introspection`]. Brute-force throttling of client authentication lives in [`throttle`].
 
 pub mod admin;
+pub mod audience;
 pub mod audit;
 pub mod client_address;
 pub mod description;

@@ -17,6 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
 use super::AppState;
 use crate::domain::admin::{Admin, AdminRefusal, ManagedToken};
+use crate::domain::audience::RequestedAudience;
 use crate::domain::history::HistoryEntry;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{bearer_token, Params};
@@ -70,6 +71,9 @@ pub struct TokenView {
     pub last_used_at: Option<String>,
     pub expires_at: Option<String>,
     pub scope: Option<String>,
+    /// Client ids of the resource servers that may introspect it, sorted; `null`: every resource
+    /// server. Empty once each of them was deleted: then no resource server may.
+    pub audience: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
@@ -116,9 +120,27 @@ pub struct CreateTokenBody {
     pub expires_at: Option<String>,
     /// Space-separated scopes, each one the operator offers.
     pub scope: Option<String>,
+    /// Client ids of the resource servers that may introspect the token (RFC 7662 2.2 `aud`):
+    /// 1 to 20, each an existing resource server's; a repeated one counts once. Any other
+    /// resource server is answered `{"active": false}`. Without it (or `null`), every resource
+    /// server may.
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 20)]
+    pub audience: Option<RequestedAudience>,
 }
 
-/// Optional body of the regenerate, validate and invalidate actions.
+/// Optional body of the regenerate action.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateBody {
+    /// A new description (same rules as on creation); the change is recorded in the history.
+    pub description: Option<String>,
+    /// A new audience, replacing the token's (same rules as on creation). Without it (or `null`),
+    /// the token keeps its audience, or keeps having none.
+    #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 20)]
+    pub audience: Option<RequestedAudience>,
+}
+
+/// Optional body of the validate and invalidate actions.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenActionBody {
@@ -266,6 +288,7 @@ pub async fn create_token(
         description: body.description,
         expires_at: body.expires_at,
         scope: body.scope,
+        audience: body.audience,
     };
     let location_site = site_key.clone();
     let (now, address) = (caller.now, caller.address);
@@ -347,7 +370,8 @@ impl utoipa::IntoResponses for TokenActionRefusals {
 /// Give a non-primary token a new value.
 ///
 /// The old value stops working at once; the new one is in the answer, shown this once only. An
-/// inactive token stays inactive until validated.
+/// inactive token stays inactive until validated. When the body has no `audience`, the token
+/// keeps its audience (or keeps having none); when it has one, that replaces the token's.
 #[utoipa::path(
     post,
     path = "/admin/v1/sites/{site_key}/tokens/{token_id}/regenerate",
@@ -356,7 +380,7 @@ impl utoipa::IntoResponses for TokenActionRefusals {
         ("site_key" = String, Path, description = "The site key"),
         ("token_id" = i64, Path, description = "The token's id"),
     ),
-    request_body(content = Option<TokenActionBody>, content_type = "application/json"),
+    request_body(content = Option<RegenerateBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "Regenerated; `value` is shown this once only", body = TokenView),
         TokenActionRefusals,
@@ -369,7 +393,14 @@ pub async fn regenerate(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    act(state, request, path, payload, TokenAction::Regenerate).await
+    let caller = Caller::authenticate(&state, &request).await?;
+    let (site_key, token_id) = token_path(path)?;
+    let body: RegenerateBody =
+        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    let action = TokenAction::Regenerate {
+        audience: body.audience,
+    };
+    perform(caller, site_key, token_id, action, body.description).await
 }
 
 /// Mark a non-primary token active.
@@ -422,6 +453,7 @@ pub async fn invalidate(
     act(state, request, path, payload, TokenAction::Invalidate).await
 }
 
+/// Validate or invalidate, with the body they share.
 async fn act(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -433,6 +465,17 @@ async fn act(
     let (site_key, token_id) = token_path(path)?;
     let body: TokenActionBody =
         read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    perform(caller, site_key, token_id, action, body.description).await
+}
+
+/// Runs a token action as the caller and answers the token's view (with the new value, if any).
+async fn perform(
+    caller: Caller,
+    site_key: String,
+    token_id: i64,
+    action: TokenAction,
+    description: Option<String>,
+) -> Result<HttpResponse, ApiError> {
     let (now, address) = (caller.now, caller.address);
     let (token, value) = caller
         .run(move |context, admin, now| {
@@ -441,8 +484,8 @@ async fn act(
                 &Acting { admin, address },
                 &site_key,
                 token_id,
-                action,
-                body.description.as_deref(),
+                &action,
+                description.as_deref(),
                 now,
             )
         })
@@ -608,6 +651,7 @@ impl TokenView {
             last_used_at: token.last_used_at.map(rfc3339),
             expires_at: token.expires_at.map(rfc3339),
             scope: token.scope.clone(),
+            audience: token.audience.clone(),
             value: value.map(|value| value.expose().to_string()),
         }
     }

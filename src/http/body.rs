@@ -151,8 +151,10 @@ fn has_media_type(request: &HttpRequest, expected: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::http::admin::{CreateTokenBody, TokenActionBody};
+    use crate::http::admin::{CreateTokenBody, RegenerateBody, TokenActionBody};
 
     /// The input of the `admin_json` fuzz target's first crash (`fuzz/`): the target's own check
     /// was wrong (the name "expe" is part of serde's fixed text), but the input stays a test of
@@ -162,11 +164,14 @@ mod tests {
         let body = br#"{ "scopon": " fed", "expieescriptkon`, ires_at`, `scoon": " fed", "expieescriptkon`, , ires_at`, `scoon": " fed", "expe": "reamd )w\/\\r:ite"}"#;
         for message in [
             shape_message::<CreateTokenBody>(body),
+            shape_message::<RegenerateBody>(body),
             shape_message::<TokenActionBody>(body),
         ] {
             assert!(
                 [
-                    "the body has an unknown field; expected one of `description`, `expires_at`, `scope`",
+                    "the body has an unknown field; expected one of `description`, `expires_at`, \
+                     `scope`, `audience`",
+                    "the body has an unknown field; expected `description` or `audience`",
                     "the body has an unknown field; expected `description`",
                 ]
                 .contains(&message.as_str()),
@@ -227,6 +232,31 @@ mod tests {
         }
     }
 
+    /// `audience` takes any JSON value, so a wrong one is refused by the audience rule, which
+    /// names the field and never quotes the client's text, rather than by serde here.
+    #[test]
+    fn any_audience_value_parses_for_the_audience_rule_to_judge() {
+        for audience in [
+            json!("rs_x\"\\é"),
+            json!(5),
+            json!({ "a": 1 }),
+            json!([]),
+            json!([1, "x", null]),
+            json!(null),
+        ] {
+            let body = json!({ "description": "d", "audience": audience }).to_string();
+            assert!(
+                parse_json::<CreateTokenBody>(body.as_bytes()).is_ok(),
+                "{body}"
+            );
+            let body = json!({ "audience": audience }).to_string();
+            assert!(
+                parse_json::<RegenerateBody>(body.as_bytes()).is_ok(),
+                "{body}"
+            );
+        }
+    }
+
     /// Found by `an_unknown_field_name_is_never_echoed`: a name holding serde's own ", expected"
     /// used to leave its tail in the message.
     #[test]
@@ -237,7 +267,8 @@ mod tests {
         };
         assert_eq!(
             message,
-            "the body has an unknown field; expected one of `description`, `expires_at`, `scope`"
+            "the body has an unknown field; expected one of `description`, `expires_at`, `scope`, \
+             `audience`"
         );
     }
 }
@@ -250,7 +281,7 @@ mod properties {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::http::admin::{CreateTokenBody, TokenActionBody};
+    use crate::http::admin::{CreateTokenBody, RegenerateBody, TokenActionBody};
 
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
@@ -268,6 +299,7 @@ mod properties {
                         Just("description".to_string()),
                         Just("expires_at".to_string()),
                         Just("scope".to_string()),
+                        Just("audience".to_string()),
                         ".{0,8}",
                     ],
                     inner,
@@ -292,6 +324,7 @@ mod properties {
         #[test]
         fn any_bytes_parse_or_are_a_json_error(body in prop::collection::vec(any::<u8>(), 0..256)) {
             parses_or_is_a_json_error::<CreateTokenBody>(&body)?;
+            parses_or_is_a_json_error::<RegenerateBody>(&body)?;
             parses_or_is_a_json_error::<TokenActionBody>(&body)?;
         }
 
@@ -301,6 +334,7 @@ mod properties {
             let body = serde_json::to_vec(&value).unwrap();
             for result in [
                 parse_json::<CreateTokenBody>(&body).map(drop),
+                parse_json::<RegenerateBody>(&body).map(drop),
                 parse_json::<TokenActionBody>(&body).map(drop),
             ] {
                 match result {
@@ -346,6 +380,7 @@ mod properties {
             let body = serde_json::to_vec(&object).unwrap();
             for result in [
                 parse_json::<CreateTokenBody>(&body).map(drop),
+                parse_json::<RegenerateBody>(&body).map(drop),
                 parse_json::<TokenActionBody>(&body).map(drop),
             ] {
                 let Err(ApiError::JsonShape(message)) = result else {

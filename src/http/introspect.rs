@@ -26,6 +26,10 @@ pub struct IntrospectionResponse {
     /// The site key again: the site is the resource owner in the client credentials grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// Only for tokens with an audience: the client ids of the resource servers it is meant
+    /// for, the caller among them (any other is answered `{"active": false}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Vec<String>>,
     /// When the current value was generated (seconds since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
@@ -45,7 +49,8 @@ pub struct IntrospectionResponse {
 /// Introspect a token (resource servers only).
 ///
 /// RFC 7662: the resource server authenticates with its own credentials (HTTP Basic or body).
-/// Unknown, invalidated, expired or malformed tokens and tokens of disabled sites all get
+/// Unknown, invalidated, expired or malformed tokens, tokens of disabled sites, tokens of sites the
+/// resource server is not limited to, and tokens whose audience does not name it all get
 /// `{"active": false}` and nothing else.
 #[utoipa::path(
     post,

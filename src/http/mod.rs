@@ -29,7 +29,7 @@ use observe::Observe;
 
 /// The admin API's JSON bodies and their parser, for the fuzz targets in `fuzz/`: the handlers
 /// stay private, the untrusted-input parsing they share is reachable without an HTTP request.
-pub use admin::{CreateTokenBody, TokenActionBody};
+pub use admin::{CreateTokenBody, RegenerateBody, TokenActionBody};
 pub use body::parse_json;
 
 /// What handlers share: the service context and the HTTP limits.

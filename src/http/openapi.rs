@@ -6,8 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::admin::{
-    self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, SiteView, SitesResponse,
-    TokenActionBody, TokenView, TokensResponse,
+    self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, RegenerateBody, SiteView,
+    SitesResponse, TokenActionBody, TokenView, TokensResponse,
 };
 use super::audit::{self, AuditActorView, AuditEventView, AuditResponse};
 use super::discovery::{self, Health, Metadata};
@@ -70,6 +70,7 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         HistoryEventView,
         HistoryResponse,
         CreateTokenBody,
+        RegenerateBody,
         TokenActionBody,
         AuditActorView,
         AuditEventView,

@@ -2,8 +2,11 @@
 //!
 //! Cost of the common case with the cache on: one keyed hash of the client secret, one of the
 //! token, one change-feed check (SQLite: a comparison of the WAL-index header in shared memory,
-//! and `PRAGMA data_version` only after a commit; PostgreSQL: an atomic load) and two map lookups. Malformed tokens are refused by the format
-//! check before any of that touches the database; unknown well-formed ones are cached as unknown.
+//! and `PRAGMA data_version` only after a commit; PostgreSQL: an atomic load), two map lookups,
+//! and from memory alone whether the token is meant for this resource server: a binary search of
+//! a limited resource server's cached site ids, and for a token with an audience a scan of its at
+//! most 20 cached members. Malformed tokens are refused by the format check before any of that
+//! touches the database; unknown well-formed ones are cached as unknown.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
 use crate::crypto::Digest;
 use crate::domain::audit::ActorKind;
-use crate::domain::introspection::{judge, KnownToken, Verdict};
+use crate::domain::introspection::{judge, Introspector, KnownToken, Verdict};
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::IntrospectionRequest;
 use crate::domain::secret::Secret;
@@ -26,9 +29,16 @@ use crate::domain::token::{self, SecretKind};
 #[derive(Debug)]
 pub struct Introspection {
     tokens: Option<GenerationCache<Digest, Option<Arc<KnownToken>>, ByDigestPrefix>>,
-    /// Shared digests: a hit clones a pointer, not the digest.
-    resource_servers: Option<GenerationCache<String, Option<Arc<[u8]>>>>,
+    /// Shared entries: a hit clones a pointer, not the digest or the site limit.
+    resource_servers: Option<GenerationCache<String, Option<Arc<KnownResourceServer>>>>,
     pub usage: UsageRecorder,
+}
+
+/// A resource server as introspection keeps it: what authenticates it, and what it may see.
+#[derive(Debug)]
+struct KnownResourceServer {
+    secret_digest: Box<[u8]>,
+    introspector: Introspector,
 }
 
 impl Introspection {
@@ -103,22 +113,27 @@ fn judge_request(
     let caches = &context.introspection;
     let generation = current_generation(&context.store, caches.tokens.is_some(), reach)?;
     let credentials = &request.credentials;
-    let Some(stored_secret) = cached(
+    let Some(resource_server) = cached(
         caches.resource_servers.as_ref(),
         generation,
         reach,
         credentials.client_id.as_str(),
         || {
-            let digest = context
+            let access = context
                 .store
-                .resource_server_secret_digest(&credentials.client_id)?;
-            Ok(digest.map(Arc::from))
+                .resource_server_access(&credentials.client_id)?;
+            Ok(access.map(|access| {
+                Arc::new(KnownResourceServer {
+                    secret_digest: access.secret_digest.into_boxed_slice(),
+                    introspector: Introspector::new(access.id, access.site_ids),
+                })
+            }))
         },
     )?
     else {
         return Ok(None);
     };
-    authenticate(context, stored_secret.as_deref(), &credentials.secret)?;
+    let resource_server = authenticate(context, resource_server.as_deref(), &credentials.secret)?;
 
     match token::recognise(request.token.expose()) {
         Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {}
@@ -138,7 +153,7 @@ fn judge_request(
     else {
         return Ok(None);
     };
-    let verdict = judge(known, now);
+    let verdict = judge(known, &resource_server.introspector, now);
     if let Verdict::Active(token) = &verdict {
         let batch_full = caches
             .usage
@@ -153,15 +168,17 @@ fn judge_request(
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a
 /// wrong secret, after the same keyed-hash check. Site credentials are not resource-server
 /// credentials, so a site cannot introspect.
-fn authenticate(
+fn authenticate<'a>(
     context: &Context,
-    stored_digest: Option<&[u8]>,
+    known: Option<&'a KnownResourceServer>,
     secret: &Secret,
-) -> Result<(), ServiceError> {
-    let digest = stored_digest.unwrap_or(&super::client_auth::UNKNOWN_CLIENT_DIGEST);
-    if context.keys.verify_client_secret(secret.expose(), digest) && stored_digest.is_some() {
-        Ok(())
-    } else {
-        Err(OAuthError::invalid_client().into())
+) -> Result<&'a KnownResourceServer, ServiceError> {
+    let digest = known.map_or(&super::client_auth::UNKNOWN_CLIENT_DIGEST[..], |known| {
+        &known.secret_digest
+    });
+    let verified = context.keys.verify_client_secret(secret.expose(), digest);
+    match known {
+        Some(known) if verified => Ok(known),
+        _ => Err(OAuthError::invalid_client().into()),
     }
 }

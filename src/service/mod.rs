@@ -137,6 +137,12 @@ pub enum ServiceError {
     AdminSetup(&'static str),
     #[error("no resource server has the client id {0}")]
     UnknownResourceServer(String),
+    /// `resource-server unassign` on a resource server that is not limited to sites.
+    #[error(
+        "resource server {0} sees every site, so no site can be unassigned; assign sites to \
+         limit it to them"
+    )]
+    NotSiteLimited(String),
     #[error("invalid name: {0}")]
     InvalidName(#[from] NameError),
     /// A bug: an internal assumption did not hold.

@@ -1,46 +1,72 @@
-//! Operator use cases for resource servers (`tokenwarden resource-server …`).
+//! Operator use cases for resource servers (`tokenwarden resource-server …`): credentials, and the
+//! sites whose tokens a resource server may introspect.
 
 use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
+use crate::domain::audience::RESOURCE_SERVER_ID_PREFIX;
 use crate::domain::audit::Requester;
 use crate::domain::secret::Secret;
 use crate::domain::site::validate_name;
 use crate::domain::token::{self, SecretKind};
-use crate::store::ResourceServer;
+use crate::store::{ResourceServer, ResourceServerChange};
 
-/// Prefix of resource-server client ids (public, like site keys).
-pub const CLIENT_ID_PREFIX: &str = "rs_";
-
-/// Creates a resource server; the secret exists in clear only in the return value.
+/// Creates a resource server; the secret exists in clear only in the return value. With
+/// `site_keys`, it may introspect only those sites' tokens; without, every site's.
 pub fn create(
     context: &Context,
     by: &Requester,
     name: &str,
+    site_keys: &[String],
     now: NaiveDateTime,
 ) -> Result<(ResourceServer, Secret), ServiceError> {
     let name = validate_name(name)?;
     let random: [u8; 15] = crypto::random_bytes()?;
     let client_id = format!(
-        "{CLIENT_ID_PREFIX}{}",
+        "{RESOURCE_SERVER_ID_PREFIX}{}",
         crate::domain::site::encode_identifier(&random)
     );
     let secret = token::mint(SecretKind::ResourceServerSecret, &crypto::random_bytes()?);
     let digest = context.keys.client_secret_digest(secret.expose());
-    let created = context
+    let limit = (!site_keys.is_empty()).then_some(site_keys);
+    let change = context
         .store
-        .insert_resource_server(&client_id, &name, &digest, by, now)?;
+        .insert_resource_server(&client_id, &name, &digest, limit, by, now)?;
+    let created = changed(change, &client_id)?;
     log::info!(
-        "created resource server {} ({})",
+        "created resource server {} ({}), sites: {}",
         created.client_id,
-        created.name
+        created.name,
+        sites_text(&created)
     );
     Ok((created, secret))
 }
 
 pub fn list(context: &Context) -> Result<Vec<ResourceServer>, ServiceError> {
     Ok(context.store.list_resource_servers()?)
+}
+
+/// Limits a resource server to more sites (`assign = true`), or takes sites from its limit; takes
+/// effect at once. A resource server that sees every site sees only the assigned ones afterwards.
+pub fn change_sites(
+    context: &Context,
+    by: &Requester,
+    client_id: &str,
+    site_keys: &[String],
+    assign: bool,
+    now: NaiveDateTime,
+) -> Result<ResourceServer, ServiceError> {
+    let change = context
+        .store
+        .change_resource_server_sites(client_id, site_keys, assign, by, now)?;
+    let changed = changed(change, client_id)?;
+    log::info!(
+        "{} sites {site_keys:?} for resource server {client_id}, sites now: {}",
+        if assign { "assigned" } else { "unassigned" },
+        sites_text(&changed)
+    );
+    Ok(changed)
 }
 
 pub fn delete(
@@ -54,4 +80,26 @@ pub fn delete(
     }
     log::info!("deleted resource server {client_id}");
     Ok(())
+}
+
+fn changed(change: ResourceServerChange, client_id: &str) -> Result<ResourceServer, ServiceError> {
+    match change {
+        ResourceServerChange::Done(server) => Ok(server),
+        ResourceServerChange::UnknownResourceServer => {
+            Err(ServiceError::UnknownResourceServer(client_id.to_string()))
+        }
+        ResourceServerChange::UnknownSite(site_key) => Err(ServiceError::UnknownSite(site_key)),
+        ResourceServerChange::NotSiteLimited => {
+            Err(ServiceError::NotSiteLimited(client_id.to_string()))
+        }
+    }
+}
+
+/// `all`, or the site keys of the limit (`none` when it is empty).
+pub fn sites_text(server: &ResourceServer) -> String {
+    match &server.site_keys {
+        None => "all".to_string(),
+        Some(keys) if keys.is_empty() => "none".to_string(),
+        Some(keys) => keys.join(", "),
+    }
 }

@@ -1,5 +1,6 @@
 //! The admin scope's use cases: an admin lists the sites they manage and manages each site's
-//! non-primary tokens (create, regenerate, validate, invalidate, history).
+//! non-primary tokens (create, regenerate, validate, invalidate, history), and which resource
+//! servers each is meant for (its audience).
 //!
 //! Every use case first resolves the site through the admin's rights, so a site the admin may not
 //! manage is "not found", exactly like a site that does not exist. Every change is logged with the
@@ -12,6 +13,7 @@ use chrono::NaiveDateTime;
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{sort_for_listing, Admin, AdminRefusal, ManagedToken};
+use crate::domain::audience::{checked_audience, AudienceError, RequestedAudience};
 use crate::domain::audit::Requester;
 use crate::domain::description::validate_description;
 use crate::domain::history::{Actor, HistoryEntry};
@@ -20,7 +22,8 @@ use crate::domain::site::{is_site_key, Site};
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
 use crate::store::{
-    Author, NewSecondaryToken, SiteQuery, SiteSummary, TokenChange, TokenChangeOutcome,
+    Author, NewSecondaryToken, NewTokenOutcome, SiteQuery, SiteSummary, TokenChange,
+    TokenChangeOutcome,
 };
 
 /// What an admin asks for when creating a token, as received (checked here).
@@ -31,20 +34,26 @@ pub struct TokenOrder {
     pub expires_at: Option<String>,
     /// Space-separated scopes.
     pub scope: Option<String>,
+    /// The resource servers it is meant for; `None`: every resource server.
+    pub audience: Option<RequestedAudience>,
 }
 
 /// What an admin does to an existing token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TokenAction {
-    Regenerate,
+    /// A new value; with `audience`, also a new audience (as received, checked here), else the
+    /// token keeps its own.
+    Regenerate {
+        audience: Option<RequestedAudience>,
+    },
     Validate,
     Invalidate,
 }
 
 impl TokenAction {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
-            TokenAction::Regenerate => "regenerate",
+            TokenAction::Regenerate { .. } => "regenerate",
             TokenAction::Validate => "validate",
             TokenAction::Invalidate => "invalidate",
         }
@@ -113,6 +122,12 @@ pub fn create(
         .map(|raw| context.policy.check_scope(raw))
         .transpose()
         .map_err(refused_terms)?;
+    let audience = order
+        .audience
+        .as_ref()
+        .map(checked_audience)
+        .transpose()
+        .map_err(refused_audience)?;
     let admin = acting.admin;
     let requester = Requester::admin(admin, acting.address);
     let site = managed_site(context, admin, site_key)?;
@@ -124,11 +139,19 @@ pub fn create(
         description: &description,
         expires_at,
         scope: scope.as_deref(),
+        audience: audience.as_deref(),
     };
-    let created = context
-        .store
-        .create_secondary_token(site.id, &new, &author(acting, &requester), now)?
-        .ok_or(AdminRefusal::TokenLimitReached)?;
+    let outcome =
+        context
+            .store
+            .create_secondary_token(site.id, &new, &author(acting, &requester), now)?;
+    let created = match outcome {
+        NewTokenOutcome::Created(created) => created,
+        NewTokenOutcome::LimitReached => return Err(AdminRefusal::TokenLimitReached.into()),
+        NewTokenOutcome::UnknownResourceServer(client_id) => {
+            return Err(refused_audience(AudienceError::UnknownResourceServer(client_id)).into())
+        }
+    };
     context.counters.count_minted();
     log_action(admin, "create", &site, created.id);
     Ok((created, value))
@@ -141,16 +164,22 @@ pub fn act(
     acting: &Acting,
     site_key: &str,
     token_id: i64,
-    action: TokenAction,
+    action: &TokenAction,
     description: Option<&str>,
     now: NaiveDateTime,
 ) -> Result<(ManagedToken, Option<Secret>), ServiceError> {
     let description = description.map(checked_description).transpose()?;
+    let new_audience = match action {
+        TokenAction::Regenerate {
+            audience: Some(requested),
+        } => Some(checked_audience(requested).map_err(refused_audience)?),
+        _ => None,
+    };
     let admin = acting.admin;
     let requester = Requester::admin(admin, acting.address);
     let site = managed_site(context, admin, site_key)?;
     let new_value = match action {
-        TokenAction::Regenerate => Some(token::mint(
+        TokenAction::Regenerate { .. } => Some(token::mint(
             SecretKind::SecondaryToken,
             &crypto::random_bytes()?,
         )),
@@ -161,10 +190,11 @@ pub fn act(
         .map(|value| context.keys.token_digest(value.expose()));
     let new_hint = new_value.as_ref().map(token::hint);
     let change = match (action, &new_digest, &new_hint) {
-        (TokenAction::Regenerate, Some(value_digest), Some(value_hint)) => {
+        (TokenAction::Regenerate { .. }, Some(value_digest), Some(value_hint)) => {
             TokenChange::Regenerate {
                 value_digest,
                 value_hint,
+                audience: new_audience.as_deref(),
             }
         }
         (TokenAction::Validate, ..) => TokenChange::SetActive(true),
@@ -184,9 +214,12 @@ pub fn act(
         TokenChangeOutcome::Unchanged(token) => return Ok((token, new_value)),
         TokenChangeOutcome::NotFound => return Err(AdminRefusal::TokenNotFound.into()),
         TokenChangeOutcome::Primary => return Err(AdminRefusal::PrimaryTokenManagedByOAuth.into()),
+        TokenChangeOutcome::UnknownResourceServer(client_id) => {
+            return Err(refused_audience(AudienceError::UnknownResourceServer(client_id)).into())
+        }
     };
     match action {
-        TokenAction::Regenerate => context.counters.count_minted(),
+        TokenAction::Regenerate { .. } => context.counters.count_minted(),
         TokenAction::Invalidate => context.counters.count_invalidated(),
         TokenAction::Validate => {}
     }
@@ -225,6 +258,10 @@ fn checked_description(raw: &str) -> Result<String, AdminRefusal> {
 
 fn refused_terms(error: TermsError) -> AdminRefusal {
     AdminRefusal::invalid_field(error.field(), error.to_string())
+}
+
+fn refused_audience(error: AudienceError) -> AdminRefusal {
+    AdminRefusal::invalid_field("audience", error.to_string())
 }
 
 /// An admin changing a token through the admin API, and where the request came from.

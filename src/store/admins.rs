@@ -7,7 +7,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::audit::insert_audit;
 use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
-use super::sites::SiteRow;
+use super::sites::{SiteLookups, SiteRow};
 use super::{with_connection, write_transaction, SiteSummary, Store, StoreError};
 use crate::domain::admin::{Admin, Role};
 use crate::domain::audit::{Action, Requester};
@@ -431,8 +431,6 @@ fn like_pattern(search: &str) -> String {
 
 /// Lookups that run inside the transactions above, written once and compiled per backend.
 trait AdminLookups {
-    /// The ids of these sites, or the first site key that names no site.
-    fn site_ids(&mut self, site_keys: &[String]) -> Result<Result<Vec<i64>, String>, StoreError>;
     fn with_sites(&mut self, admin: Admin) -> Result<AdminWithSites, StoreError>;
     fn admin_by_client_id(&mut self, client_id: &str) -> Result<Option<Admin>, StoreError>;
 }
@@ -440,25 +438,6 @@ trait AdminLookups {
 macro_rules! impl_admin_lookups {
     ($connection:ty) => {
         impl AdminLookups for $connection {
-            fn site_ids(
-                &mut self,
-                site_keys: &[String],
-            ) -> Result<Result<Vec<i64>, String>, StoreError> {
-                let mut ids = Vec::with_capacity(site_keys.len());
-                for site_key in site_keys {
-                    let id = sites::table
-                        .filter(sites::site_key.eq(site_key))
-                        .select(sites::id)
-                        .get_result::<i64>(self)
-                        .optional()?;
-                    match id {
-                        Some(id) => ids.push(id),
-                        None => return Ok(Err(site_key.clone())),
-                    }
-                }
-                Ok(Ok(ids))
-            }
-
             fn with_sites(&mut self, admin: Admin) -> Result<AdminWithSites, StoreError> {
                 let site_keys = admin_sites::table
                     .inner_join(sites::table)

@@ -7,11 +7,11 @@ use diesel::query_builder::QueryBuilder;
 use diesel::sql_types::{BigInt, Timestamp};
 
 use super::changes::UnnoticedWrite;
-use super::schema::{sites, tokens};
+use super::schema::{resource_servers, sites, token_audiences, tokens};
 use super::{with_connection, Store, StoreError};
-use crate::domain::introspection::TokenFacts;
+use crate::domain::introspection::{AudienceMember, TokenFacts};
 
-/// One row of the introspection join, in `TokenFacts`' field order.
+/// One row of the introspection join, in `TokenFacts`' field order; the audience is read apart.
 #[derive(Queryable)]
 struct FactsRow {
     token_id: i64,
@@ -20,29 +20,34 @@ struct FactsRow {
     generated_at: NaiveDateTime,
     expires_at: Option<NaiveDateTime>,
     scope: Option<String>,
+    site_id: i64,
     site_key: String,
     site_name: String,
     site_enabled: bool,
+    audience_restricted: bool,
 }
 
-impl From<FactsRow> for TokenFacts {
-    fn from(row: FactsRow) -> Self {
+impl FactsRow {
+    fn into_facts(self, audience: Option<Vec<AudienceMember>>) -> TokenFacts {
         TokenFacts {
-            token_id: row.token_id,
-            slot: row.slot,
-            active: row.active,
-            generated_at: row.generated_at,
-            expires_at: row.expires_at,
-            scope: row.scope,
-            site_key: row.site_key,
-            site_name: row.site_name,
-            site_enabled: row.site_enabled,
+            token_id: self.token_id,
+            slot: self.slot,
+            active: self.active,
+            generated_at: self.generated_at,
+            expires_at: self.expires_at,
+            scope: self.scope,
+            site_id: self.site_id,
+            site_key: self.site_key,
+            site_name: self.site_name,
+            site_enabled: self.site_enabled,
+            audience,
         }
     }
 }
 
 impl Store {
-    /// The facts about the token whose value has this digest: one indexed lookup, one join.
+    /// The facts about the token whose value has this digest: one indexed lookup, one join; for a
+    /// token with an audience, a second query for its members.
     pub fn token_facts(&self, value_digest: &[u8]) -> Result<Option<TokenFacts>, StoreError> {
         with_connection!(self, |conn| {
             let row = tokens::table
@@ -55,13 +60,38 @@ impl Store {
                     tokens::generated_at,
                     tokens::expires_at,
                     tokens::scope,
+                    tokens::site_id,
                     sites::site_key,
                     sites::name,
                     sites::enabled,
+                    tokens::audience_restricted,
                 ))
                 .get_result::<FactsRow>(conn)
                 .optional()?;
-            Ok(row.map(TokenFacts::from))
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            if !row.audience_restricted {
+                return Ok(Some(row.into_facts(None)));
+            }
+            // Through the digest again, not the token id: if the value was regenerated since the
+            // first read, no member is found, and the retired value is refused by every resource
+            // server rather than answered with the new value's audience.
+            let mut members: Vec<AudienceMember> = token_audiences::table
+                .inner_join(tokens::table)
+                .inner_join(resource_servers::table)
+                .filter(tokens::value_digest.eq(value_digest))
+                .select((resource_servers::id, resource_servers::client_id))
+                .load::<(i64, String)>(conn)?
+                .into_iter()
+                .map(|(resource_server_id, client_id)| AudienceMember {
+                    resource_server_id,
+                    client_id,
+                })
+                .collect();
+            // Sorted here, not by SQL: PostgreSQL would order by the database's collation.
+            members.sort_by(|one, other| one.client_id.cmp(&other.client_id));
+            Ok(Some(row.into_facts(Some(members))))
         })
     }
 

@@ -35,8 +35,10 @@ mod tokens;
 
 pub use admins::{AdminChange, AdminWithSites, NewAdmin, SiteQuery};
 pub use changes::ChangeFeed;
-pub use resource_servers::ResourceServer;
-pub use site_tokens::{Author, NewSecondaryToken, TokenChange, TokenChangeOutcome};
+pub use resource_servers::{ResourceServer, ResourceServerAccess, ResourceServerChange};
+pub use site_tokens::{
+    Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
+};
 pub use sites::{SiteAuthentication, SiteSummary};
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 

@@ -1,72 +1,210 @@
-//! Queries on `resource_servers`.
+//! Queries on `resource_servers` and `resource_server_sites`: the sites whose tokens a resource
+//! server limited to sites may introspect.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::audit::insert_audit;
-use super::schema::resource_servers;
+use super::schema::{resource_server_sites, resource_servers, sites};
+use super::sites::SiteLookups;
 use super::{with_connection, write_transaction, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
 
 /// A resource server as listed to the operator (no secret).
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = resource_servers)]
+#[derive(Debug, Clone)]
 pub struct ResourceServer {
     pub client_id: String,
     pub name: String,
     pub created_at: NaiveDateTime,
+    /// The keys of the sites whose tokens it may introspect, in order; `None`: every site.
+    pub site_keys: Option<Vec<String>>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = resource_servers)]
+struct ResourceServerRow {
+    id: i64,
+    client_id: String,
+    name: String,
+    created_at: NaiveDateTime,
+    site_limited: bool,
+}
+
+/// What introspection needs to know about a resource server.
+#[derive(Debug)]
+pub struct ResourceServerAccess {
+    pub id: i64,
+    pub secret_digest: Vec<u8>,
+    /// The ids of the sites whose tokens it may introspect; `None`: every site.
+    pub site_ids: Option<Vec<i64>>,
+}
+
+/// The outcome of an operator's change to a resource server; nothing was changed unless `Done`.
+#[derive(Debug)]
+pub enum ResourceServerChange {
+    Done(ResourceServer),
+    UnknownResourceServer,
+    /// This site key names no site.
+    UnknownSite(String),
+    /// Sites cannot be taken from a resource server that sees every site.
+    NotSiteLimited,
 }
 
 impl Store {
+    /// Creates a resource server, limited to the sites `site_keys` names when given.
     pub fn insert_resource_server(
         &self,
         client_id: &str,
         name: &str,
         secret_digest: &[u8],
+        site_keys: Option<&[String]>,
         by: &Requester,
         now: NaiveDateTime,
-    ) -> Result<ResourceServer, StoreError> {
+    ) -> Result<ResourceServerChange, StoreError> {
         write_transaction!(self, |conn| {
-            let event = by
-                .event(now, Action::ResourceServerCreated, client_id)
-                .with_detail(format!("name {name}"));
-            insert_audit!(conn, &event)?;
-            Ok(diesel::insert_into(resource_servers::table)
+            let site_ids = match site_keys.map(|keys| conn.site_ids(keys)).transpose()? {
+                Some(Err(unknown)) => return Ok(ResourceServerChange::UnknownSite(unknown)),
+                Some(Ok(ids)) => Some(ids),
+                None => None,
+            };
+            let row = diesel::insert_into(resource_servers::table)
                 .values((
                     resource_servers::client_id.eq(client_id),
                     resource_servers::name.eq(name),
                     resource_servers::secret_digest.eq(secret_digest),
                     resource_servers::created_at.eq(now),
+                    resource_servers::site_limited.eq(site_ids.is_some()),
                 ))
-                .returning(ResourceServer::as_returning())
-                .get_result(conn)?)
+                .returning(ResourceServerRow::as_returning())
+                .get_result(conn)?;
+            for site_id in site_ids.unwrap_or_default() {
+                diesel::insert_into(resource_server_sites::table)
+                    .values((
+                        resource_server_sites::resource_server_id.eq(row.id),
+                        resource_server_sites::site_id.eq(site_id),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+            }
+            let created = conn.with_site_keys(row)?;
+            let event = by
+                .event(now, Action::ResourceServerCreated, client_id)
+                .with_detail(format!("name {name}, sites {}", sites_detail(&created)));
+            insert_audit!(conn, &event)?;
+            Ok(ResourceServerChange::Done(created))
         })
     }
 
     pub fn list_resource_servers(&self) -> Result<Vec<ResourceServer>, StoreError> {
         with_connection!(self, |conn| {
-            Ok(resource_servers::table
+            let rows = resource_servers::table
                 .order(resource_servers::id)
-                .select(ResourceServer::as_select())
-                .load(conn)?)
+                .select(ResourceServerRow::as_select())
+                .load(conn)?;
+            rows.into_iter()
+                .map(|row| conn.with_site_keys(row))
+                .collect()
         })
     }
 
-    /// The stored secret digest of a resource server, if it exists.
-    pub fn resource_server_secret_digest(
+    /// The stored secret digest and site limit of a resource server, if it exists.
+    pub fn resource_server_access(
         &self,
         client_id: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<ResourceServerAccess>, StoreError> {
         with_connection!(self, |conn| {
-            Ok(resource_servers::table
+            let found = resource_servers::table
                 .filter(resource_servers::client_id.eq(client_id))
-                .select(resource_servers::secret_digest)
-                .get_result(conn)
-                .optional()?)
+                .select((
+                    resource_servers::id,
+                    resource_servers::secret_digest,
+                    resource_servers::site_limited,
+                ))
+                .get_result::<(i64, Vec<u8>, bool)>(conn)
+                .optional()?;
+            let Some((id, secret_digest, site_limited)) = found else {
+                return Ok(None);
+            };
+            // A second read, only for limited resource servers. `site_limited` never goes back
+            // to false, so the sites read second belong to a state that existed; a change in
+            // between has also moved the generation the answer is cached under.
+            let site_ids = if site_limited {
+                Some(
+                    resource_server_sites::table
+                        .filter(resource_server_sites::resource_server_id.eq(id))
+                        .select(resource_server_sites::site_id)
+                        .load::<i64>(conn)?,
+                )
+            } else {
+                None
+            };
+            Ok(Some(ResourceServerAccess {
+                id,
+                secret_digest,
+                site_ids,
+            }))
         })
     }
 
-    /// Deletes a resource server; its credentials stop working on every node at once.
+    /// Limits a resource server to more sites (`assign = true`; one that saw every site then sees
+    /// only these), or takes sites from its limit; all or nothing. A limited resource server
+    /// stays limited when its last site is taken: it then sees no site's tokens.
+    pub fn change_resource_server_sites(
+        &self,
+        client_id: &str,
+        site_keys: &[String],
+        assign: bool,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<ResourceServerChange, StoreError> {
+        let action = if assign {
+            Action::ResourceServerSitesAssigned
+        } else {
+            Action::ResourceServerSitesUnassigned
+        };
+        write_transaction!(self, |conn| {
+            let Some(row) = conn.resource_server_row(client_id)? else {
+                return Ok(ResourceServerChange::UnknownResourceServer);
+            };
+            let site_ids = match conn.site_ids(site_keys)? {
+                Ok(ids) => ids,
+                Err(unknown) => return Ok(ResourceServerChange::UnknownSite(unknown)),
+            };
+            if !assign && !row.site_limited {
+                return Ok(ResourceServerChange::NotSiteLimited);
+            }
+            let this_server = resource_servers::table.filter(resource_servers::id.eq(row.id));
+            let row = diesel::update(this_server)
+                .set(resource_servers::site_limited.eq(true))
+                .returning(ResourceServerRow::as_returning())
+                .get_result(conn)?;
+            for site_id in site_ids {
+                let limit = (
+                    resource_server_sites::resource_server_id.eq(row.id),
+                    resource_server_sites::site_id.eq(site_id),
+                );
+                if assign {
+                    diesel::insert_into(resource_server_sites::table)
+                        .values(limit)
+                        .on_conflict_do_nothing()
+                        .execute(conn)?;
+                } else {
+                    diesel::delete(resource_server_sites::table.filter(limit.0).filter(limit.1))
+                        .execute(conn)?;
+                }
+            }
+            let changed = conn.with_site_keys(row)?;
+            let event = by
+                .event(now, action, client_id)
+                .with_detail(format!("sites {}", site_keys.join(", ")));
+            insert_audit!(conn, &event)?;
+            Ok(ResourceServerChange::Done(changed))
+        })
+    }
+
+    /// Deletes a resource server; its credentials stop working on every node at once, and it
+    /// leaves every token's audience (`token_audiences` cascades). A token whose audience it was
+    /// the last of keeps `audience_restricted`: no resource server may see it any more.
     pub fn delete_resource_server(
         &self,
         client_id: &str,
@@ -86,5 +224,66 @@ impl Store {
             }
             Ok(deleted == 1)
         })
+    }
+}
+
+/// Lookups that run inside the transactions above, written once and compiled per backend.
+trait ResourceServerLookups {
+    fn resource_server_row(
+        &mut self,
+        client_id: &str,
+    ) -> Result<Option<ResourceServerRow>, StoreError>;
+    fn with_site_keys(&mut self, row: ResourceServerRow) -> Result<ResourceServer, StoreError>;
+}
+
+macro_rules! impl_resource_server_lookups {
+    ($connection:ty) => {
+        impl ResourceServerLookups for $connection {
+            fn resource_server_row(
+                &mut self,
+                client_id: &str,
+            ) -> Result<Option<ResourceServerRow>, StoreError> {
+                Ok(resource_servers::table
+                    .filter(resource_servers::client_id.eq(client_id))
+                    .select(ResourceServerRow::as_select())
+                    .get_result(self)
+                    .optional()?)
+            }
+
+            fn with_site_keys(
+                &mut self,
+                row: ResourceServerRow,
+            ) -> Result<ResourceServer, StoreError> {
+                let site_keys = if row.site_limited {
+                    let mut keys = resource_server_sites::table
+                        .inner_join(sites::table)
+                        .filter(resource_server_sites::resource_server_id.eq(row.id))
+                        .select(sites::site_key)
+                        .load::<String>(self)?;
+                    // Sorted here, not by SQL: PostgreSQL would order by the database's collation.
+                    keys.sort_unstable();
+                    Some(keys)
+                } else {
+                    None
+                };
+                Ok(ResourceServer {
+                    client_id: row.client_id,
+                    name: row.name,
+                    created_at: row.created_at,
+                    site_keys,
+                })
+            }
+        }
+    };
+}
+
+impl_resource_server_lookups!(diesel::sqlite::SqliteConnection);
+impl_resource_server_lookups!(diesel::pg::PgConnection);
+
+/// A resource server's site limit, as an audit event's detail.
+fn sites_detail(server: &ResourceServer) -> String {
+    match &server.site_keys {
+        None => "every site".to_string(),
+        Some(keys) => keys.join(", "),
     }
 }

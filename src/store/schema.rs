@@ -26,6 +26,7 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         expires_at -> Nullable<Timestamp>,
         scope -> Nullable<Text>,
+        audience_restricted -> Bool,
     }
 }
 
@@ -52,8 +53,28 @@ diesel::table! {
         name -> Text,
         secret_digest -> Binary,
         created_at -> Timestamp,
+        site_limited -> Bool,
     }
 }
+
+diesel::table! {
+    resource_server_sites (resource_server_id, site_id) {
+        resource_server_id -> BigInt,
+        site_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    token_audiences (token_id, resource_server_id) {
+        token_id -> BigInt,
+        resource_server_id -> BigInt,
+    }
+}
+
+diesel::joinable!(resource_server_sites -> resource_servers (resource_server_id));
+diesel::joinable!(resource_server_sites -> sites (site_id));
+diesel::joinable!(token_audiences -> tokens (token_id));
+diesel::joinable!(token_audiences -> resource_servers (resource_server_id));
 
 diesel::table! {
     admins (id) {
@@ -93,6 +114,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     tokens,
     token_events,
     resource_servers,
+    resource_server_sites,
+    token_audiences,
     admins,
     admin_sites,
     admin_tokens,

@@ -1,13 +1,14 @@
 //! Admin-scope queries on a site's tokens: list, create into a free slot, regenerate,
-//! validate/invalidate, history. Each change and the history lines recording it are written in one
-//! transaction.
+//! validate/invalidate, history, and each token's audience (`token_audiences`). Each change and the
+//! history lines recording it are written in one transaction.
+
+use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::audit::insert_audit;
-use super::schema::sites;
-use super::schema::{token_events, tokens};
+use super::schema::{resource_servers, sites, token_audiences, token_events, tokens};
 use super::tokens::NewEventRow;
 use super::{with_connection, write_transaction, Store, StoreError};
 use crate::domain::admin::ManagedToken;
@@ -28,24 +29,30 @@ struct TokenRow {
     last_used_at: Option<NaiveDateTime>,
     expires_at: Option<NaiveDateTime>,
     scope: Option<String>,
+    audience_restricted: bool,
 }
 
-impl From<TokenRow> for ManagedToken {
-    fn from(row: TokenRow) -> Self {
+impl TokenRow {
+    /// The admin view; `audience` holds the client ids of a restricted token's audience.
+    fn into_managed(self, audience: &mut HashMap<i64, Vec<String>>) -> ManagedToken {
+        let audience = self
+            .audience_restricted
+            .then(|| audience.remove(&self.id).unwrap_or_default());
         ManagedToken {
-            id: row.id,
-            kind: if row.slot == PRIMARY_SLOT {
+            id: self.id,
+            kind: if self.slot == PRIMARY_SLOT {
                 TokenKind::Primary
             } else {
                 TokenKind::Secondary
             },
-            description: row.description,
-            value_hint: row.value_hint,
-            active: row.active,
-            generated_at: row.generated_at,
-            last_used_at: row.last_used_at,
-            expires_at: row.expires_at,
-            scope: row.scope,
+            description: self.description,
+            value_hint: self.value_hint,
+            active: self.active,
+            generated_at: self.generated_at,
+            last_used_at: self.last_used_at,
+            expires_at: self.expires_at,
+            scope: self.scope,
+            audience,
         }
     }
 }
@@ -82,6 +89,18 @@ pub struct NewSecondaryToken<'a> {
     pub description: &'a str,
     pub expires_at: Option<NaiveDateTime>,
     pub scope: Option<&'a str>,
+    /// Client ids of the resource servers it is meant for (`domain::audience`); `None`: every
+    /// resource server.
+    pub audience: Option<&'a [String]>,
+}
+
+#[derive(Debug)]
+pub enum NewTokenOutcome {
+    Created(ManagedToken),
+    /// All nine non-primary slots are taken.
+    LimitReached,
+    /// This client id of the audience names no resource server; nothing was stored.
+    UnknownResourceServer(String),
 }
 
 /// Who made a change, as the token's history (by name) and the audit trail (by id and address)
@@ -95,10 +114,12 @@ pub struct Author<'a> {
 /// What an admin does to an existing non-primary token.
 #[derive(Debug)]
 pub enum TokenChange<'a> {
-    /// Replaces the value; the token keeps its active flag.
+    /// Replaces the value; the token keeps its active flag, and its audience unless `audience`
+    /// gives a new one.
     Regenerate {
         value_digest: &'a [u8],
         value_hint: &'a str,
+        audience: Option<&'a [String]>,
     },
     /// Validates (`true`) or invalidates (`false`).
     SetActive(bool),
@@ -114,6 +135,8 @@ pub enum TokenChangeOutcome {
     NotFound,
     /// The id is the site's primary token, which the admin scope may not change.
     Primary,
+    /// This client id of the new audience names no resource server; nothing was changed.
+    UnknownResourceServer(String),
 }
 
 /// How the audit trail names a token: `SITE_KEY/tokens/ID`, as in the admin API's paths. A macro,
@@ -132,13 +155,11 @@ impl Store {
     /// Every token of the site, in no particular order.
     pub fn site_tokens(&self, site_id: i64) -> Result<Vec<ManagedToken>, StoreError> {
         with_connection!(self, |conn| {
-            Ok(tokens::table
+            let rows = tokens::table
                 .filter(tokens::site_id.eq(site_id))
                 .select(TokenRow::as_select())
-                .load(conn)?
-                .into_iter()
-                .map(ManagedToken::from)
-                .collect())
+                .load(conn)?;
+            conn.managed(rows)
         })
     }
 
@@ -148,29 +169,40 @@ impl Store {
         token_id: i64,
     ) -> Result<Option<ManagedToken>, StoreError> {
         with_connection!(self, |conn| {
-            Ok(tokens::table
+            let row = tokens::table
                 .filter(tokens::id.eq(token_id))
                 .filter(tokens::site_id.eq(site_id))
                 .select(TokenRow::as_select())
                 .get_result(conn)
-                .optional()?
-                .map(ManagedToken::from))
+                .optional()?;
+            row.map(|row| conn.managed_one(row)).transpose()
         })
     }
 
-    /// Stores a non-primary token in the site's first free slot; `None` when all nine are taken.
+    /// Stores a non-primary token, and its audience, in the site's first free slot.
     ///
     /// The 10-token limit holds under any concurrency without counting first: each attempt is an
     /// `INSERT … ON CONFLICT (site_id, slot) DO NOTHING`, so a slot another transaction holds (or
-    /// is inserting into) is skipped, and there is no slot past the ninth.
+    /// is inserting into) is skipped, and there is no slot past the ninth. The audience's
+    /// resource servers are looked up and locked in the same transaction: one deleted before is
+    /// refused here, one deleted after leaves the audience through `ON DELETE CASCADE`.
     pub fn create_secondary_token(
         &self,
         site_id: i64,
         new: &NewSecondaryToken,
         author: &Author,
         now: NaiveDateTime,
-    ) -> Result<Option<ManagedToken>, StoreError> {
+    ) -> Result<NewTokenOutcome, StoreError> {
         write_transaction!(self, |conn| {
+            let audience = match new
+                .audience
+                .map(|client_ids| conn.resource_server_ids(client_ids))
+                .transpose()?
+            {
+                Some(Err(unknown)) => return Ok(NewTokenOutcome::UnknownResourceServer(unknown)),
+                Some(Ok(ids)) => Some(ids),
+                None => None,
+            };
             for slot in secondary_slots() {
                 let inserted = diesel::insert_into(tokens::table)
                     .values((
@@ -183,6 +215,7 @@ impl Store {
                         tokens::generated_at.eq(now),
                         tokens::expires_at.eq(new.expires_at),
                         tokens::scope.eq(new.scope),
+                        tokens::audience_restricted.eq(audience.is_some()),
                     ))
                     .on_conflict((tokens::site_id, tokens::slot))
                     .do_nothing()
@@ -190,6 +223,9 @@ impl Store {
                     .get_result(conn)
                     .optional()?;
                 if let Some(row) = inserted {
+                    if let Some(audience) = &audience {
+                        conn.add_audience(row.id, audience)?;
+                    }
                     let event = NewEventRow {
                         value_digest: Some(new.value_digest),
                         ..NewEventRow::new(row.id, TokenEvent::Created, &author.history, now)
@@ -206,10 +242,10 @@ impl Store {
                         )
                         .with_detail(format!("description {}", new.description));
                     insert_audit!(conn, &audit)?;
-                    return Ok(Some(ManagedToken::from(row)));
+                    return Ok(NewTokenOutcome::Created(conn.managed_one(row)?));
                 }
             }
-            Ok(None)
+            Ok(NewTokenOutcome::LimitReached)
         })
     }
 
@@ -242,6 +278,16 @@ impl Store {
             if current.slot == PRIMARY_SLOT {
                 return Ok(TokenChangeOutcome::Primary);
             }
+            let new_audience = match change {
+                TokenChange::Regenerate {
+                    audience: Some(client_ids),
+                    ..
+                } => match conn.resource_server_ids(client_ids)? {
+                    Ok(ids) => Some(ids),
+                    Err(unknown) => return Ok(TokenChangeOutcome::UnknownResourceServer(unknown)),
+                },
+                _ => None,
+            };
             let target = token_target!(conn, site_id, token_id)?;
             let record = |conn: &mut _, event: TokenEvent, digest, detail: Option<&str>| {
                 let row = NewEventRow {
@@ -270,6 +316,7 @@ impl Store {
                 TokenChange::Regenerate {
                     value_digest,
                     value_hint,
+                    ..
                 } => {
                     diesel::update(tokens::table.filter(this_token))
                         .set((
@@ -279,6 +326,16 @@ impl Store {
                             tokens::last_used_at.eq(None::<NaiveDateTime>),
                         ))
                         .execute(conn)?;
+                    if let Some(audience) = &new_audience {
+                        diesel::update(tokens::table.filter(this_token))
+                            .set(tokens::audience_restricted.eq(true))
+                            .execute(conn)?;
+                        diesel::delete(
+                            token_audiences::table.filter(token_audiences::token_id.eq(token_id)),
+                        )
+                        .execute(conn)?;
+                        conn.add_audience(token_id, audience)?;
+                    }
                     record(conn, TokenEvent::Regenerated, Some(value_digest), None)?;
                     changed = true;
                 }
@@ -312,7 +369,7 @@ impl Store {
                 .filter(this_token)
                 .select(TokenRow::as_select())
                 .get_result(conn)?;
-            let token = ManagedToken::from(after);
+            let token = conn.managed_one(after)?;
             Ok(if changed {
                 TokenChangeOutcome::Changed(token)
             } else {
@@ -356,3 +413,104 @@ impl Store {
         })
     }
 }
+
+/// Audience lookups and writes inside the queries above, written once and compiled per backend.
+trait AudienceQueries {
+    /// The ids of these resource servers, in order, or the first client id that names none. Each
+    /// row is locked by a no-op `UPDATE … RETURNING` (as `change_token` locks a token), so that a
+    /// concurrent delete waits for this transaction and then removes the audience rows it wrote,
+    /// rather than committing in between and failing their foreign key.
+    fn resource_server_ids(
+        &mut self,
+        client_ids: &[String],
+    ) -> Result<Result<Vec<i64>, String>, StoreError>;
+    /// Adds these resource servers to the token's audience.
+    fn add_audience(
+        &mut self,
+        token_id: i64,
+        resource_server_ids: &[i64],
+    ) -> Result<(), StoreError>;
+    /// The admin views of these rows, with one query for the audiences of those restricted.
+    fn managed(&mut self, rows: Vec<TokenRow>) -> Result<Vec<ManagedToken>, StoreError>;
+    fn managed_one(&mut self, row: TokenRow) -> Result<ManagedToken, StoreError>;
+}
+
+macro_rules! impl_audience_queries {
+    ($connection:ty) => {
+        impl AudienceQueries for $connection {
+            fn resource_server_ids(
+                &mut self,
+                client_ids: &[String],
+            ) -> Result<Result<Vec<i64>, String>, StoreError> {
+                let mut ids = Vec::with_capacity(client_ids.len());
+                for client_id in client_ids {
+                    let this_server = resource_servers::client_id.eq(client_id);
+                    let id = diesel::update(resource_servers::table.filter(this_server))
+                        .set(resource_servers::name.eq(resource_servers::name))
+                        .returning(resource_servers::id)
+                        .get_result::<i64>(self)
+                        .optional()?;
+                    match id {
+                        Some(id) => ids.push(id),
+                        None => return Ok(Err(client_id.clone())),
+                    }
+                }
+                Ok(Ok(ids))
+            }
+
+            fn add_audience(
+                &mut self,
+                token_id: i64,
+                resource_server_ids: &[i64],
+            ) -> Result<(), StoreError> {
+                for &resource_server_id in resource_server_ids {
+                    diesel::insert_into(token_audiences::table)
+                        .values((
+                            token_audiences::token_id.eq(token_id),
+                            token_audiences::resource_server_id.eq(resource_server_id),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(self)?;
+                }
+                Ok(())
+            }
+
+            fn managed(&mut self, rows: Vec<TokenRow>) -> Result<Vec<ManagedToken>, StoreError> {
+                let restricted: Vec<i64> = rows
+                    .iter()
+                    .filter(|row| row.audience_restricted)
+                    .map(|row| row.id)
+                    .collect();
+                let mut audiences: HashMap<i64, Vec<String>> = HashMap::new();
+                if !restricted.is_empty() {
+                    let members = token_audiences::table
+                        .inner_join(resource_servers::table)
+                        .filter(token_audiences::token_id.eq_any(&restricted))
+                        .select((token_audiences::token_id, resource_servers::client_id))
+                        .load::<(i64, String)>(self)?;
+                    for (token_id, client_id) in members {
+                        audiences.entry(token_id).or_default().push(client_id);
+                    }
+                    // Sorted here, not by SQL: PostgreSQL would order by the database's collation,
+                    // and introspection's `aud` lists them in this same order.
+                    for client_ids in audiences.values_mut() {
+                        client_ids.sort_unstable();
+                    }
+                }
+                Ok(rows
+                    .into_iter()
+                    .map(|row| row.into_managed(&mut audiences))
+                    .collect())
+            }
+
+            fn managed_one(&mut self, row: TokenRow) -> Result<ManagedToken, StoreError> {
+                self.managed(vec![row])?
+                    .pop()
+                    .ok_or(StoreError::UnexpectedValue("tokens"))
+            }
+        }
+    };
+}
+
+impl_audience_queries!(diesel::sqlite::SqliteConnection);
+impl_audience_queries!(diesel::pg::PgConnection);

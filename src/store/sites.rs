@@ -180,3 +180,38 @@ impl Store {
         })
     }
 }
+
+/// Site lookups that run inside other modules' write transactions (admin assignments, resource
+/// servers' site limits), written once and compiled per backend.
+pub(super) trait SiteLookups {
+    /// The ids of these sites, in order, or the first site key that names no site.
+    fn site_ids(&mut self, site_keys: &[String]) -> Result<Result<Vec<i64>, String>, StoreError>;
+}
+
+macro_rules! impl_site_lookups {
+    ($connection:ty) => {
+        impl SiteLookups for $connection {
+            fn site_ids(
+                &mut self,
+                site_keys: &[String],
+            ) -> Result<Result<Vec<i64>, String>, StoreError> {
+                let mut ids = Vec::with_capacity(site_keys.len());
+                for site_key in site_keys {
+                    let id = sites::table
+                        .filter(sites::site_key.eq(site_key))
+                        .select(sites::id)
+                        .get_result::<i64>(self)
+                        .optional()?;
+                    match id {
+                        Some(id) => ids.push(id),
+                        None => return Ok(Err(site_key.clone())),
+                    }
+                }
+                Ok(Ok(ids))
+            }
+        }
+    };
+}
+
+impl_site_lookups!(diesel::sqlite::SqliteConnection);
+impl_site_lookups!(diesel::pg::PgConnection);

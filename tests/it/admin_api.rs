@@ -82,8 +82,9 @@ crate::per_backend!(sqlite_configured, postgres_configured;
 );
 
 /// The members of every token view.
-const VIEW_FIELDS: [&str; 10] = [
+const VIEW_FIELDS: [&str; 11] = [
     "active",
+    "audience",
     "description",
     "expired",
     "expires_at",

@@ -293,6 +293,7 @@ fn an_admin_manages_a_token_from_sign_in_to_history(app: TestApp) {
     assert_eq!(created.actions, ["regenerate", "invalidate", "history"]);
     assert_eq!(created.cells[4], "Never", "last used: {created:?}");
     assert_eq!(created.cells[5], "Never", "expires: {created:?}");
+    assert_eq!(created.cells[7], "Any", "audience: {created:?}");
     let id = created.id;
     browser.click("#secret-dialog [data-close]");
     browser.wait_hidden("#secret-dialog");
@@ -533,6 +534,60 @@ fn the_create_button_disappears_at_the_ten_token_limit() {
     browser.wait_hidden("#create-dialog");
     assert_eq!(browser.focused(), json!("site-title"));
     assert_eq!(token_count(&app, &token, &other), 10);
+}
+
+/// A token created with an audience on the page: an unknown client id is refused next to the
+/// field, then the token works for the named resource server only, and its row lists it.
+#[test]
+fn a_token_created_with_an_audience_works_only_for_those_resource_servers() {
+    let Some((app, browser)) = app_and_browser(Backend::Sqlite, DESKTOP) else {
+        return;
+    };
+    let admin = app.create_platform_admin("Ada Ops");
+    let token = app.admin_token(&admin);
+    let site = app.create_site("Tea Shop");
+    let stock_api = app.create_resource_server("Stock API");
+    let orders_api = app.create_resource_server("Orders API");
+    browser.goto(&format!("/admin/#site={}", site.site_key));
+    sign_in(&browser, &admin);
+    browser.wait_text("#token-count", "0 tokens");
+
+    browser.click("#create-token");
+    browser.wait_visible("#create-dialog");
+    browser.type_into("#create-description", "Stock feed");
+    let unknown = "rs_AAAAAAAAAAAAAAAAAAAA";
+    browser.type_into(
+        "#create-audience",
+        &format!("{}, {unknown}", stock_api.client_id),
+    );
+    browser.click("#create-submit");
+    browser.wait_text(
+        "#create-audience-error",
+        &format!("The audience names {unknown}, which is no resource server."),
+    );
+    assert_eq!(browser.focused(), json!("create-audience"));
+    assert_eq!(token_count(&app, &token, &site), 0, "nothing was created");
+
+    // Spaces and commas separate ids; a repeated one counts once.
+    browser.type_into(
+        "#create-audience",
+        &format!(" {id} ,{id}  ", id = stock_api.client_id),
+    );
+    browser.click("#create-submit");
+    browser.wait_visible("#secret-dialog");
+    let value = browser.text("#secret-value");
+    let answer = app.introspect(&stock_api, &value);
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["aud"], json!([stock_api.client_id]), "{answer}");
+    assert_eq!(
+        app.introspect(&orders_api, &value),
+        json!({"active": false}),
+        "outside the audience"
+    );
+    browser.click("#secret-dialog [data-close]");
+    let rows = browser.wait_rows("the created token", |rows| rows.len() == 1);
+    assert_eq!(rows[0].description, "Stock feed");
+    assert_eq!(rows[0].cells[7], stock_api.client_id, "{:?}", rows[0]);
 }
 
 /// What the API refuses is shown next to the field it names; plain text only, even in errors.
@@ -818,10 +873,12 @@ fn screenshots_of_the_main_states() {
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     };
     let tokens_path = format!("/admin/v1/sites/{}/tokens", tea.site_key);
+    let orders_api = app.create_resource_server("Orders API");
     let mut values = Vec::new();
     for body in [
         json!({"description": "Acme fulfilment partner", "expires_at": in_days(180), "scope": "orders:read"}),
-        json!({"description": "Shipping label printer", "scope": "orders:read orders:write"}),
+        json!({"description": "Shipping label printer", "scope": "orders:read orders:write",
+               "audience": [orders_api.client_id]}),
         json!({"description": "Old analytics export"}),
     ] {
         let response = app.admin_post(&token, &tokens_path, Some(&body));
@@ -830,7 +887,6 @@ fn screenshots_of_the_main_states() {
         values.push(created["value"].as_str().unwrap().to_string());
     }
     // "Last used" filled in for two of them.
-    let orders_api = app.create_resource_server("Orders API");
     for value in &values[..2] {
         assert_eq!(app.introspect(&orders_api, value)["active"], true);
     }
@@ -862,6 +918,7 @@ fn screenshots_of_the_main_states() {
     browser.click("#create-token");
     browser.type_into("#create-description", "Marketplace sync, EU");
     browser.type_into("#create-scope", "orders:read");
+    browser.type_into("#create-audience", &orders_api.client_id);
     shoot(&browser, "admin-create.png");
     browser.click("#create-submit");
     browser.wait_visible("#secret-dialog");

@@ -501,10 +501,21 @@ pub struct ResourceServerKeys {
 
 impl TestNode {
     pub fn create_resource_server(&self, name: &str) -> ResourceServerKeys {
+        self.create_limited_resource_server(name, &[])
+    }
+
+    /// A resource server limited to `sites`' tokens (every site's when empty).
+    pub fn create_limited_resource_server(
+        &self,
+        name: &str,
+        sites: &[&SiteKeys],
+    ) -> ResourceServerKeys {
+        let site_keys: Vec<String> = sites.iter().map(|site| site.site_key.clone()).collect();
         let (created, secret) = tokenwarden::service::resource_servers::create(
             &self.context,
             &operator(),
             name,
+            &site_keys,
             tokenwarden::clock::now(),
         )
         .expect("create a resource server");

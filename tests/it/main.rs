@@ -4,6 +4,7 @@
 mod admin_api;
 mod admin_cli;
 mod admin_page;
+mod audience;
 mod audit;
 mod bad_input;
 mod cli;
@@ -17,6 +18,7 @@ mod introspection;
 mod invalidate;
 mod logs;
 mod openapi;
+mod resource_server_limits;
 mod revocation;
 mod secrets_at_rest;
 mod shutdown;

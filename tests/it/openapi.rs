@@ -128,11 +128,32 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         document["components"]["securitySchemes"]["admin_token"]["scheme"],
         "bearer"
     );
+    for body in ["CreateTokenBody", "RegenerateBody"] {
+        let audience = &schemas[body]["properties"]["audience"];
+        assert_eq!(audience["items"]["type"], "string", "{body}: {audience}");
+        assert_eq!(audience["minItems"], 1, "{body}: {audience}");
+        assert_eq!(audience["maxItems"], 20, "{body}: {audience}");
+    }
+    let regenerate =
+        &document["paths"]["/admin/v1/sites/{site_key}/tokens/{token_id}/regenerate"]["post"];
+    let words: Vec<&str> = regenerate["description"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert!(
+        words
+            .join(" ")
+            .contains("When the body has no `audience`, the token keeps its audience"),
+        "{regenerate}"
+    );
+    assert!(schemas["TokenView"]["properties"]["audience"].is_object());
+    assert!(schemas["IntrospectionResponse"]["properties"]["aud"].is_object());
 }
 
 /// The introspection answer is rendered by `domain::introspection`, the schema stated by
 /// `http::introspect::IntrospectionResponse`: the two must name the same members. A primary token
-/// has neither expiry nor scope, so it carries every member but those two.
+/// has neither expiry, scope nor audience, so it carries every member but those three.
 fn an_active_introspection_answer_has_the_documented_members(app: TestApp) {
     let document = app.get_json("/openapi.json");
     let schema = &document["components"]["schemas"]["IntrospectionResponse"];
@@ -141,7 +162,7 @@ fn an_active_introspection_answer_has_the_documented_members(app: TestApp) {
         .unwrap()
         .keys()
         .map(String::as_str)
-        .filter(|member| !["exp", "scope"].contains(member))
+        .filter(|member| !["exp", "scope", "aud"].contains(member))
         .collect();
     let site = app.create_site("Documented Shop");
     let resource_server = app.create_resource_server("Documented API");

@@ -148,7 +148,12 @@
   // A 422's description, with the API's field name in words: "expires_at must be in the future"
   // reads "The expiry must be in the future."
   function fieldMessage(error) {
-    const words = { description: 'The description', expires_at: 'The expiry', scope: 'The scope' };
+    const words = {
+      description: 'The description',
+      expires_at: 'The expiry',
+      scope: 'The scope',
+      audience: 'The audience',
+    };
     const text = String(error.message);
     const name = Object.keys(words).find((field) => text.startsWith(`${field} `));
     return sentence(name ? words[name] + text.slice(name.length) : text);
@@ -540,11 +545,21 @@
       el('td', { 'data-label': 'Last used' }, token.last_used_at ? timeElement(token.last_used_at) : 'Never'),
       el('td', { 'data-label': 'Expires' }, token.expires_at ? timeElement(token.expires_at) : 'Never'),
       el('td', { 'data-label': 'Scope' }, token.scope ? el('code', {}, token.scope) : '—'),
+      el('td', { 'data-label': 'Audience' }, audienceCell(token.audience)),
       el('td', { class: 'actions', 'data-label': 'Actions' }, ...(primary
         ? [el('span', { class: 'hint' }, 'Managed by the site’s integration')]
         : actionButtons(token))),
     ];
     return el('tr', { 'data-token-id': token.id, class: primary ? 'primary' : null }, ...cells);
+  }
+
+  // Who may check the token: any API (no audience), the client ids of its audience, or none once
+  // the operator deleted every one of them.
+  function audienceCell(audience) {
+    if (!Array.isArray(audience)) return 'Any';
+    if (audience.length === 0) return el('span', { class: 'hint' }, 'None: its APIs were deleted');
+    const ids = audience.map((clientId) => el('code', {}, clientId));
+    return el('span', { class: 'audience' }, ...ids.flatMap((code, i) => (i ? [' ', code] : [code])));
   }
 
   function actionButtons(token) {
@@ -587,7 +602,7 @@
   function resetCreateForm() {
     $('create-form').reset();
     formError('create-error', '');
-    for (const field of ['description', 'expires', 'scope']) fieldError('create', field, '');
+    for (const field of ['description', 'expires', 'scope', 'audience']) fieldError('create', field, '');
   }
 
   $('create-token').addEventListener('click', () => {
@@ -596,7 +611,12 @@
   });
 
   // The API's field names, and the inputs that show their errors.
-  const CREATE_FIELDS = { description: 'description', expires_at: 'expires', scope: 'scope' };
+  const CREATE_FIELDS = {
+    description: 'description',
+    expires_at: 'expires',
+    scope: 'scope',
+    audience: 'audience',
+  };
 
   // A datetime-local value (local time, no zone) as RFC 3339 in UTC, whole seconds.
   function localToUtc(value) {
@@ -612,6 +632,7 @@
     const description = $('create-description').value.trim();
     const expiresInput = $('create-expires');
     const scope = $('create-scope').value.trim().replace(/\s+/g, ' ');
+    const audience = $('create-audience').value.split(/[\s,]+/).filter(Boolean);
     // Only what the browser cannot send is checked here; every rule is the server's.
     if (!description) {
       fieldError('create', 'description', 'Enter a description: who or what will use this token.');
@@ -626,6 +647,7 @@
     }
     if (expiresInput.value) body.expires_at = localToUtc(expiresInput.value);
     if (scope) body.scope = scope;
+    if (audience.length) body.audience = audience;
     const button = $('create-submit');
     setBusy(button, true, 'Creating…');
     let created;
