@@ -78,6 +78,22 @@ pub fn encode_identifier(random: &[u8; 15]) -> String {
     URL_SAFE_NO_PAD.encode(random)
 }
 
+/// A site with how many token slots it uses.
+#[derive(Debug)]
+pub struct SiteSummary {
+    pub site: Site,
+    pub token_count: i64,
+}
+
+/// Which sites of the admin scope a listing covers.
+#[derive(Debug)]
+pub struct SiteQuery<'a> {
+    /// Case-insensitive substring of the name or site key.
+    pub search: Option<&'a str>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,9 +22,9 @@ use crate::domain::history::HistoryEntry;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{bearer_token, Params};
 use crate::domain::secret::Secret;
+use crate::domain::site::{SiteQuery, SiteSummary};
 use crate::service::site_tokens::{self, Acting, TokenAction, TokenOrder};
 use crate::service::{admins, Context, ServiceError};
-use crate::store::{SiteQuery, SiteSummary};
 
 /// Sites per page when `limit` is not given, and the most one page may hold.
 const DEFAULT_PAGE: i64 = 100;

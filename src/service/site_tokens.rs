@@ -19,12 +19,10 @@ use crate::domain::description::validate_description;
 use crate::domain::history::{Actor, HistoryEntry};
 use crate::domain::secret::Secret;
 use crate::domain::site::{is_site_key, Site};
+use crate::domain::site::{SiteQuery, SiteSummary};
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
-use crate::store::{
-    Author, NewSecondaryToken, NewTokenOutcome, SiteQuery, SiteSummary, TokenChange,
-    TokenChangeOutcome,
-};
+use crate::store::{Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome};
 
 /// What an admin asks for when creating a token, as received (checked here).
 #[derive(Debug, Default)]

@@ -6,9 +6,9 @@ use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::audit::Requester;
 use crate::domain::secret::Secret;
+use crate::domain::site::SiteSummary;
 use crate::domain::site::{site_key_from_random, validate_name, Site, SiteCredentials};
 use crate::domain::token::{self, SecretKind};
-use crate::store::SiteSummary;
 
 /// Creates a site with fresh credentials; the auth key exists in clear only in the return value.
 pub fn create(

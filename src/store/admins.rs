@@ -8,10 +8,11 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use super::audit::insert_audit;
 use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
 use super::sites::{SiteLookups, SiteRow};
-use super::{with_connection, write_transaction, SiteSummary, Store, StoreError};
+use super::{with_connection, write_transaction, Store, StoreError};
 use crate::domain::admin::{Admin, Role};
 use crate::domain::audit::{Action, Requester};
 use crate::domain::site::Site;
+use crate::domain::site::{SiteQuery, SiteSummary};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = admins)]
@@ -66,15 +67,6 @@ pub struct NewAdmin<'a> {
     pub name: &'a str,
     pub role: Role,
     pub secret_digest: &'a [u8],
-}
-
-/// Which sites of the admin scope a listing covers.
-#[derive(Debug)]
-pub struct SiteQuery<'a> {
-    /// Case-insensitive substring of the name or site key.
-    pub search: Option<&'a str>,
-    pub limit: i64,
-    pub offset: i64,
 }
 
 impl Store {

@@ -33,13 +33,13 @@ mod sites;
 mod sqlite_probe;
 mod tokens;
 
-pub use admins::{AdminChange, AdminWithSites, NewAdmin, SiteQuery};
+pub use admins::{AdminChange, AdminWithSites, NewAdmin};
 pub use changes::ChangeFeed;
 pub use resource_servers::{ResourceServer, ResourceServerAccess, ResourceServerChange};
 pub use site_tokens::{
     Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
 };
-pub use sites::{SiteAuthentication, SiteSummary};
+pub use sites::SiteAuthentication;
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -9,7 +9,7 @@ use super::audit::insert_audit;
 use super::schema::{sites, tokens};
 use super::{with_connection, write_transaction, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
-use crate::domain::site::Site;
+use crate::domain::site::{Site, SiteSummary};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = sites)]
@@ -48,13 +48,6 @@ struct NewSiteRow<'a> {
 pub struct SiteAuthentication {
     pub site: Site,
     pub auth_key_digest: Vec<u8>,
-}
-
-/// A site with how many token slots it uses.
-#[derive(Debug)]
-pub struct SiteSummary {
-    pub site: Site,
-    pub token_count: i64,
 }
 
 impl Store {
