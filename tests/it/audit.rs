@@ -51,8 +51,19 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
     cli(&["site", "disable", &site_key]);
     cli(&["site", "enable", &site_key]);
     cli(&["site", "invalidate-primary", &site_key]);
-    let api = cli(&["resource-server", "create", "--name", "Audited API"]);
+    let api = cli(&[
+        "resource-server",
+        "create",
+        "--name",
+        "Audited API",
+        "--site",
+        &site_key,
+    ]);
     let api_id = api["client_id"].as_str().unwrap().to_string();
+    let other_site = cli(&["site", "create", "--name", "Other Store"]);
+    let other_key = other_site["site_key"].as_str().unwrap();
+    cli(&["resource-server", "assign", &api_id, "--site", other_key]);
+    cli(&["resource-server", "unassign", &api_id, "--site", other_key]);
     cli(&["resource-server", "delete", &api_id]);
     let admin = cli(&[
         "admin",
@@ -83,6 +94,9 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
             "site_disabled",
             "site_enabled",
             "resource_server_created",
+            "site_created",
+            "resource_server_sites_assigned",
+            "resource_server_sites_unassigned",
             "resource_server_deleted",
             "admin_created",
             "site_created",

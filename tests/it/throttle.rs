@@ -231,6 +231,21 @@ fn a_client_under_attack_from_many_addresses_raises_one_alarm_and_no_lock(backen
         site.site_key
     );
     wait_for(|| app.db.count(&alarm) == 1, "the alarm in the audit trail");
+    // Each attacking address locked its own pair once, and nothing else was locked.
+    let locks = format!(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'throttle_locked' \
+         AND target = '{}' AND source_address LIKE '127.0.1.%'",
+        site.site_key
+    );
+    wait_for(
+        || app.db.count(&locks) == 4,
+        "one throttle_locked event per pair",
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'throttle_locked'"),
+        4
+    );
 }
 
 fn a_client_that_authenticated_from_an_address_is_exempt_from_its_lock(backend: Backend) {
