@@ -315,7 +315,7 @@ fn seed(options: &Options) -> Result<(), Failure> {
     let now = tokenwarden::clock::now();
     let (resource_server, rs_secret) = resource_servers::create(
         &context,
-        &Requester::operator(Some("bench")),
+        &Requester::operator(Some("bench"), None),
         "bench resource server",
         &[],
         now,
@@ -427,7 +427,7 @@ fn seed(options: &Options) -> Result<(), Failure> {
     } else {
         let (limited, secret) = resource_servers::create(
             &context,
-            &Requester::operator(Some("bench")),
+            &Requester::operator(Some("bench"), None),
             "bench limited resource server",
             &collected.audience_sites,
             now,

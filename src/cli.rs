@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::config::{self, Config, ConnectionLimits, SecretSource};
 use crate::domain::admin::Role;
 use crate::domain::audit::{self, Action, AuditQuery, Requester};
-use crate::domain::client_address::{parse_trusted_proxy, TrustedProxies};
+use crate::domain::client_address::{parse_trusted_proxy, ForwardedHeaders, TrustedProxies};
 use crate::domain::secret::Secret;
 use crate::domain::throttle::{self, ThrottleLimits};
 use crate::server;
@@ -191,6 +191,12 @@ struct ServeArgs {
     #[arg(long = "trusted-proxy", value_name = "CIDR", env = "TOKENWARDEN_TRUSTED_PROXIES",
           value_delimiter = ',', value_parser = parse_trusted_proxy)]
     trusted_proxies: Vec<IpNet>,
+    /// Which header the trusted proxies write: forwarded-first (RFC 7239 Forwarded when present,
+    /// else X-Forwarded-For), forwarded, or x-forwarded-for. Behind a proxy that only appends to
+    /// X-Forwarded-For and passes a client's Forwarded through, choose x-forwarded-for
+    #[arg(long, env = "TOKENWARDEN_FORWARDED_HEADERS", default_value = "forwarded-first",
+          value_parser = ForwardedHeaders::NAMES)]
+    forwarded_headers: String,
     /// Replaced by --trusted-proxy; refused with a message naming it
     #[arg(long, hide = true, env = "TOKENWARDEN_TRUST_FORWARDED_FOR", num_args = 0..=1,
           default_missing_value = "true")]
@@ -426,7 +432,9 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
              TOKENWARDEN_TRUSTED_PROXIES, comma-separated)",
         );
     }
-    config.trusted_proxies = TrustedProxies::new(args.trusted_proxies);
+    let headers = ForwardedHeaders::parse(&args.forwarded_headers)
+        .ok_or("--forwarded-headers takes forwarded-first, forwarded or x-forwarded-for")?;
+    config.trusted_proxies = TrustedProxies::new(args.trusted_proxies, headers);
     config.connections = ConnectionLimits {
         max_connections: args.max_connections.max(1),
         keep_alive: Duration::from_secs(args.keep_alive_secs),
@@ -455,12 +463,20 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     Ok(())
 }
 
-/// The person at the shell, as the audit trail records them: the operating system's user name.
+/// The person at the shell, as the audit trail records them: the user name the environment gives,
+/// and the effective user id (`/proc/self/status`), which the user cannot choose.
 fn operator() -> Requester {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok();
-    Requester::operator(user.as_deref())
+    Requester::operator(user.as_deref(), effective_uid())
+}
+
+/// The second field of `/proc/self/status`'s `Uid:` line (real, effective, saved, filesystem).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The command line, parsed. Help never shows the value of an environment variable (clap would

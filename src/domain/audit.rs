@@ -73,12 +73,13 @@ impl AuditActor {
         }
     }
 
-    /// The CLI's user, as the operating system names them (`user`: `$USER` or `$LOGNAME`).
-    pub fn operator(user: Option<&str>) -> Self {
+    /// The CLI's user: the name the environment gives (`$USER` or `$LOGNAME`, which the user
+    /// can set) and the effective user id the kernel gives (which they cannot).
+    pub fn operator(user: Option<&str>, uid: Option<u32>) -> Self {
         Self {
             kind: ActorKind::Operator,
             id: user.map(printable),
-            name: None,
+            name: uid.map(|uid| format!("uid {uid}")),
         }
     }
 
@@ -287,10 +288,10 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// The CLI's user (`user`: what the operating system calls them, if anything).
-    pub fn operator(user: Option<&str>) -> Self {
+    /// The CLI's user (see [`AuditActor::operator`]).
+    pub fn operator(user: Option<&str>, uid: Option<u32>) -> Self {
         Self {
-            actor: AuditActor::operator(user),
+            actor: AuditActor::operator(user, uid),
             address: None,
         }
     }
@@ -396,6 +397,16 @@ pub fn parse_limit(raw: &str) -> Result<i64, String> {
         .ok()
         .filter(|limit| (1..=MAX_AUDIT_PAGE).contains(limit))
         .ok_or_else(|| format!("limit must be a whole number from 1 to {MAX_AUDIT_PAGE}"))
+}
+
+/// Whether text sent as a client id could be one: client ids are 23 to 25 URL-safe characters and
+/// every secret is longer, so anything else names no client (it may be a secret sent in the wrong
+/// field, or text meant to forge log lines) and is neither shown nor kept.
+pub fn looks_like_client_id(client_id: &str) -> bool {
+    (1..=32).contains(&client_id.len())
+        && client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Text someone else chose, made safe to store, print and log: control characters, quotes and

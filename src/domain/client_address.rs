@@ -8,31 +8,58 @@
 //! the right, skip entries that are themselves trusted proxies; the first that is not is the
 //! client. An entry that is `unknown`, an obfuscated identifier (RFC 7239 6.3) or does not parse
 //! stops the walk at the last trusted hop, which is then the best address known.
-//! `Forwarded` wins over `X-Forwarded-For` when both are present (RFC 7239 7.4: the standard
-//! header is the one to trust).
+//!
+//! Which header is read is the operator's choice ([`ForwardedHeaders`]): by default RFC 7239
+//! `Forwarded` when a request carries it, else `X-Forwarded-For`. A header is only as trustworthy
+//! as the proxies that write it (RFC 7239 8.1): behind a proxy that appends only to
+//! `X-Forwarded-For` and passes a client's own `Forwarded` through, the default would read the
+//! client's header, so such a proxy must drop `Forwarded` or the operator must choose
+//! `x-forwarded-for`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
 
-/// The proxies whose forwarding headers are believed.
+/// The proxies whose forwarding headers are believed, and which header they write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     ranges: Vec<IpNet>,
+    headers: ForwardedHeaders,
+}
+
+/// Which forwarding header the trusted proxies write (`--forwarded-headers`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeaders {
+    /// `Forwarded` when the request carries it, else `X-Forwarded-For`.
+    #[default]
+    ForwardedFirst,
+    /// Only RFC 7239 `Forwarded`.
+    Forwarded,
+    /// Only `X-Forwarded-For` (a client's `Forwarded` is ignored).
+    XForwardedFor,
+}
+
+impl ForwardedHeaders {
+    pub const NAMES: [&'static str; 3] = ["forwarded-first", "forwarded", "x-forwarded-for"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "forwarded-first" => Some(Self::ForwardedFirst),
+            "forwarded" => Some(Self::Forwarded),
+            "x-forwarded-for" => Some(Self::XForwardedFor),
+            _ => None,
+        }
+    }
 }
 
 impl TrustedProxies {
-    pub fn new(ranges: Vec<IpNet>) -> Self {
-        Self { ranges }
+    pub fn new(ranges: Vec<IpNet>, headers: ForwardedHeaders) -> Self {
+        Self { ranges, headers }
     }
 
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
-    }
-
-    pub fn ranges(&self) -> &[IpNet] {
-        &self.ranges
     }
 
     fn trusts(&self, address: IpAddr) -> bool {
@@ -81,18 +108,23 @@ pub fn resolve<'a>(
         address: canonical(peer),
         fallback: None,
     };
-    if trusted.is_empty() || !trusted.trusts(peer) {
+    if !trusted.trusts(peer) {
         return direct;
     }
-    let forwarded: Vec<&[u8]> = forwarded.into_iter().collect();
-    let entries = if forwarded.is_empty() {
+    let forwarded: Vec<&[u8]> = match trusted.headers {
+        ForwardedHeaders::XForwardedFor => Vec::new(),
+        _ => forwarded.into_iter().collect(),
+    };
+    let entries = if !forwarded.is_empty() {
+        forwarded_for_entries(&forwarded)
+    } else if trusted.headers == ForwardedHeaders::Forwarded {
+        return direct;
+    } else {
         let lines: Vec<&[u8]> = x_forwarded_for.into_iter().collect();
         if lines.is_empty() {
             return direct;
         }
         x_forwarded_for_entries(&lines)
-    } else {
-        forwarded_for_entries(&forwarded)
     };
     let Some(entries) = entries else {
         return Resolved {
@@ -125,7 +157,7 @@ pub fn resolve<'a>(
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, what a dual-stack socket reports) as IPv4.
-fn canonical(address: IpAddr) -> IpAddr {
+pub fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         IpAddr::V4(_) => address,
@@ -255,11 +287,16 @@ mod tests {
     use super::*;
 
     fn proxies(ranges: &[&str]) -> TrustedProxies {
+        proxies_writing(ranges, ForwardedHeaders::default())
+    }
+
+    fn proxies_writing(ranges: &[&str], headers: ForwardedHeaders) -> TrustedProxies {
         TrustedProxies::new(
             ranges
                 .iter()
                 .map(|range| parse_trusted_proxy(range).unwrap())
                 .collect(),
+            headers,
         )
     }
 
@@ -350,6 +387,49 @@ mod tests {
         assert_eq!((ported.address, ported.fallback), (ip("203.0.113.9"), None));
         let bad_xff = client("10.0.0.1", &[], &["203.0.113.9, not-an-ip"], &trusted);
         assert_eq!(bad_xff.address, ip("10.0.0.1"));
+    }
+
+    /// Behind a proxy that appends only to `X-Forwarded-For`, a client's own `Forwarded` must not
+    /// choose its address: the operator says which header the proxies write.
+    #[test]
+    fn the_operator_chooses_which_header_the_proxies_write() {
+        let lines = (["for=198.51.100.7"], ["203.0.113.9"]);
+        let resolve_with = |headers| {
+            resolve(
+                ip("10.0.0.1"),
+                lines.0.iter().map(|line| line.as_bytes()),
+                lines.1.iter().map(|line| line.as_bytes()),
+                &proxies_writing(&["10.0.0.0/8"], headers),
+            )
+            .address
+        };
+        assert_eq!(
+            resolve_with(ForwardedHeaders::XForwardedFor),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            resolve_with(ForwardedHeaders::Forwarded),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            resolve_with(ForwardedHeaders::ForwardedFirst),
+            ip("198.51.100.7")
+        );
+        let only_forwarded = resolve(
+            ip("10.0.0.1"),
+            std::iter::empty(),
+            ["203.0.113.9".as_bytes()],
+            &proxies_writing(&["10.0.0.0/8"], ForwardedHeaders::Forwarded),
+        );
+        assert_eq!(
+            only_forwarded.address,
+            ip("10.0.0.1"),
+            "X-Forwarded-For is not read"
+        );
+        for name in ForwardedHeaders::NAMES {
+            assert!(ForwardedHeaders::parse(name).is_some());
+        }
+        assert_eq!(ForwardedHeaders::parse("both"), None);
     }
 
     #[test]

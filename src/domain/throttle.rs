@@ -250,7 +250,10 @@ impl Throttle {
         }
         if self.limits.client_attack_alarm > 0 {
             let failures = tables.clients.record(pair.client, window, origin.at);
-            if in_pair == 1 {
+            // An address counts once per window of the client id: its pair remembers the start of
+            // the client-id window it was last counted in.
+            let client_window = tables.clients.started(&pair.client);
+            if tables.pairs.mark_counted(&pair, client_window) {
                 tables.clients.count_address(&pair.client);
             }
             if failures == self.limits.client_attack_alarm.saturating_add(1) {
@@ -301,6 +304,7 @@ impl Tables {
 /// Frees an eighth of the trusted pairs: those past their time first, then the longest unused.
 fn make_room_for_trust(trusted: &mut HashMap<Pair, Instant>, capacity: usize, now: Instant) {
     trusted.retain(|_, at| now.saturating_duration_since(*at) < TRUSTED_PAIR_TIME);
+    let capacity = capacity.max(1);
     let target = capacity - (capacity / 8).max(1);
     if trusted.len() <= target {
         return;
@@ -313,8 +317,8 @@ fn make_room_for_trust(trusted: &mut HashMap<Pair, Instant>, capacity: usize, no
     }
 }
 
-/// IPv4 as is (IPv4-mapped IPv6 too); IPv6 by its /64.
-fn address_key(address: IpAddr) -> IpAddr {
+/// IPv4 as is (IPv4-mapped IPv6 too); IPv6 by its /64: the block one subscriber usually holds.
+pub fn address_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -333,6 +337,9 @@ struct Window {
     failures: u32,
     /// The client-id table only: addresses that failed for this client id in this window.
     addresses: u32,
+    /// The pair table only: the start of the client-id window this pair's address was last
+    /// counted in.
+    counted_in: Option<Instant>,
 }
 
 /// A map of at most `capacity` windows.
@@ -367,13 +374,33 @@ impl<K: Hash + Eq + Copy> Table<K> {
             started: now,
             failures: 0,
             addresses: 0,
+            counted_in: None,
         };
         let entry = self.windows.entry(key).or_insert(fresh);
         if now >= entry.started + window {
-            *entry = fresh;
+            *entry = Window {
+                counted_in: entry.counted_in,
+                ..fresh
+            };
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.failures
+    }
+
+    fn started(&self, key: &K) -> Option<Instant> {
+        self.windows.get(key).map(|entry| entry.started)
+    }
+
+    /// Whether `key` has not been counted in the window that started at `window_start` yet;
+    /// remembers that it now has.
+    fn mark_counted(&mut self, key: &K, window_start: Option<Instant>) -> bool {
+        match self.windows.get_mut(key) {
+            Some(entry) if entry.counted_in != window_start => {
+                entry.counted_in = window_start;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn count_address(&mut self, key: &K) {
@@ -578,11 +605,36 @@ mod tests {
         );
         assert_eq!(throttle.alarms(), 1);
         let next_window = from("192.0.2.1", start + 61 * SECOND);
-        for _ in 0..6 {
-            throttle.record_failure("site", &next_window);
-        }
-        assert_eq!(throttle.alarms(), 2);
         assert!(throttle.admit("site", &next_window).is_ok(), "never a lock");
+    }
+
+    /// An address counts once per window of the client id, even when its pair's window started
+    /// in the client id's previous window and is still open, and not twice when its pair's window
+    /// restarts within one client-id window.
+    #[test]
+    fn the_alarm_counts_each_address_once_per_window_of_the_client_id() {
+        let throttle = Throttle::new(ThrottleLimits {
+            client_attack_alarm: 3,
+            window: Duration::from_secs(60),
+            ..limits(100, 100)
+        });
+        let start = Instant::now();
+        let at = |seconds: u64, address: &str| from(address, start + Duration::from_secs(seconds));
+        throttle.record_failure("site", &at(0, "192.0.2.1"));
+        throttle.record_failure("site", &at(50, "192.0.2.2"));
+        // The client id's window restarts at 61 s; the pair of .2 is still in its window.
+        let mut alarms = Vec::new();
+        for (seconds, address) in [(61, "192.0.2.2"), (62, "192.0.2.2"), (63, "192.0.2.3")] {
+            alarms.extend(throttle.record_failure("site", &at(seconds, address)).alarm);
+        }
+        alarms.extend(throttle.record_failure("site", &at(64, "192.0.2.2")).alarm);
+        assert_eq!(
+            alarms,
+            [Alarm {
+                failures: 4,
+                addresses: 2
+            }]
+        );
     }
 
     #[test]
@@ -638,9 +690,10 @@ mod tests {
     #[test]
     fn capacity_holds_under_100k_distinct_client_ids_and_locks_survive() {
         let capacity = 1_000;
+        // An address limit no address reaches: trusted pairs are kept only while it is on.
         let throttle = Throttle::new(ThrottleLimits {
             capacity,
-            ..limits(3, 0)
+            ..limits(3, u32::MAX)
         });
         let start = Instant::now();
         let origin = from("192.0.2.1", start);

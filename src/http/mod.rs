@@ -154,7 +154,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 /// front of it report. What throttling, the access log and the audit trail use. `None` only when
 /// the transport has no peer address.
 pub(crate) fn client_address(trusted: &TrustedProxies, request: &HttpRequest) -> Option<IpAddr> {
-    let peer = request.peer_addr()?.ip();
+    let peer = client_address::canonical(request.peer_addr()?.ip());
     if trusted.is_empty() {
         return Some(peer);
     }

@@ -128,8 +128,11 @@ pub async fn invalidate_token(
 
 /// Token revocation (RFC 7009).
 ///
-/// Invalidates the site's primary token; any other token, valid or not, is answered 200 as RFC 7009
-/// 2.2 requires.
+/// With site credentials: invalidates the site's primary token; another site's token, or one that
+/// is unknown, is answered 200 and left alone (RFC 7009 2.2); the site's own non-primary token is
+/// refused with `unsupported_token_type` (RFC 7009 2.2.1: those are managed in the admin scope) and
+/// stays active. With admin credentials: ends one of the admin's own admin tokens (200 otherwise,
+/// and nothing changes).
 #[utoipa::path(
     post,
     path = "/oauth2/revoke",
@@ -137,7 +140,7 @@ pub async fn invalidate_token(
     request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or nothing to revoke"),
-        (status = 400, description = "Malformed request", body = super::error::ErrorBody),
+        (status = 400, description = "Malformed request, or `unsupported_token_type` for the site's own non-primary token", body = super::error::ErrorBody),
         (status = 401, description = "Client authentication failed", body = super::error::ErrorBody),
         (status = 413, description = "Body over the size limit", body = super::error::ErrorBody),
         (status = 429, description = "Too many failed client authentications for this client id or from this address",

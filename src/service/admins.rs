@@ -230,7 +230,8 @@ pub fn authenticate_admin(
 
 /// Ends one of `admin`'s own admin tokens (RFC 7009 through `/oauth2/revoke`, or `DELETE
 /// /admin/v1/sessions/current`): refused from the next request on. Another admin's token, or a
-/// value that is no admin token, is left alone (`Ok(false)`), as RFC 7009 2.2 answers it.
+/// value that is no admin token, is left alone (`Ok(false)`) and answered like an unknown token
+/// (RFC 7009 2.2), so the answer says nothing about other admins' tokens.
 pub fn revoke_own_token(
     context: &Context,
     admin: &Admin,

@@ -17,13 +17,22 @@ use chrono::{NaiveDateTime, TimeDelta};
 
 use super::{Context, ServiceError};
 use crate::domain::admin::{Admin, AdminRefusal};
-use crate::domain::audit::{Action, ActorKind, AuditActor, AuditEvent, AuditQuery, Outcome};
+use crate::domain::audit::{
+    looks_like_client_id, Action, ActorKind, AuditActor, AuditEvent, AuditQuery, Outcome,
+};
+use crate::domain::throttle::address_key;
 use crate::store::StoreError;
 
 /// Rows of failed authentications one window may hold; the rest go into one overflow row.
 pub const MAX_FAILURE_ROWS_PER_WINDOW: usize = 1_000;
-/// Events noted on the request path (locks, alarms) waiting for the runner; beyond, they are
-/// counted in the log rather than kept.
+/// Client ids one address (IPv6: its /64) may add rows for in one window; its failures under
+/// further client ids are counted in its `(unknown)` row, so no address can fill the window's
+/// rows with random client ids and push the real target into the overflow.
+pub const MAX_CLIENT_IDS_PER_ADDRESS: u32 = 10;
+/// Locks and alarms one window may record one by one; the rest are counted in one row.
+pub const MAX_NOTED_PER_WINDOW: usize = 1_000;
+/// Events noted on the request path waiting for the runner while the database does not take
+/// them; beyond, they are counted in the log rather than kept.
 const MAX_PENDING_EVENTS: usize = 10_000;
 /// What an unknown client id is recorded as.
 pub const UNKNOWN_CLIENT: &str = "(unknown)";
@@ -44,7 +53,12 @@ struct Pending {
     window_started: Option<NaiveDateTime>,
     failures: HashMap<FailureKey, Tally>,
     overflow: Option<Tally>,
+    /// Client ids with a row of their own, per address key, in this window.
+    ids_per_address: HashMap<Option<IpAddr>, u32>,
     events: Vec<AuditEvent>,
+    /// Locks and alarms noted in this window, and those beyond [`MAX_NOTED_PER_WINDOW`].
+    noted: usize,
+    noted_overflow: Option<Tally>,
     dropped: u64,
 }
 
@@ -100,13 +114,24 @@ impl AuditTrail {
         address: Option<IpAddr>,
         now: NaiveDateTime,
     ) {
-        let key = FailureKey {
+        let mut key = FailureKey {
             kind,
             client_id: looks_like_client_id(client_id).then(|| client_id.to_string()),
             address,
         };
         let mut pending = self.pending();
         pending.window_started.get_or_insert(now);
+        if key.client_id.is_some() && !pending.failures.contains_key(&key) {
+            let ids = pending
+                .ids_per_address
+                .entry(address.map(address_key))
+                .or_default();
+            if *ids >= MAX_CLIENT_IDS_PER_ADDRESS {
+                key.client_id = None;
+            } else {
+                *ids += 1;
+            }
+        }
         let full = pending.failures.len() >= MAX_FAILURE_ROWS_PER_WINDOW;
         match pending.failures.get_mut(&key) {
             Some(tally) => tally.add(now),
@@ -119,10 +144,16 @@ impl AuditTrail {
         }
     }
 
-    /// Keeps an event noted on the request path until the runner writes it.
+    /// Keeps a lock or alarm noted on the request path until the runner writes it; past
+    /// [`MAX_NOTED_PER_WINDOW`] in a window, it is only counted.
     pub fn note(&self, event: AuditEvent) {
         let mut pending = self.pending();
-        if pending.events.len() < MAX_PENDING_EVENTS {
+        pending.window_started.get_or_insert(event.occurred_at);
+        if pending.noted >= MAX_NOTED_PER_WINDOW {
+            let at = event.occurred_at;
+            pending.noted_overflow.get_or_insert(Tally::new(at)).add(at);
+        } else if pending.events.len() < MAX_PENDING_EVENTS {
+            pending.noted += 1;
             pending.events.push(event);
         } else {
             pending.dropped += 1;
@@ -137,19 +168,23 @@ impl AuditTrail {
             .is_some_and(|started| all || now >= started + self.window);
         let dropped = std::mem::take(&mut pending.dropped);
         let events = std::mem::take(&mut pending.events);
-        let (failures, overflow) = if window_over {
+        let (failures, overflow, noted_overflow) = if window_over {
             pending.window_started = None;
+            pending.ids_per_address.clear();
+            pending.noted = 0;
             (
                 std::mem::take(&mut pending.failures),
                 pending.overflow.take(),
+                pending.noted_overflow.take(),
             )
         } else {
-            (HashMap::new(), None)
+            (HashMap::new(), None, None)
         };
         Taken {
             events,
             failures,
             overflow,
+            noted_overflow,
             dropped,
         }
     }
@@ -172,6 +207,12 @@ impl AuditTrail {
         }
         if let Some(overflow) = taken.overflow {
             add_to_overflow(&mut pending, overflow);
+        }
+        if let Some(noted) = taken.noted_overflow {
+            match &mut pending.noted_overflow {
+                Some(existing) => merge(existing, noted),
+                None => pending.noted_overflow = Some(noted),
+            }
         }
         let room = MAX_PENDING_EVENTS.saturating_sub(pending.events.len());
         let kept = taken.events.len().min(room);
@@ -197,16 +238,19 @@ struct Taken {
     events: Vec<AuditEvent>,
     failures: HashMap<FailureKey, Tally>,
     overflow: Option<Tally>,
+    noted_overflow: Option<Tally>,
     dropped: u64,
 }
 
-/// Client ids are 23 to 25 URL-safe characters and every secret is longer: anything else names no
-/// client and is not kept even in memory.
-fn looks_like_client_id(client_id: &str) -> bool {
-    (1..=32).contains(&client_id.len())
-        && client_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The target of a lock or alarm when it is a client id (not an address), to be checked.
+fn client_id_target(event: &AuditEvent) -> Option<&str> {
+    let target = event.target.as_deref()?;
+    (matches!(
+        event.action,
+        Action::ThrottleLocked | Action::ClientUnderAttack
+    ) && target.parse::<IpAddr>().is_err()
+        && looks_like_client_id(target))
+    .then_some(target)
 }
 
 /// Writes what the request path noted: locks and alarms at once, failed authentications when
@@ -224,13 +268,20 @@ pub fn flush_auth_failures(
             taken.dropped
         );
     }
-    if taken.events.is_empty() && taken.failures.is_empty() && taken.overflow.is_none() {
+    if taken.events.is_empty()
+        && taken.failures.is_empty()
+        && taken.overflow.is_none()
+        && taken.noted_overflow.is_none()
+    {
         return Ok(());
     }
+    // Client ids as sent, in the failures and as the targets of locks and alarms: only those that
+    // name a client are kept.
     let sent: Vec<&str> = taken
         .failures
         .keys()
         .filter_map(|key| key.client_id.as_deref())
+        .chain(taken.events.iter().filter_map(client_id_target))
         .collect();
     let existing = match context.store.existing_client_ids(&sent) {
         Ok(existing) => existing,
@@ -240,6 +291,11 @@ pub fn flush_auth_failures(
         }
     };
     let mut events = taken.events.clone();
+    for event in &mut events {
+        if client_id_target(event).is_some_and(|id| !existing.contains(id)) {
+            event.target = Some(UNKNOWN_CLIENT.to_string());
+        }
+    }
     for (key, tally) in &taken.failures {
         let client_id = key
             .client_id
@@ -272,6 +328,21 @@ pub fn flush_auth_failures(
         event.outcome = Outcome::Failure;
         event.occurrences = overflow.count;
         event.last_at = overflow.last;
+        events.push(event);
+    }
+    if let Some(noted) = taken.noted_overflow {
+        let mut event = AuditEvent::new(
+            noted.first,
+            AuditActor::system(),
+            Action::ThrottleLocked,
+            None,
+        )
+        .with_detail(format!(
+            "locks and alarms beyond {MAX_NOTED_PER_WINDOW} in one window, counted together"
+        ));
+        event.outcome = Outcome::Failure;
+        event.occurrences = noted.count;
+        event.last_at = noted.last;
         events.push(event);
     }
     if let Err(error) = context.store.append_audit_events(&events) {
@@ -370,6 +441,58 @@ mod tests {
         let taken = trail.take(at(0), true);
         assert!(taken.failures.keys().all(|key| key.client_id.is_none()));
         assert_eq!(taken.failures.values().map(|t| t.count).sum::<i64>(), 2);
+    }
+
+    #[test]
+    fn one_address_adds_rows_for_at_most_ten_client_ids_a_window() {
+        let trail = trail();
+        let guesser = Some("192.0.2.66".parse().unwrap());
+        for n in 0..500 {
+            trail.note_auth_failure(
+                ActorKind::Site,
+                &format!("site_guess{n:0>13}"),
+                guesser,
+                at(0),
+            );
+        }
+        trail.note_auth_failure(
+            ActorKind::Site,
+            "site_target",
+            Some("198.51.100.1".parse().unwrap()),
+            at(1),
+        );
+        let taken = trail.take(at(0), true);
+        assert_eq!(
+            taken.failures.len(),
+            MAX_CLIENT_IDS_PER_ADDRESS as usize + 2
+        );
+        let unknown = FailureKey {
+            kind: ActorKind::Site,
+            client_id: None,
+            address: guesser,
+        };
+        assert_eq!(
+            taken.failures[&unknown].count,
+            500 - i64::from(MAX_CLIENT_IDS_PER_ADDRESS)
+        );
+        assert!(taken.overflow.is_none(), "the real target keeps its row");
+    }
+
+    #[test]
+    fn locks_and_alarms_past_the_cap_are_counted_in_one_row() {
+        let trail = trail();
+        for n in 0..(MAX_NOTED_PER_WINDOW + 30) {
+            let target = Some(format!("192.0.2.{}", n % 250));
+            trail.note(AuditEvent::new(
+                at(0),
+                AuditActor::system(),
+                Action::ThrottleLocked,
+                target,
+            ));
+        }
+        let taken = trail.take(at(61), false);
+        assert_eq!(taken.events.len(), MAX_NOTED_PER_WINDOW);
+        assert_eq!(taken.noted_overflow.map(|tally| tally.count), Some(30));
     }
 
     #[test]

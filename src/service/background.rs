@@ -206,9 +206,16 @@ impl std::fmt::Debug for Runner {
 
 fn run(context: &Context, schedule: &Schedule) {
     let started = Instant::now();
+    // The first pruning a minute after the start, so a node that restarts often still prunes.
     let mut due: Vec<(Job, Instant)> = Job::ALL
         .iter()
-        .map(|&job| (job, started + job.interval(schedule)))
+        .map(|&job| {
+            let first = match job {
+                Job::PruneAudit => job.interval(schedule).min(Duration::from_secs(60)),
+                _ => job.interval(schedule),
+            };
+            (job, started + first)
+        })
         .collect();
     loop {
         let earliest = due.iter().map(|&(_, at)| at).min().unwrap_or(started);

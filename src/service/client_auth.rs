@@ -7,7 +7,9 @@ use chrono::NaiveDateTime;
 
 use super::cache::{cached, Reach};
 use super::{Context, ServiceError};
-use crate::domain::audit::{Action, ActorKind, AuditActor, AuditEvent, Outcome};
+use crate::domain::audit::{
+    looks_like_client_id, Action, ActorKind, AuditActor, AuditEvent, Outcome,
+};
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
@@ -165,21 +167,26 @@ fn record_failure(
     if failed.pair_locked {
         log::info!(
             "throttling client id {shown} from {address}: too many failed authentications, \
-             locked for {window} s"
+             locked until its window ends (at most {window} s)"
         );
         context.audit.note(locked(
             shown.to_string(),
-            format!("client id from this address locked for {window} s"),
+            format!(
+                "client id from this address locked until its window ends (at most {window} s)"
+            ),
         ));
     }
     if let Some(locked_address) = failed.address_locked {
         log::info!(
             "throttling address {locked_address}: too many failed client authentications, \
-             locked for {window} s"
+             locked until its window ends (at most {window} s)"
         );
         context.audit.note(locked(
             locked_address.to_string(),
-            format!("address locked for {window} s, except for clients that authenticated from it"),
+            format!(
+                "address locked until its window ends (at most {window} s), except for clients \
+                 that authenticated from it"
+            ),
         ));
     }
     if let Some(alarm) = failed.alarm {
@@ -204,15 +211,9 @@ fn record_failure(
     }
 }
 
-/// A client id as the log may show it. It comes from the client, so anything that does not look
-/// like an identifier (ours are 23-25 URL-safe characters; every secret is longer) is not shown:
-/// it could be a secret pasted into the wrong field, or text meant to forge log lines.
+/// A client id as the log and the audit trail may show it (`domain::audit::looks_like_client_id`).
 fn loggable(client_id: &str) -> &str {
-    let identifier = client_id.len() <= 32
-        && client_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if identifier {
+    if looks_like_client_id(client_id) {
         client_id
     } else {
         "(not an identifier)"

@@ -240,7 +240,14 @@ impl Store {
                             Action::TokenCreated,
                             token_target!(conn, site_id, row.id)?,
                         )
-                        .with_detail(format!("description {}", new.description));
+                        .with_detail(match new.audience {
+                            Some(audience) => format!(
+                                "description {}, audience {}",
+                                new.description,
+                                audience.join(" ")
+                            ),
+                            None => format!("description {}", new.description),
+                        });
                     insert_audit!(conn, &audit)?;
                     return Ok(NewTokenOutcome::Created(conn.managed_one(row)?));
                 }
@@ -289,6 +296,11 @@ impl Store {
                 _ => None,
             };
             let target = token_target!(conn, site_id, token_id)?;
+            // Client ids of an audience a regeneration replaces, for the audit trail.
+            let replaced_audience = match change {
+                TokenChange::Regenerate { audience, .. } => *audience,
+                _ => None,
+            };
             let record = |conn: &mut _, event: TokenEvent, digest, detail: Option<&str>| {
                 let row = NewEventRow {
                     value_digest: digest,
@@ -308,6 +320,9 @@ impl Store {
                 let mut audit = author.audit.event(now, action, target.clone());
                 if let Some(detail) = detail {
                     audit = audit.with_detail(format!("description {detail}"));
+                } else if let (TokenEvent::Regenerated, Some(audience)) = (event, replaced_audience)
+                {
+                    audit = audit.with_detail(format!("audience {}", audience.join(" ")));
                 }
                 insert_audit!(conn, &audit).map(drop)
             };

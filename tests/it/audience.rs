@@ -120,6 +120,12 @@ fn a_token_with_an_audience_is_seen_only_by_its_audience_and_names_it(app: TestA
         created["audience"], audience,
         "duplicates collapsed: {created}"
     );
+    let recorded = format!(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'token_created' \
+         AND detail LIKE '%audience %{}%'",
+        orders.client_id
+    );
+    assert_eq!(app.db.count(&recorded), 1, "the audience is on record");
     let token = value(&created);
     let mut shown = created.clone();
     shown.as_object_mut().unwrap().remove("value");
@@ -179,8 +185,14 @@ fn regenerate_keeps_the_audience_unless_the_body_gives_one(app: TestApp) {
     );
     let token_id = id(&created);
 
+    let replaced_on_record = format!(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'token_regenerated' \
+         AND detail LIKE 'audience %{}%'",
+        stock.client_id
+    );
     for body in [None, Some(json!({"description": "Partner, renamed"}))] {
         let regenerated = act(&app, &scene, token_id, "regenerate", body);
+        assert_eq!(app.db.count(&replaced_on_record), 0);
         assert_eq!(regenerated["audience"], ids(&[&orders]), "{regenerated}");
         let token = value(&regenerated);
         assert_eq!(app.introspect(&orders, &token)["aud"], ids(&[&orders]));
@@ -195,6 +207,11 @@ fn regenerate_keeps_the_audience_unless_the_body_gives_one(app: TestApp) {
         Some(json!({"audience": [stock.client_id]})),
     );
     assert_eq!(replaced["audience"], ids(&[&stock]), "{replaced}");
+    assert_eq!(
+        app.db.count(&replaced_on_record),
+        1,
+        "the new audience is on record"
+    );
     let token = value(&replaced);
     assert_eq!(app.introspect(&orders, &token), inactive());
     assert_eq!(app.introspect(&stock, &token)["aud"], ids(&[&stock]));

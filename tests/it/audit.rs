@@ -109,6 +109,12 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
     );
     for event in &events {
         assert_eq!(event["actor"]["kind"], "operator", "{event}");
+        assert!(
+            event["actor"]["name"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("uid ")),
+            "the effective user id beside the self-reported name: {event}"
+        );
         assert_eq!(event["outcome"], "success", "{event}");
     }
     assert_eq!(events.last().unwrap()["target"], site_key.as_str());
@@ -356,7 +362,7 @@ fn failed_authentications_are_aggregated_per_client_id_and_address(backend: Back
         return;
     };
     let app = TestApp::spawn_with(db, |config: &mut Config| {
-        config.throttle.window = Duration::from_secs(1);
+        config.throttle.window = Duration::from_secs(3);
     });
     let site = app.create_site("Guessed Store");
     let attempt = |client_id: &str, secret: &str| {

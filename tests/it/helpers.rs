@@ -36,7 +36,7 @@ pub fn test_secret() -> String {
 
 /// Who the tests' direct service calls are recorded as in the audit trail.
 pub fn operator() -> tokenwarden::domain::audit::Requester {
-    tokenwarden::domain::audit::Requester::operator(Some("tests"))
+    tokenwarden::domain::audit::Requester::operator(Some("tests"), None)
 }
 
 /// A database that exists for one test only.

@@ -80,12 +80,16 @@ fn the_operator_invalidates_a_leaked_primary_token_from_the_cli(app: TestApp) {
     ));
     assert_eq!(audit, 1);
 
-    // Nothing active any more: said so, and nothing is recorded.
+    // The fresh value is invalidated in turn (text output); then nothing is active any more,
+    // which the answer says, and which records nothing.
     crate::cli::succeed(crate::cli::tokenwarden(&app.db.url).args([
         "site",
         "invalidate-primary",
         &site.site_key,
     ]));
+    let recorded =
+        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'primary_token_invalidated'";
+    assert_eq!(app.db.count(recorded), 2);
     let again = crate::cli::succeed_json(crate::cli::tokenwarden(&app.db.url).args([
         "site",
         "invalidate-primary",
@@ -93,6 +97,11 @@ fn the_operator_invalidates_a_leaked_primary_token_from_the_cli(app: TestApp) {
         "--json",
     ]));
     assert_eq!(again["invalidated"], false);
+    assert_eq!(
+        app.db.count(recorded),
+        2,
+        "nothing invalidated, nothing recorded"
+    );
 
     let unknown = crate::cli::run(crate::cli::tokenwarden(&app.db.url).args([
         "site",

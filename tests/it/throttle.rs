@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::{set_default_instrumentation, Instrumentation, InstrumentationEvent};
 use reqwest::blocking::{Client, Response};
 use tokenwarden::config::{Config, ConnectionLimits};
-use tokenwarden::domain::client_address::{parse_trusted_proxy, TrustedProxies};
+use tokenwarden::domain::client_address::{parse_trusted_proxy, ForwardedHeaders, TrustedProxies};
 use tokenwarden::domain::throttle::ThrottleLimits;
 
 use crate::helpers::{assert_oauth_error, Backend, ResourceServerKeys, TestApp, TestDatabase};
@@ -951,8 +951,10 @@ fn the_openapi_document_lists_429_with_retry_after_where_clients_authenticate() 
 #[test]
 fn behind_trusted_proxies_the_rightmost_untrusted_forwarded_address_is_counted() {
     let app = spawn_adjusted(Backend::Sqlite, 2, 100, |config| {
-        config.trusted_proxies =
-            TrustedProxies::new(vec![parse_trusted_proxy("127.0.0.0/8").unwrap()]);
+        config.trusted_proxies = TrustedProxies::new(
+            vec![parse_trusted_proxy("127.0.0.0/8").unwrap()],
+            ForwardedHeaders::default(),
+        );
     })
     .expect("SQLite is always available");
     let site = app.create_site("Proxied Store");
@@ -1018,6 +1020,50 @@ fn behind_trusted_proxies_the_rightmost_untrusted_forwarded_address_is_counted()
     }
 }
 
+/// Behind a proxy that appends only to `X-Forwarded-For` (and passes a client's own `Forwarded`
+/// through), `--forwarded-headers x-forwarded-for` keeps a client from choosing its address with
+/// `Forwarded`: failures count against the address the proxy appended.
+#[test]
+fn a_clients_own_forwarded_header_is_ignored_when_the_proxies_write_x_forwarded_for() {
+    let app = spawn_adjusted(Backend::Sqlite, 2, 100, |config| {
+        config.trusted_proxies = TrustedProxies::new(
+            vec![parse_trusted_proxy("127.0.0.0/8").unwrap()],
+            ForwardedHeaders::XForwardedFor,
+        );
+    })
+    .expect("SQLite is always available");
+    let site = app.create_site("Victim Store");
+    let request = |forwarded: Option<&str>, appended: &str, secret: &str| {
+        let request = crate::helpers::form_request(
+            &app.client,
+            app.url("/oauth2/token"),
+            Some((&site.site_key, secret)),
+            "grant_type=client_credentials",
+        )
+        .header("X-Forwarded-For", appended);
+        match forwarded {
+            Some(forwarded) => request.header("Forwarded", forwarded),
+            None => request,
+        }
+        .send()
+        .unwrap()
+    };
+    let guess = wrong(&site.auth_key);
+    // The attacker (appended as 203.0.113.66 by the proxy) names the victim's address in its own
+    // Forwarded header, to lock the victim's pair.
+    for _ in 0..2 {
+        let response = request(Some("for=198.51.100.50"), "203.0.113.66", &guess);
+        assert_oauth_error(response, 401, "invalid_client");
+    }
+    assert_throttled(request(None, "203.0.113.66", &site.auth_key));
+    let victim = request(None, "198.51.100.50", &site.auth_key);
+    assert_eq!(
+        victim.status(),
+        200,
+        "the victim's own address is not locked"
+    );
+}
+
 #[test]
 fn trusted_proxy_flags_refuse_bad_ranges_and_the_old_flag_with_exit_2() {
     let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
@@ -1044,6 +1090,19 @@ fn trusted_proxy_flags_refuse_bad_ranges_and_the_old_flag_with_exit_2() {
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("nonsense"), "{stderr}");
+    let (code, stderr) = run(
+        &[
+            "--trusted-proxy",
+            "10.0.0.1",
+            "--forwarded-headers",
+            "both",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("both"), "{stderr}");
     let (code, stderr) = run(&["--trust-forwarded-for", "--bind", "127.0.0.1:0"], None);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--trusted-proxy"), "{stderr}");

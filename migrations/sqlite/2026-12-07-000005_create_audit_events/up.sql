@@ -20,3 +20,5 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_time ON audit_events (occurred_at, id);
 CREATE INDEX audit_events_by_actor ON audit_events (actor_id, occurred_at);
 CREATE INDEX audit_events_by_action ON audit_events (action, occurred_at);
+-- Retention deletes by the last occurrence.
+CREATE INDEX audit_events_by_last_at ON audit_events (last_at);
