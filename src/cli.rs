@@ -253,17 +253,9 @@ enum ResourceServerCommand {
     List,
     /// Limit a resource server to these sites as well; one that saw every site then sees only
     /// these. Takes effect at once
-    Assign {
-        client_id: String,
-        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
-        sites: Vec<String>,
-    },
+    Assign(SiteAssignment),
     /// Take sites from a limited resource server: their tokens are refused to it at once
-    Unassign {
-        client_id: String,
-        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
-        sites: Vec<String>,
-    },
+    Unassign(SiteAssignment),
     /// Delete a resource server: its credentials stop working at once
     Delete { client_id: String },
 }
@@ -283,21 +275,21 @@ enum AdminCommand {
     /// List admins and the sites assigned to them
     List,
     /// Assign sites to a site manager
-    Assign {
-        client_id: String,
-        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
-        sites: Vec<String>,
-    },
+    Assign(SiteAssignment),
     /// Take sites away from a site manager; takes effect at once
-    Unassign {
-        client_id: String,
-        #[arg(long = "site", value_name = "SITE_KEY", required = true)]
-        sites: Vec<String>,
-    },
+    Unassign(SiteAssignment),
     /// Disable an admin: their admin tokens stop working at once
     Disable { client_id: String },
     /// Enable a disabled admin again (old admin tokens stay revoked)
     Enable { client_id: String },
+}
+
+/// A client (resource server or site manager) and the sites given to it or taken from it.
+#[derive(Debug, Args)]
+struct SiteAssignment {
+    client_id: String,
+    #[arg(long = "site", value_name = "SITE_KEY", required = true)]
+    sites: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -625,6 +617,7 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
 
 fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) -> CliResult {
     let context = &server::open_context(config)?;
+    let assigns = matches!(command, ResourceServerCommand::Assign(_));
     match command {
         ResourceServerCommand::Create { name, sites } => {
             let (created, secret) =
@@ -658,24 +651,13 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
                 text
             });
         }
-        ResourceServerCommand::Assign { client_id, sites } => {
+        ResourceServerCommand::Assign(change) | ResourceServerCommand::Unassign(change) => {
             let changed = resource_servers::change_sites(
                 context,
                 &operator(),
-                &client_id,
-                &sites,
-                true,
-                crate::clock::now(),
-            )?;
-            print_resource_server_sites(json, &changed);
-        }
-        ResourceServerCommand::Unassign { client_id, sites } => {
-            let changed = resource_servers::change_sites(
-                context,
-                &operator(),
-                &client_id,
-                &sites,
-                false,
+                &change.client_id,
+                &change.sites,
+                assigns,
                 crate::clock::now(),
             )?;
             print_resource_server_sites(json, &changed);
@@ -714,6 +696,7 @@ fn print_resource_server_sites(json: bool, server: &ResourceServer) {
 
 fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
     let context = &server::open_context(config)?;
+    let assigns = matches!(command, AdminCommand::Assign(_));
     let changed = match command {
         AdminCommand::Create { name, role, sites } => {
             let role = Role::parse(&role).ok_or("unknown role")?;
@@ -761,20 +744,12 @@ fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
             });
             return Ok(());
         }
-        AdminCommand::Assign { client_id, sites } => admins::change_sites(
+        AdminCommand::Assign(change) | AdminCommand::Unassign(change) => admins::change_sites(
             context,
             &operator(),
-            &client_id,
-            &sites,
-            true,
-            crate::clock::now(),
-        )?,
-        AdminCommand::Unassign { client_id, sites } => admins::change_sites(
-            context,
-            &operator(),
-            &client_id,
-            &sites,
-            false,
+            &change.client_id,
+            &change.sites,
+            assigns,
             crate::clock::now(),
         )?,
         AdminCommand::Disable { client_id } => {
