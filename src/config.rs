@@ -1,5 +1,6 @@
-//! Configuration as one value, loaded once at the edge (defaults < environment < flags, through
-//! clap in `cli`) and passed down; no globals. Also where the server secret comes from.
+//! Configuration as one value, loaded once at the edge (defaults < config file < environment <
+//! flags, through clap in `cli`) and passed down; no globals. Also where the server secret comes
+//! from.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

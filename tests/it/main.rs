@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod client_library;
 mod concurrency;
+mod config_file;
 mod discovery;
 mod examples;
 mod faults;

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `site …`, `resource-server …`, `admin …`, `secret generate`. Prints text, or with `--json` exactly
 //! one JSON object on stdout, so scripts can read it.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ use crate::service::{self, admins, primary_token, resource_servers, sites, Conte
 use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings, ResourceServer};
 use crate::tls::TlsFiles;
 
+mod config_file;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tokenwarden",
@@ -36,6 +39,10 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct GlobalArgs {
+    /// A TOML file of global and serve settings under their flags' names (defaults < file <
+    /// environment < flags); `tokenwarden config show` prints the result
+    #[arg(long, global = true, env = "TOKENWARDEN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Database: postgres://…, sqlite://PATH, or a file path (SQLite)
     #[arg(long, global = true, env = "TOKENWARDEN_DATABASE_URL", default_value = config::DEFAULT_DATABASE_URL)]
     database: String,
@@ -89,6 +96,16 @@ enum Command {
     /// Server secret utilities
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// The configuration: every global and serve setting, from defaults, file, environment, flags
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective global and serve settings and where each came from, as TOML (secrets
+    /// redacted); with --json, one JSON object
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +360,7 @@ fn execute(cli: Cli) -> CliResult {
             };
             audit_list(&config, &query, cli.global.json)
         }
+        Command::Config(ConfigCommand::Show) => config_show(cli.global.json),
         Command::Secret(SecretCommand::Generate) => {
             let secret = config::generate_encoded_secret()?;
             println!("{}", secret.expose());
@@ -474,8 +492,100 @@ fn effective_uid() -> Option<u32> {
 /// The command line, parsed. Help never shows the value of an environment variable (clap would
 /// print `[env: TOKENWARDEN_DATABASE_URL=postgres://user:password@…]`): only its name.
 fn parse_command_line() -> Cli {
-    let matches = hide_env_values(Cli::command()).get_matches();
+    let command = hide_env_values(Cli::command());
+    let arguments: Vec<OsString> = std::env::args_os().collect();
+    let matches = command.clone().get_matches_from(&arguments);
+    let matches = match matches.get_one::<PathBuf>(config_file::CONFIG).cloned() {
+        None => matches,
+        Some(path) => {
+            let (from_file, _) = config_file::read(&command, &path)
+                .and_then(|table| config_file::arguments(&command, &matches, &table, &path))
+                .unwrap_or_else(|message| refuse_usage(&message));
+            command.get_matches_from(arguments.into_iter().chain(from_file))
+        }
+    };
     Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+/// `config show`: the settings `serve` would run with, given this command line's global flags,
+/// the environment and the config file. The database URL's password is never printed, nor any
+/// secret (the server secret is not a setting: it comes from `TOKENWARDEN_SECRET` or a file).
+fn config_show(json: bool) -> CliResult {
+    let command = hide_env_values(Cli::command());
+    let given = command.clone().get_matches_from(std::env::args_os());
+    let mut serving: Vec<OsString> = vec![OsString::from("tokenwarden")];
+    for arg in command.get_arguments().filter(|arg| arg.is_global_set()) {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if long == "json" || given.value_source(id) != Some(clap::parser::ValueSource::CommandLine)
+        {
+            continue;
+        }
+        for value in given.get_raw(id).into_iter().flatten() {
+            serving.extend([OsString::from(format!("--{long}")), value.to_os_string()]);
+        }
+    }
+    serving.push(OsString::from(config_file::SERVE));
+    let mut matches = command.clone().try_get_matches_from(&serving)?;
+    let mut from_file = Default::default();
+    if let Some(path) = matches.get_one::<PathBuf>(config_file::CONFIG).cloned() {
+        let table = config_file::read(&command, &path)?;
+        let (arguments, names) = config_file::arguments(&command, &matches, &table, &path)?;
+        from_file = names;
+        matches = command
+            .clone()
+            .try_get_matches_from(serving.into_iter().chain(arguments))?;
+    }
+    let settings = config_file::effective(&command, &matches, &from_file);
+    let shown = |name: &str, value: &str| match name {
+        "database" => DatabaseUrl::parse(value)
+            .map_or_else(|_| "<unparsable>".to_string(), |url| format!("{url:?}")),
+        _ => value.to_string(),
+    };
+    if json {
+        let rows: serde_json::Map<String, Value> = settings
+            .iter()
+            .map(|setting| {
+                let values: Vec<String> = setting
+                    .values
+                    .iter()
+                    .map(|value| shown(&setting.name, value))
+                    .collect();
+                let value = match values.as_slice() {
+                    [] => Value::Null,
+                    [one] => Value::from(one.clone()),
+                    many => Value::from(many.to_vec()),
+                };
+                (
+                    setting.name.clone(),
+                    json!({ "value": value, "source": setting.source }),
+                )
+            })
+            .collect();
+        println!("{}", json!({ "settings": rows }));
+        return Ok(());
+    }
+    for setting in &settings {
+        let values: Vec<toml::Value> = setting
+            .values
+            .iter()
+            .map(|value| match (setting.switch, value.as_str()) {
+                (true, "true") => toml::Value::from(true),
+                (true, "false") => toml::Value::from(false),
+                _ => toml::Value::from(shown(&setting.name, value)),
+            })
+            .collect();
+        let value = match values.len() {
+            0 => {
+                println!("# {} is not set", setting.name);
+                continue;
+            }
+            1 => values[0].to_string(),
+            _ => toml::Value::from(values).to_string(),
+        };
+        println!("{} = {value}  # {}", setting.name, setting.source);
+    }
+    Ok(())
 }
 
 fn hide_env_values(command: clap::Command) -> clap::Command {
