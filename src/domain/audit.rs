@@ -114,6 +114,7 @@ pub enum Action {
     AdminSitesAssigned,
     AdminSitesUnassigned,
     SiteCreated,
+    SiteRenamed,
     SiteEnabled,
     SiteDisabled,
     AuthKeyRotated,
@@ -139,7 +140,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::AdminSignedIn,
         Action::AdminTokenRevoked,
         Action::AdminCreated,
@@ -148,6 +149,7 @@ impl Action {
         Action::AdminSitesAssigned,
         Action::AdminSitesUnassigned,
         Action::SiteCreated,
+        Action::SiteRenamed,
         Action::SiteEnabled,
         Action::SiteDisabled,
         Action::AuthKeyRotated,
@@ -177,6 +179,7 @@ impl Action {
             Action::AdminSitesAssigned => "admin_sites_assigned",
             Action::AdminSitesUnassigned => "admin_sites_unassigned",
             Action::SiteCreated => "site_created",
+            Action::SiteRenamed => "site_renamed",
             Action::SiteEnabled => "site_enabled",
             Action::SiteDisabled => "site_disabled",
             Action::AuthKeyRotated => "auth_key_rotated",

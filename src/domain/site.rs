@@ -90,6 +90,8 @@ pub struct SiteSummary {
 pub struct SiteQuery<'a> {
     /// Case-insensitive substring of the name or site key.
     pub search: Option<&'a str>,
+    /// Only enabled (`true`) or disabled (`false`) sites.
+    pub enabled: Option<bool>,
     pub limit: i64,
     pub offset: i64,
 }

@@ -157,6 +157,7 @@ pub struct TokenActionBody {
     tag = "admin",
     params(
         ("q" = Option<String>, Query, description = "Case-insensitive part of the name or site key"),
+        ("enabled" = Option<bool>, Query, description = "Only enabled (`true`) or disabled (`false`) sites"),
         ("limit" = Option<i64>, Query, description = "Sites per page, 1 to 1000 (default 100)"),
         ("offset" = Option<i64>, Query, description = "Sites to skip (default 0)"),
     ),
@@ -178,6 +179,7 @@ pub async fn list_sites(
         .run(move |context, admin, _| {
             let query = SiteQuery {
                 search: page.search.as_deref(),
+                enabled: page.enabled,
                 limit: page.limit,
                 offset: page.offset,
             };
@@ -592,6 +594,7 @@ pub(super) fn answer(body: impl Serialize) -> HttpResponse {
 /// `?q=&limit=&offset=`, parsed as strictly as OAuth forms (a repeated parameter is an error).
 struct PageQuery {
     search: Option<String>,
+    enabled: Option<bool>,
     limit: i64,
     offset: i64,
 }
@@ -619,8 +622,15 @@ impl PageQuery {
                 "q must not contain control characters",
             ));
         }
+        let enabled = match params.get("enabled") {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => return Err(OAuthError::invalid_request("enabled must be true or false")),
+        };
         Ok(Self {
             search: search.map(str::to_string),
+            enabled,
             limit: number("limit", DEFAULT_PAGE, 1..=MAX_PAGE)?,
             offset: number("offset", 0, 0..=i64::from(i32::MAX))?,
         })

@@ -22,6 +22,7 @@ pub mod metrics;
 mod oauth;
 mod observe;
 pub mod openapi;
+mod platform;
 mod revocation;
 
 use error::ApiError;
@@ -69,7 +70,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(only(Method::GET, "/readyz", discovery::readyz))
         .service(only(Method::GET, "/metrics", metrics::serve))
         .service(only(Method::GET, "/openapi.json", openapi::serve))
-        .service(only(Method::GET, "/admin/v1/sites", admin::list_sites))
+        .service(
+            web::resource(SITES)
+                .wrap(Observe::route(SITES))
+                .route(web::get().to(admin::list_sites))
+                .route(web::post().to(platform::create_site))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow: "GET, POST" })
+                })),
+        )
         .service(only(Method::GET, "/admin/v1/audit", audit::list))
         .service(only(
             Method::POST,
@@ -81,7 +90,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "/admin/v1/sessions/current",
             revocation::end_session,
         ))
-        .service(only(Method::GET, "/admin/v1/sites/{site_key}", admin::site))
+        .service(
+            web::resource(SITE)
+                .wrap(Observe::route(SITE))
+                .route(web::get().to(admin::site))
+                .route(web::patch().to(platform::update_site))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                        allow: "GET, PATCH",
+                    })
+                })),
+        )
         .service(
             web::resource(SITE_TOKENS)
                 .wrap(Observe::route(SITE_TOKENS))
@@ -123,6 +142,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .default_service(web::to(not_found).wrap(Observe::route(observe::UNMATCHED)));
 }
 
+const SITES: &str = "/admin/v1/sites";
+const SITE: &str = "/admin/v1/sites/{site_key}";
 const SITE_TOKENS: &str = "/admin/v1/sites/{site_key}/tokens";
 
 /// A resource answering one method, observed under its pattern; any other method gets 405 JSON

@@ -17,6 +17,7 @@ use super::metrics;
 use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
+use super::platform::{self, CreateSiteBody, CreatedSiteView, UpdateSiteBody};
 use super::revocation::{self, PrimaryInvalidatedResponse};
 
 #[derive(OpenApi)]
@@ -49,7 +50,9 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         admin::history,
         audit::list,
         revocation::invalidate_primary,
-        revocation::end_session
+        revocation::end_session,
+        platform::create_site,
+        platform::update_site
     ),
     components(schemas(
         TokenForm,
@@ -75,7 +78,10 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         AuditActorView,
         AuditEventView,
         AuditResponse,
-        PrimaryInvalidatedResponse
+        PrimaryInvalidatedResponse,
+        CreateSiteBody,
+        UpdateSiteBody,
+        CreatedSiteView
     )),
     modifiers(&ClientAuthentication),
     tags(

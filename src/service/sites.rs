@@ -1,13 +1,16 @@
 //! Operator use cases for sites (the `tokenwarden site …` commands and `serve --demo`).
 
+use std::net::IpAddr;
+
 use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
+use crate::domain::admin::{Admin, AdminRefusal};
 use crate::domain::audit::Requester;
 use crate::domain::secret::Secret;
 use crate::domain::site::SiteSummary;
-use crate::domain::site::{site_key_from_random, validate_name, Site, SiteCredentials};
+use crate::domain::site::{site_key_from_random, validate_name, NameError, Site, SiteCredentials};
 use crate::domain::token::{self, SecretKind};
 
 /// Creates a site with fresh credentials; the auth key exists in clear only in the return value.
@@ -75,4 +78,65 @@ pub fn set_enabled(
 
 fn new_auth_key() -> Result<Secret, ServiceError> {
     Ok(token::mint(SecretKind::AuthKey, &crypto::random_bytes()?))
+}
+
+/// `POST /admin/v1/sites`: a platform admin provisions a site (as [`create`], recorded as theirs).
+pub fn create_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    name: &str,
+    now: NaiveDateTime,
+) -> Result<(Site, SiteCredentials), ServiceError> {
+    platform_admin_only(admin)?;
+    let name = validate_name(name).map_err(refused_name)?;
+    create(context, &Requester::admin(admin, address), &name, now)
+}
+
+/// `PATCH /admin/v1/sites/{site_key}`: a platform admin renames, disables or enables a site;
+/// changes that change nothing are not recorded.
+pub fn update_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    site_key: &str,
+    name: Option<&str>,
+    enabled: Option<bool>,
+    now: NaiveDateTime,
+) -> Result<SiteSummary, ServiceError> {
+    platform_admin_only(admin)?;
+    if name.is_none() && enabled.is_none() {
+        return Err(
+            AdminRefusal::invalid_field("body", "the body must set name, enabled or both").into(),
+        );
+    }
+    let name = name.map(validate_name).transpose().map_err(refused_name)?;
+    let by = Requester::admin(admin, address);
+    let updated = context
+        .store
+        .update_site(site_key, name.as_deref(), enabled, &by, now)?
+        .ok_or(AdminRefusal::SiteNotFound)?;
+    log::info!(
+        "admin {:?} updated site {site_key} (name {}, enabled {})",
+        admin.name,
+        name.is_some(),
+        enabled.map_or("unchanged".to_string(), |enabled| enabled.to_string())
+    );
+    let token_count = context.store.site_tokens(updated.id)?.len() as i64;
+    Ok(SiteSummary {
+        site: updated,
+        token_count,
+    })
+}
+
+fn platform_admin_only(admin: &Admin) -> Result<(), AdminRefusal> {
+    if admin.manages_every_site() {
+        Ok(())
+    } else {
+        Err(AdminRefusal::PlatformAdminsOnly)
+    }
+}
+
+fn refused_name(error: NameError) -> AdminRefusal {
+    AdminRefusal::invalid_field("name", error.to_string())
 }

@@ -338,6 +338,9 @@ impl Store {
                         .select(admin_sites::site_id);
                     filtered = filtered.filter(sites::id.eq_any(assigned));
                 }
+                if let Some(enabled) = query.enabled {
+                    filtered = filtered.filter(sites::enabled.eq(enabled));
+                }
                 if let Some(pattern) = &pattern {
                     filtered = filtered.filter(
                         lower(sites::name)

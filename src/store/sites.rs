@@ -149,6 +149,53 @@ impl Store {
         })
     }
 
+    /// Renames and/or enables or disables a site in one transaction, each effective change
+    /// recorded; `None` when no site has this key.
+    pub fn update_site(
+        &self,
+        site_key: &str,
+        name: Option<&str>,
+        enabled: Option<bool>,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<Option<Site>, StoreError> {
+        write_transaction!(self, |conn| {
+            let this_site = sites::table.filter(sites::site_key.eq(site_key));
+            // A no-op update locks the row, so concurrent changes apply one after the other.
+            let Some(current) = diesel::update(this_site)
+                .set(sites::site_key.eq(sites::site_key))
+                .returning(SiteRow::as_returning())
+                .get_result(conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let current = Site::from(current);
+            if let Some(name) = name.filter(|name| *name != current.name) {
+                diesel::update(this_site)
+                    .set(sites::name.eq(name))
+                    .execute(conn)?;
+                let event = by
+                    .event(now, Action::SiteRenamed, site_key)
+                    .with_detail(format!("name {name}"));
+                insert_audit!(conn, &event)?;
+            }
+            if let Some(enabled) = enabled.filter(|enabled| *enabled != current.enabled) {
+                diesel::update(this_site)
+                    .set(sites::enabled.eq(enabled))
+                    .execute(conn)?;
+                let action = if enabled {
+                    Action::SiteEnabled
+                } else {
+                    Action::SiteDisabled
+                };
+                insert_audit!(conn, &by.event(now, action, site_key))?;
+            }
+            let updated = this_site.select(SiteRow::as_select()).get_result(conn)?;
+            Ok(Some(Site::from(updated)))
+        })
+    }
+
     /// Enables or disables a site; `false` when no such site exists.
     pub fn set_site_enabled(
         &self,

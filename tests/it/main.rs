@@ -19,6 +19,7 @@ mod introspection;
 mod invalidate;
 mod logs;
 mod openapi;
+mod platform_api;
 mod resource_server_limits;
 mod revocation;
 mod secrets_at_rest;

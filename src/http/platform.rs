@@ -1,0 +1,146 @@
+//! The platform API: what platform admins provision over HTTP instead of with the CLI. Sites:
+//! `POST /admin/v1/sites` and `PATCH /admin/v1/sites/{site_key}`. Site managers get 403
+//! `forbidden`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::admin::{answer, rfc3339, Caller, SiteView};
+use super::body::read_json;
+use super::error::{ApiError, ErrorBody};
+use super::oauth::no_store;
+use super::AppState;
+use crate::service::sites;
+
+/// Body of `POST /admin/v1/sites`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSiteBody {
+    /// 1 to 100 characters after trimming, no control characters (the CLI's rule).
+    // Missing reads as empty, so it is refused by the name rule, naming the field.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Body of `PATCH /admin/v1/sites/{site_key}`: at least one of the two.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSiteBody {
+    /// A new name (same rule as on creation).
+    pub name: Option<String>,
+    /// `false` disables the site: it cannot get tokens and its tokens stop working at once;
+    /// `true` enables it again.
+    pub enabled: Option<bool>,
+}
+
+/// A site just created: its credentials, the auth key shown in this answer only.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedSiteView {
+    pub site_key: String,
+    /// The site's client secret, shown this once only: store it now.
+    pub auth_key: String,
+    pub name: String,
+    pub enabled: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// Create a site (platform admins only).
+///
+/// The answer holds the site key and the auth key; the auth key is shown this once only. Recorded
+/// in the audit trail with this admin as actor.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites",
+    tag = "admin",
+    request_body(content = CreateSiteBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `auth_key` is shown this once only", body = CreatedSiteView,
+            headers(("Location" = String, description = "The new site's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the name breaks its rule", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn create_site(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
+    let body: CreateSiteBody =
+        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    let address = caller.address;
+    let (site, credentials) = caller
+        .run(move |context, admin, now| {
+            sites::create_as_admin(context, admin, address, &body.name, now)
+        })
+        .await?;
+    Ok(no_store(HttpResponse::Created())
+        .insert_header((
+            header::LOCATION,
+            format!("/admin/v1/sites/{}", site.site_key),
+        ))
+        .json(CreatedSiteView {
+            site_key: credentials.site_key,
+            auth_key: credentials.auth_key.expose().to_string(),
+            name: site.name,
+            enabled: site.enabled,
+            created_at: rfc3339(site.created_at),
+        }))
+}
+
+/// Rename, disable or enable a site (platform admins only).
+///
+/// Disabling refuses the site's credentials and every token of it from the next request on, on
+/// every node; enabling brings the same tokens back. Each effective change is recorded in the
+/// audit trail.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/sites/{site_key}",
+    tag = "admin",
+    params(("site_key" = String, Path, description = "The site key")),
+    request_body(content = UpdateSiteBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The site as it now is", body = SiteView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown field, an empty body, a wrong type or a name that breaks its rule", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn update_site(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
+    let site_key = path.into_inner();
+    let body: UpdateSiteBody =
+        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    let address = caller.address;
+    let summary = caller
+        .run(move |context, admin, now| {
+            sites::update_as_admin(
+                context,
+                admin,
+                address,
+                &site_key,
+                body.name.as_deref(),
+                body.enabled,
+                now,
+            )
+        })
+        .await?;
+    Ok(answer(SiteView::from(summary)))
+}
