@@ -135,8 +135,8 @@ pub(super) fn arguments(
                     path.display()
                 ));
             }
-            arguments.push(OsString::from(&flag));
-            arguments.push(OsString::from(text));
+            // One `--flag=value` argument, so a value that starts with `-` stays a value.
+            arguments.push(OsString::from(format!("{flag}={text}")));
         }
     }
     Ok((arguments, from_file))

@@ -36,7 +36,7 @@ fn the_file_sits_between_the_defaults_and_the_environment() {
     let file = db.dir.path().join("tokenwarden.toml");
     fs::write(
         &file,
-        "throttle_client_failures = 1\nusage-flush-secs = 1\n",
+        "throttle_client_failures = 1\nusage-flush-secs = 1\ntoken-scopes = \"-odd read\"\n",
     )
     .unwrap();
     let log = db.dir.path().join("serve.log");
