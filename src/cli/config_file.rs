@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{Arg, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 /// The subcommand whose settings a file may hold besides the global ones.
 pub(super) const SERVE: &str = "serve";
@@ -42,8 +42,9 @@ fn known_settings(command: &Command) -> BTreeMap<String, (Arg, bool)> {
         .collect()
 }
 
-/// Reads and checks the file at `path`: a table whose keys all name settings. Every error names
-/// the file and, where there is one, the key.
+/// Reads and checks the file at `path`: a table whose keys all name settings, once each, with
+/// values of their flags' shape (whatever the command: a `serve` key is checked by `site list`
+/// too). Every error names the file and, where there is one, the key.
 pub(super) fn read(command: &Command, path: &Path) -> Result<toml::Table, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read the config file {}: {error}", path.display()))?;
@@ -54,16 +55,63 @@ pub(super) fn read(command: &Command, path: &Path) -> Result<toml::Table, String
         )
     })?;
     let known = known_settings(command);
-    for key in table.keys() {
-        if !known.contains_key(&key.replace('_', "-")) {
+    let mut seen = BTreeSet::new();
+    for (key, value) in &table {
+        let name = key.replace('_', "-");
+        let Some((arg, _)) = known.get(&name) else {
             return Err(format!(
                 "unknown key {key:?} in the config file {}: keys are the global and serve flags' \
                  names, e.g. database or throttle-window-secs",
                 path.display()
             ));
+        };
+        if !seen.insert(name) {
+            return Err(format!(
+                "the key {key:?} appears twice in the config file {} (once with _ and once with -)",
+                path.display()
+            ));
         }
+        check_shape(value, arg).map_err(|shape| {
+            format!(
+                "the key {key:?} in the config file {} {shape}",
+                path.display()
+            )
+        })?;
     }
     Ok(table)
+}
+
+/// What a value must look like for its flag: `true` or `false` for a switch; a string, number or
+/// boolean for a flag that takes one value; a non-empty array of them for a repeatable flag.
+fn check_shape(value: &toml::Value, arg: &Arg) -> Result<(), &'static str> {
+    let scalar = |value: &toml::Value| {
+        matches!(
+            value,
+            toml::Value::String(_)
+                | toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+        )
+    };
+    if !arg.get_action().takes_values() {
+        return match value {
+            toml::Value::Boolean(_) => Ok(()),
+            _ => Err("is a switch: true or false"),
+        };
+    }
+    let repeatable = matches!(arg.get_action(), ArgAction::Append);
+    match value {
+        toml::Value::Array(items)
+            if repeatable && !items.is_empty() && items.iter().all(scalar) =>
+        {
+            Ok(())
+        }
+        toml::Value::Array(_) if repeatable => {
+            Err("must be a non-empty array of strings, numbers or booleans")
+        }
+        value if scalar(value) => Ok(()),
+        _ => Err("must be a string, a number or a boolean"),
+    }
 }
 
 /// The file's settings as command-line arguments, for those neither the command line nor the
@@ -73,7 +121,6 @@ pub(super) fn arguments(
     command: &Command,
     matches: &ArgMatches,
     table: &toml::Table,
-    path: &Path,
 ) -> Result<(Vec<OsString>, BTreeSet<String>), String> {
     let known = known_settings(command);
     let serving = matches.subcommand_name() == Some(SERVE);
@@ -103,38 +150,21 @@ pub(super) fn arguments(
         }
         from_file.insert(name);
         let flag = format!("--{}", arg.get_long().unwrap_or(id));
-        let wrong_type = || {
-            format!(
-                "the key {key:?} in the config file {} must be a string, a number or a boolean \
-                 (or, for a repeatable flag, an array of them)",
-                path.display()
-            )
-        };
-        let takes_values = arg.get_action().takes_values();
         let values: Vec<&toml::Value> = match value {
             toml::Value::Array(items) => items.iter().collect(),
             single => vec![single],
         };
         for value in values {
             let text = match value {
-                toml::Value::String(text) => text.clone(),
-                toml::Value::Integer(number) => number.to_string(),
-                toml::Value::Float(number) => number.to_string(),
-                toml::Value::Boolean(set) if !takes_values => {
+                toml::Value::Boolean(set) if !arg.get_action().takes_values() => {
                     if *set {
                         arguments.push(OsString::from(&flag));
                     }
                     continue;
                 }
-                toml::Value::Boolean(set) => set.to_string(),
-                _ => return Err(wrong_type()),
+                toml::Value::String(text) => text.clone(),
+                other => other.to_string(),
             };
-            if !takes_values {
-                return Err(format!(
-                    "the key {key:?} in the config file {} is a switch: true or false",
-                    path.display()
-                ));
-            }
             // One `--flag=value` argument, so a value that starts with `-` stays a value.
             arguments.push(OsString::from(format!("{flag}={text}")));
         }

@@ -494,17 +494,38 @@ fn effective_uid() -> Option<u32> {
 fn parse_command_line() -> Cli {
     let command = hide_env_values(Cli::command());
     let arguments: Vec<OsString> = std::env::args_os().collect();
-    let matches = command.clone().get_matches_from(&arguments);
-    let matches = match matches.get_one::<PathBuf>(config_file::CONFIG).cloned() {
-        None => matches,
-        Some(path) => {
-            let (from_file, _) = config_file::read(&command, &path)
-                .and_then(|table| config_file::arguments(&command, &matches, &table, &path))
-                .unwrap_or_else(|message| refuse_usage(&message));
-            command.get_matches_from(arguments.into_iter().chain(from_file))
-        }
-    };
+    let (arguments, _) =
+        with_config_file(&command, arguments).unwrap_or_else(|message| refuse_usage(&message));
+    let matches = command.get_matches_from(arguments);
     Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+/// `arguments` with the config file's settings added (see `config_file`), and the names of the
+/// settings the file gave. The first parse only finds the file and where each value came from:
+/// it ignores errors, so a setting that needs another (`--tls-cert` and `--tls-key`) may have
+/// its pair in another layer; the caller's parse of the result checks everything.
+fn with_config_file(
+    command: &clap::Command,
+    arguments: Vec<OsString>,
+) -> Result<(Vec<OsString>, std::collections::BTreeSet<String>), String> {
+    let lenient = command
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(&arguments)
+        .map_err(|error| error.to_string())?;
+    let Some(path) = lenient.get_one::<PathBuf>(config_file::CONFIG).cloned() else {
+        return Ok((arguments, Default::default()));
+    };
+    let table = config_file::read(command, &path)?;
+    let (from_file, names) = config_file::arguments(command, &lenient, &table)?;
+    // Before a standalone `--`, after which every argument is positional.
+    let end = arguments
+        .iter()
+        .position(|argument| argument == "--")
+        .unwrap_or(arguments.len());
+    let mut combined = arguments;
+    combined.splice(end..end, from_file);
+    Ok((combined, names))
 }
 
 /// `config show`: the settings `serve` would run with, given this command line's global flags,
@@ -522,20 +543,18 @@ fn config_show(json: bool) -> CliResult {
             continue;
         }
         for value in given.get_raw(id).into_iter().flatten() {
-            serving.extend([OsString::from(format!("--{long}")), value.to_os_string()]);
+            let mut flag = OsString::from(format!("--{long}="));
+            flag.push(value);
+            serving.push(flag);
         }
     }
     serving.push(OsString::from(config_file::SERVE));
-    let mut matches = command.clone().try_get_matches_from(&serving)?;
-    let mut from_file = Default::default();
-    if let Some(path) = matches.get_one::<PathBuf>(config_file::CONFIG).cloned() {
-        let table = config_file::read(&command, &path)?;
-        let (arguments, names) = config_file::arguments(&command, &matches, &table, &path)?;
-        from_file = names;
-        matches = command
-            .clone()
-            .try_get_matches_from(serving.into_iter().chain(arguments))?;
-    }
+    let (serving, from_file) =
+        with_config_file(&command, serving).unwrap_or_else(|message| refuse_usage(&message));
+    let matches = command
+        .clone()
+        .try_get_matches_from(serving)
+        .unwrap_or_else(|error| error.exit());
     let settings = config_file::effective(&command, &matches, &from_file);
     let shown = |name: &str, value: &str| match name {
         "database" => DatabaseUrl::parse(value)

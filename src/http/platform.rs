@@ -114,7 +114,7 @@ pub async fn create_site(
         (status = 404, description = "No such site", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 422, description = "`validation_failed`: an unknown field, an empty body, a wrong type or a name that breaks its rule", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown field, an empty object, a wrong type or a name that breaks its rule", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]

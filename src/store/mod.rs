@@ -149,16 +149,23 @@ fn redact_password(url: &str) -> String {
         return "postgres://<unparsable>".into();
     };
     let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let authority = authority.split('?').next().unwrap_or_default();
+    let tail = tail.split('?').next().unwrap_or_default();
+    // libpq ends the user part at the last `@` before the path, whatever precedes it (a `?` in a
+    // password included), so that is where everything before the host is cut off.
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            let tail = tail.split('?').next().unwrap_or_default();
+            let plain = !user.is_empty()
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-%".contains(&b));
+            let user = if plain { user } else { "<redacted>" };
+            let host = host.split('?').next().unwrap_or_default();
             format!("{scheme}://{user}:<redacted>@{host}{tail}")
         }
         None => format!(
-            "{scheme}://{authority}{}",
-            tail.split('?').next().unwrap_or_default()
+            "{scheme}://{}{tail}",
+            authority.split('?').next().unwrap_or_default()
         ),
     }
 }
@@ -674,5 +681,13 @@ mod tests {
         assert_eq!(shown, "postgres://app:<redacted>@db.internal:5432/tw");
         let url = DatabaseUrl::parse("postgres://db.internal/tw?password=s3cret").unwrap();
         assert_eq!(format!("{url:?}"), "postgres://db.internal/tw");
+        let url = DatabaseUrl::parse("postgres://app:pa?ss@db/tw").unwrap();
+        assert_eq!(format!("{url:?}"), "postgres://app:<redacted>@db/tw");
+        let url = DatabaseUrl::parse("postgres://db.internal?password=p@ss").unwrap();
+        let shown = format!("{url:?}");
+        assert!(
+            !shown.contains("password=p") && !shown.contains("p@"),
+            "{shown}"
+        );
     }
 }

@@ -98,6 +98,43 @@ fn unknown_keys_wrong_types_and_unreadable_files_stop_the_start_naming_them() {
             output.stderr
         );
     }
+    for (path, named) in [
+        (write("array.toml", "workers = [1, 2]\n"), "\"workers\""),
+        (
+            write("empty.toml", "trusted-proxy = []\n"),
+            "\"trusted-proxy\"",
+        ),
+        (
+            write("twice.toml", "db_timeout_ms = 1\ndb-timeout-ms = 2\n"),
+            "twice",
+        ),
+        (write("typed2.toml", "workers = \"two\"\n"), "--workers"),
+    ] {
+        for command in [vec!["site", "list"], vec!["config", "show"]] {
+            let output = crate::cli::run(
+                tokenwarden(&db.url)
+                    .arg("--config")
+                    .arg(&path)
+                    .args(&command),
+            );
+            if named == "--workers" && command[0] == "site" {
+                // A serve setting of the right shape but a bad value: only serve parses it.
+                assert!(output.status.success(), "{path:?}: {}", output.stderr);
+                continue;
+            }
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{path:?} {command:?}: {}",
+                output.stderr
+            );
+            assert!(
+                output.stderr.contains(named),
+                "{path:?} should name {named}: {}",
+                output.stderr
+            );
+        }
+    }
     // Serve settings do not stop other commands; unknown keys do.
     let serving = write("serve.toml", "workers = 2\n");
     crate::cli::succeed(
@@ -175,4 +212,43 @@ fn config_show_prints_the_effective_settings_and_where_they_came_from() {
             .args(["--json", "config", "show"]),
     );
     assert_eq!(again["settings"]["throttle-window-secs"]["value"], "30");
+}
+
+/// Layers combine: a TLS certificate from the environment and its key from the file make a pair
+/// (the start then fails on the missing files, exit 1, not on the command line, exit 2); a global
+/// switch from the file applies to every command; the file's arguments go before a `--`.
+#[test]
+fn layers_combine_and_global_settings_from_the_file_apply_to_every_command() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let site = crate::cli::create_site(&db.url, "Layered Shop");
+    let file = db.dir.path().join("tokenwarden.toml");
+    fs::write(&file, "json = true\ntls-key = \"/nonexistent/key.pem\"\n").unwrap();
+    let started = crate::cli::run(
+        tokenwarden(&db.url)
+            .env("TOKENWARDEN_TLS_CERT", "/nonexistent/cert.pem")
+            .arg("--config")
+            .arg(&file)
+            .args(["serve", "--bind", "127.0.0.1:0"]),
+    );
+    assert_eq!(started.status.code(), Some(1), "{}", started.stderr);
+    assert!(started.stderr.contains("cert.pem"), "{}", started.stderr);
+
+    let listed = crate::cli::succeed(
+        tokenwarden(&db.url)
+            .arg("--config")
+            .arg(&file)
+            .args(["site", "list"]),
+    );
+    let listed: Value =
+        serde_json::from_str(listed.stdout.trim()).expect("json = true from the file");
+    assert!(listed["sites"].is_array(), "{listed}");
+
+    let disabled = crate::cli::succeed(tokenwarden(&db.url).arg("--config").arg(&file).args([
+        "site",
+        "disable",
+        "--",
+        &site.site_key,
+    ]));
+    let disabled: Value = serde_json::from_str(disabled.stdout.trim()).unwrap();
+    assert_eq!(disabled["enabled"], false);
 }
