@@ -508,11 +508,14 @@ fn with_config_file(
     command: &clap::Command,
     arguments: Vec<OsString>,
 ) -> Result<(Vec<OsString>, std::collections::BTreeSet<String>), String> {
-    let lenient = command
+    // `--help` and `--version` end even a lenient parse: the strict parse shows them.
+    let Ok(lenient) = command
         .clone()
         .ignore_errors(true)
         .try_get_matches_from(&arguments)
-        .map_err(|error| error.to_string())?;
+    else {
+        return Ok((arguments, Default::default()));
+    };
     let Some(path) = lenient.get_one::<PathBuf>(config_file::CONFIG).cloned() else {
         return Ok((arguments, Default::default()));
     };
