@@ -121,7 +121,7 @@ pub(super) fn arguments(
     command: &Command,
     matches: &ArgMatches,
     table: &toml::Table,
-) -> Result<(Vec<OsString>, BTreeSet<String>), String> {
+) -> (Vec<OsString>, BTreeSet<String>) {
     let known = known_settings(command);
     let serving = matches.subcommand_name() == Some(SERVE);
     let sub_matches = matches.subcommand().map(|(_, sub)| sub);
@@ -169,7 +169,7 @@ pub(super) fn arguments(
             arguments.push(OsString::from(format!("{flag}={text}")));
         }
     }
-    Ok((arguments, from_file))
+    (arguments, from_file)
 }
 
 /// Every setting a file may hold, with its effective value and where it came from, for

@@ -520,7 +520,7 @@ fn with_config_file(
         return Ok((arguments, Default::default()));
     };
     let table = config_file::read(command, &path)?;
-    let (from_file, names) = config_file::arguments(command, &lenient, &table)?;
+    let (from_file, names) = config_file::arguments(command, &lenient, &table);
     // Before a standalone `--`, after which every argument is positional.
     let end = arguments
         .iter()
@@ -763,7 +763,7 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
                     created.name,
                     created.client_id,
                     secret.expose(),
-                    resource_servers::sites_text(&created)
+                    created.sites_text()
                 )
             });
         }
@@ -777,7 +777,7 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
                         "\n{:<24}  {} ({})",
                         server.client_id,
                         server.name,
-                        resource_servers::sites_text(server)
+                        server.sites_text()
                     ));
                 }
                 text
@@ -821,7 +821,7 @@ fn print_resource_server_sites(json: bool, server: &ResourceServer) {
             "Resource server {} ({}): sites: {}",
             server.client_id,
             server.name,
-            resource_servers::sites_text(server)
+            server.sites_text()
         )
     });
 }

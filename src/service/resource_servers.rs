@@ -38,7 +38,7 @@ pub fn create(
         "created resource server {} ({}), sites: {}",
         created.client_id,
         created.name,
-        sites_text(&created)
+        created.sites_text()
     );
     Ok((created, secret))
 }
@@ -64,7 +64,7 @@ pub fn change_sites(
     log::info!(
         "{} sites {site_keys:?} for resource server {client_id}, sites now: {}",
         if assign { "assigned" } else { "unassigned" },
-        sites_text(&changed)
+        changed.sites_text()
     );
     Ok(changed)
 }
@@ -92,14 +92,5 @@ fn changed(change: ResourceServerChange, client_id: &str) -> Result<ResourceServ
         ResourceServerChange::NotSiteLimited => {
             Err(ServiceError::NotSiteLimited(client_id.to_string()))
         }
-    }
-}
-
-/// `all`, or the site keys of the limit (`none` when it is empty).
-pub fn sites_text(server: &ResourceServer) -> String {
-    match &server.site_keys {
-        None => "all".to_string(),
-        Some(keys) if keys.is_empty() => "none".to_string(),
-        Some(keys) => keys.join(", "),
     }
 }

@@ -20,6 +20,18 @@ pub struct ResourceServer {
     pub site_keys: Option<Vec<String>>,
 }
 
+impl ResourceServer {
+    /// `all`, or the site keys of its limit (`none` when it is empty), for the CLI, the log and the
+    /// audit trail.
+    pub fn sites_text(&self) -> String {
+        match &self.site_keys {
+            None => "all".to_string(),
+            Some(keys) if keys.is_empty() => "none".to_string(),
+            Some(keys) => keys.join(", "),
+        }
+    }
+}
+
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = resource_servers)]
 struct ResourceServerRow {
@@ -89,7 +101,7 @@ impl Store {
             let created = conn.with_site_keys(row)?;
             let event = by
                 .event(now, Action::ResourceServerCreated, client_id)
-                .with_detail(format!("name {name}, sites {}", sites_detail(&created)));
+                .with_detail(format!("name {name}, sites {}", created.sites_text()));
             insert_audit!(conn, &event)?;
             Ok(ResourceServerChange::Done(created))
         })
@@ -279,11 +291,3 @@ macro_rules! impl_resource_server_lookups {
 
 impl_resource_server_lookups!(diesel::sqlite::SqliteConnection);
 impl_resource_server_lookups!(diesel::pg::PgConnection);
-
-/// A resource server's site limit, as an audit event's detail.
-fn sites_detail(server: &ResourceServer) -> String {
-    match &server.site_keys {
-        None => "every site".to_string(),
-        Some(keys) => keys.join(", "),
-    }
-}
