@@ -69,6 +69,17 @@ struct GlobalArgs {
         default_value_t = 5000
     )]
     db_timeout_ms: u64,
+    /// PostgreSQL: how long a node's caches may answer after its last confirmed renewal with
+    /// the database, in ms; a change waits at most this long for a node that stopped confirming.
+    /// Must be shorter than --db-timeout-ms
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENWARDEN_CACHE_LEASE_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(50..)
+    )]
+    cache_lease_ms: u64,
 }
 
 /// A default duration as the whole milliseconds its flag takes.
@@ -370,6 +381,14 @@ fn execute(cli: Cli) -> CliResult {
 }
 
 fn config_from(global: &GlobalArgs) -> CliResult<Config> {
+    if global.cache_lease_ms >= global.db_timeout_ms {
+        // A node that stops confirming must not hold a change's answer longer than a request
+        // waits for the database.
+        refuse_usage(&format!(
+            "--cache-lease-ms ({}) must be shorter than --db-timeout-ms ({})",
+            global.cache_lease_ms, global.db_timeout_ms
+        ));
+    }
     let database = DatabaseUrl::parse(&global.database)?;
     let secret = match (std::env::var("TOKENWARDEN_SECRET"), &global.secret_file) {
         (Ok(value), _) => SecretSource::Value(Secret::new(value)),
@@ -383,6 +402,7 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         pool: PoolSettings {
             max_connections: global.db_max_connections.max(1),
             connection_timeout: Duration::from_millis(global.db_timeout_ms.max(1)),
+            cache_lease: Duration::from_millis(global.cache_lease_ms),
             ..PoolSettings::default()
         },
         max_body_bytes: config::DEFAULT_MAX_BODY_BYTES,

@@ -119,6 +119,8 @@ impl Collector for ServiceCollector {
         let counters = &self.context.counters;
         let (hits, misses) = self.context.introspection.cache_counts();
         let pool = self.context.store.pool_state();
+        let changes = self.context.store.changes();
+        let (by_tag, of_everything) = changes.invalidations();
         for (name, help, value) in [
             ("tokens_minted", "Token values minted", counters.minted()),
             (
@@ -145,6 +147,16 @@ impl Collector for ServiceCollector {
                 "introspection_cache_misses",
                 "Introspections that read the database",
                 misses,
+            ),
+            (
+                "cache_invalidations_by_tag",
+                "Changes applied to the caches by what they touched",
+                by_tag,
+            ),
+            (
+                "cache_invalidations_of_everything",
+                "Changes that emptied the caches (undescribed changes, gaps, reconnections)",
+                of_everything,
             ),
         ] {
             let counter = ConstCounter::new(value);
@@ -177,6 +189,11 @@ impl Collector for ServiceCollector {
                 "db_pool_idle_connections",
                 "Idle database connections",
                 pool.idle_connections,
+            ),
+            (
+                "caches_live",
+                "1 while the caches may answer (PostgreSQL: listener connected, lease held)",
+                u32::from(changes.is_live()),
             ),
         ] {
             let gauge = ConstGauge::new(i64::from(value));

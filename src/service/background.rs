@@ -107,16 +107,24 @@ enum Job {
     FlushAuthFailures,
     /// `service::audit`: events past the retention.
     PruneAudit,
+    /// The store's change log (SQLite): records every process has long read.
+    PruneChangeLog,
 }
 
 impl Job {
-    const ALL: [Job; 3] = [Job::FlushUsage, Job::FlushAuthFailures, Job::PruneAudit];
+    const ALL: [Job; 4] = [
+        Job::FlushUsage,
+        Job::FlushAuthFailures,
+        Job::PruneAudit,
+        Job::PruneChangeLog,
+    ];
 
     fn interval(self, schedule: &Schedule) -> Duration {
         match self {
             Job::FlushUsage => schedule.usage_flush_interval,
             Job::FlushAuthFailures => schedule.auth_failure_flush_interval,
             Job::PruneAudit => schedule.audit_prune_interval,
+            Job::PruneChangeLog => Duration::from_secs(600),
         }
     }
 
@@ -135,6 +143,8 @@ impl Job {
             Job::FlushAuthFailures => super::audit::flush_auth_failures(context, now, last),
             Job::PruneAudit if last => Ok(()),
             Job::PruneAudit => super::audit::prune(context, now).map(drop),
+            Job::PruneChangeLog if last => Ok(()),
+            Job::PruneChangeLog => context.store.prune_change_log(now).map(drop),
         }
     }
 
@@ -143,6 +153,7 @@ impl Job {
             Job::FlushUsage => "record token usage",
             Job::FlushAuthFailures => "record failed client authentications",
             Job::PruneAudit => "prune the audit trail",
+            Job::PruneChangeLog => "prune the change log",
         }
     }
 }

@@ -1,13 +1,14 @@
-//! A bounded map whose entries are valid only under the generation they were filled in.
+//! A bounded map of answers, each served only while nothing it depends on has changed.
 //!
-//! Exactness comes from the store's `ChangeFeed`: callers read the generation before they query the
-//! database and store the answer under it; any later write moves the generation on and every older
-//! entry stops being served. Generations only grow, so an older entry can never be served again:
-//! the map holds one generation's entries, and the first fill under a newer one replaces it with an
-//! empty one, so memory follows the keys asked about since the last write rather than every key
-//! ever asked about. Capacity bounds memory whatever keys an attacker sends: when full, the map is
-//! replaced too (a refill costs one query per key, and a full map under attack would be useless
-//! anyway). A replaced map is freed after the lock is released, so readers never wait on that.
+//! Exactness comes from the store's `ChangeFeed`: callers observe it before they query the
+//! database ([`observe_changes`]), and the answer is stored with a stamp of that moment and the
+//! [`ChangeTag`]s it depends on; the feed says whether a stamp is still current, so a write
+//! invalidates only the answers it touched, on every node. An answer filled while a write was
+//! committing can never be served. When the feed empties everything (its floor moves), the first
+//! fill after that starts a new map, so memory follows what was asked since. Capacity bounds
+//! memory whatever keys an attacker sends: when full, the map is replaced (a refill costs one
+//! query per key, and a full map under attack would be useless anyway). A replaced map is freed
+//! after the lock is released, so readers never wait on that.
 //!
 //! [`cached`] is the one way services read through such a cache, with a [`Reach`] that says
 //! whether a miss may go to the database (in `web::block`) or must give up (on the HTTP worker).
@@ -20,30 +21,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use super::ServiceError;
-use crate::store::{Store, StoreError};
+use crate::store::{ChangeFeed, ChangeTag, Stamp, Store, StoreError};
 
 /// `S` hashes the keys: the default (SipHash with a random key) for keys a client chooses, where
 /// a predictable hash would let it make keys collide; [`ByDigestPrefix`] for keyed digests.
 #[derive(Debug)]
-pub struct GenerationCache<K, V, S = RandomState> {
+pub struct StampedCache<K, V, S = RandomState> {
     entries: RwLock<Entries<K, V, S>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-/// The entries of one generation.
+/// The entries filled since the feed's floor was last seen to move.
 #[derive(Debug)]
 struct Entries<K, V, S> {
-    generation: u64,
-    map: HashMap<K, V, S>,
+    floor: u64,
+    map: HashMap<K, (Stamp, V), S>,
 }
 
-impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> GenerationCache<K, V, S> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> StampedCache<K, V, S> {
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: RwLock::new(Entries {
-                generation: 0,
+                floor: 0,
                 map: HashMap::default(),
             }),
             capacity: capacity.max(1),
@@ -52,16 +53,18 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> GenerationCache<K, V, S> 
         }
     }
 
-    /// The value cached for `key` if it was filled under `generation`.
-    pub fn get<Q>(&self, key: &Q, generation: u64) -> Option<V>
+    /// The value cached for `key`, if nothing it depends on has changed since it was read.
+    pub fn get<Q>(&self, key: &Q, feed: &ChangeFeed) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let found = (entries.generation == generation)
-            .then(|| entries.map.get(key).cloned())
-            .flatten();
+        let found = entries
+            .map
+            .get(key)
+            .filter(|(stamp, _)| feed.is_current(stamp))
+            .map(|(_, value)| value.clone());
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         }
@@ -74,21 +77,22 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher + Default> GenerationCache<K, V, S> 
         self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Stores `value` as filled under `generation`. A fill under an older generation than the
-    /// map's (a slow query overtaken by a write and a newer fill) could never be served: dropped.
-    pub fn put(&self, key: K, generation: u64, value: V) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if generation < entries.generation {
+    /// Stores `value` under `stamp`. A value already out of date (a write committed while it was
+    /// read) could never be served: dropped.
+    pub fn put(&self, key: K, stamp: Stamp, value: V, feed: &ChangeFeed) {
+        if !feed.is_current(&stamp) {
             return;
         }
+        let floor = feed.floor();
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let mut replaced = None;
-        if generation > entries.generation
+        if floor > entries.floor
             || (entries.map.len() >= self.capacity && !entries.map.contains_key(&key))
         {
             replaced = Some(std::mem::take(&mut entries.map));
-            entries.generation = generation;
+            entries.floor = entries.floor.max(floor);
         }
-        entries.map.insert(key, value);
+        entries.map.insert(key, (stamp, value));
         drop(entries);
         drop(replaced);
     }
@@ -136,35 +140,34 @@ pub enum Reach {
     Database,
 }
 
-/// The generation to read and fill caches under: `None` when the caches are off (then there is
-/// nothing to check, and on SQLite no `PRAGMA` to pay for) or the change feed is not live (then
-/// a missed write could go unnoticed, so no cache may answer). With [`Reach::MemoryOnly`] also
-/// `None` while the check would have to wait (`ChangeFeed::generation_without_waiting`): nothing
-/// is answered from memory then, and the request takes the database path, which waits. Read it
-/// once per request, before any query: answers cached under an older generation are stale.
-pub fn current_generation(
-    store: &Store,
-    caches_on: bool,
-    reach: Reach,
-) -> Result<Option<u64>, StoreError> {
-    let changes = store.changes();
-    if !caches_on || !changes.is_live() {
-        return Ok(None);
-    }
-    match reach {
-        Reach::MemoryOnly => changes.generation_without_waiting(),
-        Reach::Database => changes.generation().map(Some),
-    }
+/// The moment answers are read at, for stamping what is filled from here on.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    feed: &'a ChangeFeed,
+    epoch: u64,
 }
 
-/// Answers from `cache` when an entry of this `generation` exists, else loads and fills it; with
-/// [`Reach::MemoryOnly`] a load is not allowed and the answer is `None`. Without a cache or a live
-/// change feed (`generation` is `None`) every answer is a load.
+/// Observes the change feed, once per request and before any query: every change committed
+/// before is applied to the caches from here on. `None` when the caches are off (then there is
+/// nothing to check, and on SQLite no `PRAGMA` to pay for) or may not answer (the PostgreSQL
+/// listener is not connected or this node's cache lease has run out): then every answer is a load.
+pub fn observe_changes(store: &Store, caches_on: bool) -> Result<Option<Observed<'_>>, StoreError> {
+    if !caches_on {
+        return Ok(None);
+    }
+    let feed = store.changes();
+    Ok(feed.observe()?.map(|epoch| Observed { feed, epoch }))
+}
+
+/// Answers from `cache` when a current entry exists, else loads and fills it, stamped with what
+/// `depends_on` says the answer depends on; with [`Reach::MemoryOnly`] a load is not allowed and
+/// the answer is `None`. Without a cache or an observation every answer is a load.
 pub fn cached<K, Q, V, S>(
-    cache: Option<&GenerationCache<K, V, S>>,
-    generation: Option<u64>,
+    cache: Option<&StampedCache<K, V, S>>,
+    observed: Option<Observed<'_>>,
     reach: Reach,
     key: &Q,
+    depends_on: impl FnOnce(&V) -> Vec<ChangeTag>,
     load: impl FnOnce() -> Result<V, StoreError>,
 ) -> Result<Option<V>, ServiceError>
 where
@@ -173,8 +176,8 @@ where
     V: Clone,
     S: BuildHasher + Default,
 {
-    let hit = match (cache, generation) {
-        (Some(cache), Some(generation)) => cache.get(key, generation),
+    let hit = match (cache, observed) {
+        (Some(cache), Some(observed)) => cache.get(key, observed.feed),
         _ => None,
     };
     if let Some(value) = hit {
@@ -184,9 +187,10 @@ where
         return Ok(None);
     }
     let value = load()?;
-    if let (Some(cache), Some(generation)) = (cache, generation) {
+    if let (Some(cache), Some(observed)) = (cache, observed) {
         cache.note_miss();
-        cache.put(key.to_owned(), generation, value.clone());
+        let stamp = observed.feed.stamp(observed.epoch, &depends_on(&value));
+        cache.put(key.to_owned(), stamp, value.clone(), observed.feed);
     }
     Ok(Some(value))
 }
@@ -195,51 +199,65 @@ where
 mod tests {
     use super::*;
 
+    /// An entry is served until something it depends on changes, and not after; entries that
+    /// depend on other things stay.
     #[test]
-    fn entries_serve_only_their_own_generation() {
-        let cache = GenerationCache::<_, _>::new(10);
-        cache.put("a", 1, 10);
-        assert_eq!(cache.get(&"a", 1), Some(10));
-        assert_eq!(cache.get(&"a", 2), None);
-        assert_eq!(cache.get(&"b", 1), None);
+    fn entries_serve_until_what_they_depend_on_changes() {
+        let feed = ChangeFeed::detached();
+        let cache = StampedCache::<_, _>::new(10);
+        let epoch = feed.observe().unwrap().unwrap();
+        cache.put("a", feed.stamp(epoch, &[ChangeTag::site(1)]), 10, &feed);
+        cache.put("b", feed.stamp(epoch, &[ChangeTag::site(2)]), 20, &feed);
+        assert_eq!(cache.get(&"a", &feed), Some(10));
+        feed.apply_for_tests(&[ChangeTag::site(1)]);
+        assert_eq!(cache.get(&"a", &feed), None);
+        assert_eq!(cache.get(&"b", &feed), Some(20));
+        assert_eq!(cache.get(&"c", &feed), None);
         cache.note_miss();
-        assert_eq!(cache.counts(), (1, 1));
+        assert_eq!(cache.counts(), (2, 1));
     }
 
     #[test]
     fn the_map_never_grows_past_its_capacity() {
-        let cache = GenerationCache::<_, _>::new(3);
+        let feed = ChangeFeed::detached();
+        let cache = StampedCache::<_, _>::new(3);
+        let epoch = feed.observe().unwrap().unwrap();
         for key in 0..100 {
-            cache.put(key, 0, key);
+            cache.put(key, feed.stamp(epoch, &[]), key, &feed);
             assert!(cache.entries.read().unwrap().map.len() <= 3);
         }
-        assert_eq!(cache.get(&99, 0), Some(99));
+        assert_eq!(cache.get(&99, &feed), Some(99));
     }
 
-    /// Entries that can never be served again do not stay: memory follows what was asked since
-    /// the last write, not everything ever asked (the soak's slow rise, docs/performance.md).
+    /// A fill read before a change it depends on is dropped (it could never be served); a change
+    /// to everything empties the map at the next fill, so memory follows what was asked since.
     #[test]
-    fn a_newer_generation_empties_the_map_and_older_fills_are_dropped() {
-        let cache = GenerationCache::<_, _>::new(1000);
+    fn stale_fills_are_dropped_and_everything_empties_the_map() {
+        let feed = ChangeFeed::detached();
+        let cache = StampedCache::<_, _>::new(1000);
+        let before = feed.observe().unwrap().unwrap();
         for key in 0..100 {
-            cache.put(key, 1, key);
+            cache.put(key, feed.stamp(before, &[ChangeTag::site(key)]), key, &feed);
         }
-        cache.put(500, 2, 500);
-        assert_eq!(cache.entries.read().unwrap().map.len(), 1);
-        assert_eq!(cache.get(&500, 2), Some(500));
-        assert_eq!(cache.get(&7, 1), None);
+        feed.apply_for_tests(&[ChangeTag::site(7)]);
+        cache.put(7, feed.stamp(before, &[ChangeTag::site(7)]), 7, &feed);
+        assert_eq!(cache.get(&7, &feed), None, "a fill overtaken by a change");
+        assert_eq!(cache.get(&8, &feed), Some(8));
 
-        cache.put(7, 1, 7);
-        assert_eq!(cache.get(&7, 1), None, "a fill overtaken by a newer one");
-        assert_eq!(cache.get(&7, 2), None);
-        assert_eq!(cache.get(&500, 2), Some(500), "the newer entries stay");
+        feed.apply_for_tests(&[]);
+        let after = feed.observe().unwrap().unwrap();
+        cache.put(500, feed.stamp(after, &[]), 500, &feed);
+        assert_eq!(cache.entries.read().unwrap().map.len(), 1);
+        assert_eq!(cache.get(&500, &feed), Some(500));
     }
 
     /// Digests that share their first eight bytes share a hash and are still told apart; a
     /// lookup by slice finds what was stored as a `Vec` (both hash the length, then the bytes).
     #[test]
     fn digest_keys_hash_by_prefix_and_compare_whole() {
-        let cache = GenerationCache::<Vec<u8>, u8, ByDigestPrefix>::new(10);
+        let feed = ChangeFeed::detached();
+        let epoch = feed.observe().unwrap().unwrap();
+        let cache = StampedCache::<Vec<u8>, u8, ByDigestPrefix>::new(10);
         let one = [[7u8; 8], [1; 8], [1; 8], [1; 8]].concat();
         let other = [[7u8; 8], [2; 8], [2; 8], [2; 8]].concat();
         let hash = |key: &[u8]| ByDigestPrefix::default().hash_one(key);
@@ -248,10 +266,10 @@ mod tests {
             hash(&one),
             hash(&[[8u8; 8], [1; 8], [1; 8], [1; 8]].concat())
         );
-        cache.put(one.clone(), 1, 1);
-        cache.put(other.clone(), 1, 2);
-        assert_eq!(cache.get(one.as_slice(), 1), Some(1));
-        assert_eq!(cache.get(other.as_slice(), 1), Some(2));
-        assert_eq!(cache.get(&[0u8; 32][..], 1), None);
+        cache.put(one.clone(), feed.stamp(epoch, &[]), 1, &feed);
+        cache.put(other.clone(), feed.stamp(epoch, &[]), 2, &feed);
+        assert_eq!(cache.get(one.as_slice(), &feed), Some(1));
+        assert_eq!(cache.get(other.as_slice(), &feed), Some(2));
+        assert_eq!(cache.get(&[0u8; 32][..], &feed), None);
     }
 }

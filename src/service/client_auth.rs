@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 
-use super::cache::{cached, Reach};
+use super::cache::{cached, Observed, Reach};
 use super::{Context, ServiceError};
 use crate::domain::audit::{
     looks_like_client_id, Action, ActorKind, AuditActor, AuditEvent, Outcome,
@@ -14,7 +14,7 @@ use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
 use crate::domain::throttle::Origin;
-use crate::store::SiteAuthentication;
+use crate::store::{ChangeTag, SiteAuthentication};
 
 /// Checks a site key and auth key. Unknown site, wrong key and disabled site all fail with the same
 /// `invalid_client` after the same keyed-hash check, so neither the answer nor its timing tells
@@ -29,21 +29,22 @@ pub fn authenticate_site(
     Ok(Arc::unwrap_or_clone(found).site)
 }
 
-/// The same check as [`authenticate_site`] through the site cache of `context.grants`, under
-/// `generation` (see `cache::current_generation`). `Ok(None)` only with [`Reach::MemoryOnly`],
-/// when the site is not cached under this generation. Unknown site keys are cached as unknown.
+/// The same check as [`authenticate_site`] through the site cache of `context.grants`, as
+/// `observed` (see `cache::observe_changes`). `Ok(None)` only with [`Reach::MemoryOnly`], when the
+/// site is not cached. Unknown site keys are cached as unknown, until a site takes the key.
 pub(super) fn authenticate_site_cached(
     context: &Context,
     site_key: &str,
     auth_key: &Secret,
-    generation: Option<u64>,
+    observed: Option<Observed<'_>>,
     reach: Reach,
 ) -> Result<Option<Arc<SiteAuthentication>>, ServiceError> {
     let found = cached(
         context.grants.sites.as_ref(),
-        generation,
+        observed,
         reach,
         site_key,
+        |_| vec![ChangeTag::site_key(site_key)],
         || Ok(context.store.site_authentication(site_key)?.map(Arc::new)),
     )?;
     match found {

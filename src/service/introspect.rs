@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use chrono::{NaiveDateTime, TimeDelta};
 
-use super::cache::{cached, current_generation, ByDigestPrefix, GenerationCache, Reach};
+use super::cache::{cached, observe_changes, ByDigestPrefix, Reach, StampedCache};
 use super::client_auth::throttled;
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
@@ -24,13 +24,14 @@ use crate::domain::request::IntrospectionRequest;
 use crate::domain::secret::Secret;
 use crate::domain::throttle::Origin;
 use crate::domain::token::{self, SecretKind};
+use crate::store::ChangeTag;
 
 /// Caches for introspection; `None` caches mean every check reads the database.
 #[derive(Debug)]
 pub struct Introspection {
-    tokens: Option<GenerationCache<Digest, Option<Arc<KnownToken>>, ByDigestPrefix>>,
+    tokens: Option<StampedCache<Digest, Option<Arc<KnownToken>>, ByDigestPrefix>>,
     /// Shared entries: a hit clones a pointer, not the digest or the site limit.
-    resource_servers: Option<GenerationCache<String, Option<Arc<KnownResourceServer>>>>,
+    resource_servers: Option<StampedCache<String, Option<Arc<KnownResourceServer>>>>,
     pub usage: UsageRecorder,
 }
 
@@ -44,15 +45,15 @@ struct KnownResourceServer {
 impl Introspection {
     pub fn new(cache_enabled: bool, capacity: usize, usage_resolution: TimeDelta) -> Self {
         Self {
-            tokens: cache_enabled.then(|| GenerationCache::new(capacity)),
-            resource_servers: cache_enabled.then(|| GenerationCache::new(capacity.min(10_000))),
+            tokens: cache_enabled.then(|| StampedCache::new(capacity)),
+            resource_servers: cache_enabled.then(|| StampedCache::new(capacity.min(10_000))),
             usage: UsageRecorder::new(usage_resolution),
         }
     }
 
     /// (hits, misses) of the token cache, for metrics.
     pub fn cache_counts(&self) -> (u64, u64) {
-        self.tokens.as_ref().map_or((0, 0), GenerationCache::counts)
+        self.tokens.as_ref().map_or((0, 0), StampedCache::counts)
     }
 }
 
@@ -111,13 +112,14 @@ fn judge_request(
     reach: Reach,
 ) -> Result<Option<Verdict>, ServiceError> {
     let caches = &context.introspection;
-    let generation = current_generation(&context.store, caches.tokens.is_some(), reach)?;
+    let observed = observe_changes(&context.store, caches.tokens.is_some())?;
     let credentials = &request.credentials;
     let Some(resource_server) = cached(
         caches.resource_servers.as_ref(),
-        generation,
+        observed,
         reach,
         credentials.client_id.as_str(),
+        |_| vec![ChangeTag::resource_server(&credentials.client_id)],
         || {
             let access = context
                 .store
@@ -142,9 +144,10 @@ fn judge_request(
     let digest = context.keys.token_digest(request.token.expose());
     let Some(known) = cached(
         caches.tokens.as_ref(),
-        generation,
+        observed,
         reach,
         digest.as_slice(),
+        |known| depends_on(&digest, known.as_deref()),
         || {
             let facts = context.store.token_facts(&digest)?;
             Ok(facts.map(|facts| Arc::new(KnownToken::new(facts))))
@@ -163,6 +166,18 @@ fn judge_request(
         }
     }
     Ok(Some(verdict))
+}
+
+/// What an answer about the token with this digest depends on: the token's row (or its absence),
+/// its site's (name, enabled), and the resource servers of its audience (a deleted one leaves it).
+fn depends_on(digest: &[u8], known: Option<&KnownToken>) -> Vec<ChangeTag> {
+    let mut tags = vec![ChangeTag::token(digest)];
+    if let Some(known) = known {
+        tags.push(ChangeTag::site(known.facts.site_id));
+        let audience = known.facts.audience.iter().flatten();
+        tags.extend(audience.map(|member| ChangeTag::resource_server(&member.client_id)));
+    }
+    tags
 }
 
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a

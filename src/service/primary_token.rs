@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 
 use super::admins::{self, authenticate_admin};
-use super::cache::{cached, Reach};
+use super::cache::{cached, Observed, Reach};
 use super::client_auth::throttled;
 use super::{authenticate_site, Context, ServiceError};
 use crate::crypto;
@@ -22,7 +22,9 @@ use crate::domain::secret::Secret;
 use crate::domain::site::{primary_token_description, Site};
 use crate::domain::throttle::Origin;
 use crate::domain::token::{self, SecretKind};
-use crate::store::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
+use crate::store::{
+    ChangeTag, InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome,
+};
 
 /// The one answer for every token that is not this site's primary token (unknown, another site's,
 /// a non-primary one, malformed), so the endpoint reveals nothing about other tokens.
@@ -43,22 +45,24 @@ pub fn get_or_mint(
     ))
 }
 
-/// [`get_or_mint`] through the primary-token cache of `context.grants`, under `generation` (see
-/// `cache::current_generation`): a hit costs one AES-GCM open and no query. `Ok(None)` only with
-/// [`Reach::MemoryOnly`], when the token is not cached under this generation or must be minted.
-/// A freshly minted value is not cached: its own write has moved the generation on.
+/// [`get_or_mint`] through the primary-token cache of `context.grants`, as `observed` (see
+/// `cache::observe_changes`): a hit costs one AES-GCM open and no query. `Ok(None)` only with
+/// [`Reach::MemoryOnly`], when the token is not cached or must be minted. A freshly minted value
+/// is not cached here: its own write has invalidated the site's entry, and the next request
+/// reads it.
 pub(super) fn get_or_mint_cached(
     context: &Context,
     site: &Site,
     now: NaiveDateTime,
-    generation: Option<u64>,
+    observed: Option<Observed<'_>>,
     reach: Reach,
 ) -> Result<Option<Secret>, ServiceError> {
     let current = cached(
         context.grants.primary_tokens.as_ref(),
-        generation,
+        observed,
         reach,
         &site.id,
+        |_| vec![ChangeTag::site(site.id)],
         || Ok(context.store.active_primary_token(site.id)?.map(Arc::new)),
     )?;
     match current {

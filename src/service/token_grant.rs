@@ -18,8 +18,8 @@
 //!   and the HTTP layer serialises the response.
 //!
 //! Repeat requests (integrators asking on every call) are answered from memory: the site's
-//! authentication row and its sealed primary token are cached under the change feed's generation,
-//! like introspection's caches, so a hit costs one HMAC check and one AES-GCM open.
+//! authentication row and its sealed primary token are cached until a change touches them, like
+//! introspection's caches, so a hit costs one HMAC check and one AES-GCM open.
 //! [`issue_from_memory`] runs the same flow on the HTTP worker with [`Reach::MemoryOnly`]; the
 //! adapters give up on a miss and the handler falls back to [`issue`] in `web::block`. Admin tokens
 //! are always minted and stored, so they always take that fallback.
@@ -42,7 +42,7 @@ use oxide_auth::primitives::registrar::{
 use oxide_auth::primitives::scope::Scope;
 
 use super::admins::{authenticate_admin, issue_admin_token};
-use super::cache::{current_generation, GenerationCache, Reach};
+use super::cache::{observe_changes, Observed, Reach, StampedCache};
 use super::client_auth::{authenticate_site_cached, throttled};
 use super::{primary_token, Context, ServiceError};
 use crate::domain::admin::{Admin, ADMIN_CLIENT_ID_PREFIX, ADMIN_SCOPE};
@@ -58,22 +58,22 @@ use crate::store::{PrimaryToken, SiteAuthentication};
 #[derive(Debug)]
 pub struct GrantCaches {
     /// Site authentication by site key; unknown site keys are cached as `None`.
-    pub(super) sites: Option<GenerationCache<String, Option<Arc<SiteAuthentication>>>>,
+    pub(super) sites: Option<StampedCache<String, Option<Arc<SiteAuthentication>>>>,
     /// The active primary token by site id, still sealed; `None` when the site has none.
-    pub(super) primary_tokens: Option<GenerationCache<i64, Option<Arc<PrimaryToken>>>>,
+    pub(super) primary_tokens: Option<StampedCache<i64, Option<Arc<PrimaryToken>>>>,
 }
 
 impl GrantCaches {
     pub fn new(cache_enabled: bool, capacity: usize) -> Self {
         Self {
-            sites: cache_enabled.then(|| GenerationCache::new(capacity)),
-            primary_tokens: cache_enabled.then(|| GenerationCache::new(capacity)),
+            sites: cache_enabled.then(|| StampedCache::new(capacity)),
+            primary_tokens: cache_enabled.then(|| StampedCache::new(capacity)),
         }
     }
 
     /// (hits, misses) of the site cache, for metrics and tests.
     pub fn cache_counts(&self) -> (u64, u64) {
-        self.sites.as_ref().map_or((0, 0), GenerationCache::counts)
+        self.sites.as_ref().map_or((0, 0), StampedCache::counts)
     }
 }
 
@@ -147,10 +147,9 @@ fn run_flow(
     now: NaiveDateTime,
     reach: Reach,
 ) -> Result<Option<GrantedToken>, ServiceError> {
-    let generation = current_generation(&context.store, context.grants.sites.is_some(), reach)?;
-    if generation.is_none() && reach == Reach::MemoryOnly {
-        // Caches off, a change feed that is not live, or a check that would have to wait:
-        // nothing may come from memory.
+    let observed = observe_changes(&context.store, context.grants.sites.is_some())?;
+    if observed.is_none() && reach == Reach::MemoryOnly {
+        // Caches off, or caches that may not answer: nothing may come from memory.
         return Ok(None);
     }
     let flow_request = FlowRequest {
@@ -160,7 +159,7 @@ fn run_flow(
     let mut endpoint = FlowAdapter {
         registrar: ClientRegistrar {
             context,
-            generation,
+            observed,
             reach,
             authenticated: RefCell::new(None),
             failure: RefCell::new(None),
@@ -170,7 +169,7 @@ fn run_flow(
             context,
             address: origin.address,
             now,
-            generation,
+            observed,
             reach,
             client: None,
             issued: None,
@@ -298,7 +297,7 @@ enum Client {
 /// are 256 random bits and need no password-stretching.
 struct ClientRegistrar<'a> {
     context: &'a Context,
-    generation: Option<u64>,
+    observed: Option<Observed<'a>>,
     reach: Reach,
     authenticated: RefCell<Option<Client>>,
     failure: RefCell<Option<ServiceError>>,
@@ -362,14 +361,8 @@ impl Registrar for ClientRegistrar<'_> {
                     .map(|a| Some(Client::Admin(a))),
             }
         } else {
-            authenticate_site_cached(
-                self.context,
-                client_id,
-                &secret,
-                self.generation,
-                self.reach,
-            )
-            .map(|site| site.map(Client::Site))
+            authenticate_site_cached(self.context, client_id, &secret, self.observed, self.reach)
+                .map(|site| site.map(Client::Site))
         };
         match authenticated {
             Ok(Some(client)) => {
@@ -396,7 +389,7 @@ struct TokenIssuer<'a> {
     /// Where the client signs in from, for the audit trail.
     address: Option<std::net::IpAddr>,
     now: NaiveDateTime,
-    generation: Option<u64>,
+    observed: Option<Observed<'a>>,
     reach: Reach,
     client: Option<Client>,
     issued: Option<GrantedToken>,
@@ -412,7 +405,7 @@ impl TokenIssuer<'_> {
                 self.context,
                 &site.site,
                 self.now,
-                self.generation,
+                self.observed,
                 self.reach,
             )?
             .map(|value| GrantedToken {

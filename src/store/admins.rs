@@ -84,7 +84,9 @@ impl Store {
             role,
             secret_digest,
         } = *new;
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
             let site_ids = match conn.site_ids(site_keys)? {
                 Ok(ids) => ids,
                 Err(unknown) => return Ok(AdminChange::UnknownSite(unknown)),
@@ -151,7 +153,9 @@ impl Store {
         } else {
             Action::AdminSitesUnassigned
         };
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
             let Some(admin) = conn.admin_by_client_id(client_id)? else {
                 return Ok(AdminChange::UnknownAdmin);
             };
@@ -199,7 +203,9 @@ impl Store {
         } else {
             Action::AdminDisabled
         };
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
             let updated = diesel::update(admins::table.filter(admins::client_id.eq(client_id)))
                 .set(admins::enabled.eq(enabled))
                 .returning(AdminRow::as_returning())
@@ -250,7 +256,9 @@ impl Store {
         now: NaiveDateTime,
         expires_at: NaiveDateTime,
     ) -> Result<bool, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
             let still_enabled = diesel::update(
                 admins::table
                     .filter(admins::id.eq(admin_id))
@@ -286,7 +294,9 @@ impl Store {
         by: &Requester,
         now: NaiveDateTime,
     ) -> Result<bool, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
             let deleted = diesel::delete(
                 admin_tokens::table
                     .filter(admin_tokens::admin_id.eq(admin_id))

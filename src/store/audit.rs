@@ -109,7 +109,7 @@ impl Store {
             return Ok(());
         }
         with_connection!(self, |conn| {
-            conn.unnoticed_transaction(&self.changes, |conn| {
+            conn.unnoticed_transaction(|conn| {
                 for event in events {
                     insert_audit!(conn, event)?;
                 }
@@ -148,7 +148,7 @@ impl Store {
     /// Deletes events whose last occurrence is before `before`; returns how many.
     pub fn prune_audit_events(&self, before: NaiveDateTime) -> Result<usize, StoreError> {
         with_connection!(self, |conn| {
-            conn.unnoticed_transaction(&self.changes, |conn| {
+            conn.unnoticed_transaction(|conn| {
                 Ok(
                     diesel::delete(audit_events::table.filter(audit_events::last_at.lt(before)))
                         .execute(conn)?,

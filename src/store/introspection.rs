@@ -96,16 +96,14 @@ impl Store {
     }
 
     /// Records when tokens were last used, in one transaction, never moving a time backwards.
-    /// Deliberately not a `write_transaction!`: usage does not change any answer, so PostgreSQL
-    /// nodes are not notified, and on SQLite the commit does not move this process's generation
-    /// when it was provably the only one (`ChangeFeed::write_unnoticed`), so a flush does not
-    /// empty the caches. Other processes on the same SQLite file still count it as a change.
+    /// Deliberately not a `write_transaction!`: usage does not change any answer, so it records no
+    /// change, and no cache anywhere is invalidated by a flush.
     ///
     /// One `UPDATE … FROM` per [`USES_PER_STATEMENT`] uses rather than one per token: on
     /// PostgreSQL each statement is a round trip, made from the server's own cores.
     pub fn record_token_use(&self, uses: &[(i64, NaiveDateTime)]) -> Result<(), StoreError> {
         with_connection!(self, |conn| {
-            conn.unnoticed_transaction(&self.changes, |conn| {
+            conn.unnoticed_transaction(|conn| {
                 for chunk in uses.chunks(USES_PER_STATEMENT) {
                     let sql = usage_update_sql(&*conn, chunk.len());
                     let mut query = diesel::sql_query(sql).into_boxed();

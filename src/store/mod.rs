@@ -34,7 +34,7 @@ mod sqlite_probe;
 mod tokens;
 
 pub use admins::{AdminChange, AdminWithSites, NewAdmin};
-pub use changes::ChangeFeed;
+pub use changes::{ChangeFeed, ChangeTag, Stamp};
 pub use resource_servers::{ResourceServer, ResourceServerAccess, ResourceServerChange};
 pub use site_tokens::{
     Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
@@ -79,6 +79,10 @@ pub enum StoreError {
     /// A stored value is outside what the schema's CHECK constraints allow; a bug or manual edit.
     #[error("unexpected value in {0}")]
     UnexpectedValue(&'static str),
+    /// A change was committed, but not every node confirmed it in time: its answer is not a
+    /// success (the caller may repeat it; every change is idempotent).
+    #[error("a change was saved but not every node confirmed it in time")]
+    Unconfirmed,
     /// A write kept losing a race it is designed to retry; should not happen outside a bug.
     #[error("a concurrent update kept conflicting with {0}")]
     Contention(&'static str),
@@ -92,7 +96,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
-            StoreError::Unavailable(_) => true,
+            StoreError::Unavailable(_) | StoreError::Unconfirmed => true,
             StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
             StoreError::Query(Error::DatabaseError(_, info)) => [
                 "database is locked",
@@ -178,6 +182,10 @@ pub struct PoolSettings {
     pub connection_timeout: Duration,
     /// SQLite only: how long a writer waits for the file lock.
     pub busy_timeout: Duration,
+    /// PostgreSQL only: how long a node's caches may answer after its last confirmed renewal,
+    /// and so the longest a write waits for a node that stopped confirming. Shorter than
+    /// `connection_timeout`.
+    pub cache_lease: Duration,
 }
 
 impl Default for PoolSettings {
@@ -186,6 +194,7 @@ impl Default for PoolSettings {
             max_connections: 10,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
+            cache_lease: Duration::from_secs(1),
         }
     }
 }
@@ -236,38 +245,64 @@ macro_rules! with_connection {
 }
 
 /// Like [`with_connection!`], inside a transaction that may change what introspection or
-/// authentication answers; the [`ChangeFeed`] hears of it once it commits.
+/// authentication answers. The body gets `$changed`, a [`changes::Changed`] on which it names what
+/// it changed (`changed.tag(ChangeTag::site(id))`); one that names nothing invalidates every cache.
+/// The record is written in the same transaction, and the macro returns only once every cache that
+/// could still answer as if the write had not happened has applied it (`Store::await_change`).
 ///
 /// On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at
 /// once with `SQLITE_BUSY` when another connection committed in between, whatever the busy
 /// timeout. Its commit is `synchronous = FULL`, with automatic checkpoints, whatever the pooled
-/// connection was left with (the usage flush relaxes both for its own commit): an invalidation must
-/// survive a power failure. On PostgreSQL it also notifies every node (delivered at commit).
+/// connection was left with (unnoticed writes relax both for their own commit): an invalidation
+/// must survive a power failure. On PostgreSQL it also notifies every node (delivered at commit).
+///
+/// The body runs in a closure of its own, so an early `return Ok(…)` in it still records what it
+/// changed.
 macro_rules! write_transaction {
-    ($store:expr, |$conn:ident| $body:expr) => {{
-        let result = match &$store.pools {
-            $crate::store::Pools::Sqlite(pool) => {
-                let conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
-                diesel::connection::SimpleConnection::batch_execute(
-                    conn,
-                    $crate::store::changes::DURABLE_COMMITS,
-                )?;
-                conn.immediate_transaction(|$conn| $body)
-            }
-            $crate::store::Pools::Postgres(pool) => {
-                let conn: &mut diesel::pg::PgConnection = &mut *pool.get()?;
-                conn.transaction(|$conn| {
+    ($store:expr, |$conn:ident, $changed:ident| $body:expr) => {
+        (|| -> Result<_, $crate::store::StoreError> {
+            let mut changed = $crate::store::changes::Changed::everything();
+            match &$store.pools {
+                $crate::store::Pools::Sqlite(pool) => {
+                    let conn: &mut diesel::sqlite::SqliteConnection = &mut *pool.get()?;
                     diesel::connection::SimpleConnection::batch_execute(
-                        $conn,
-                        $crate::store::changes::NOTIFY,
+                        conn,
+                        $crate::store::changes::DURABLE_COMMITS,
                     )?;
-                    $body
-                })
+                    let value = conn.immediate_transaction(|conn| {
+                        let $changed = &mut changed;
+                        let value = (|$conn: &mut diesel::sqlite::SqliteConnection| -> Result<
+                                                            _,
+                                                            $crate::store::StoreError,
+                                                        > { $body })(conn)?;
+                        $crate::store::ChangeFeed::record_sqlite(conn, &changed)?;
+                        Ok::<_, $crate::store::StoreError>(value)
+                    })?;
+                    $store.changes().after_sqlite_commit()?;
+                    Ok(value)
+                }
+                $crate::store::Pools::Postgres(pool) => {
+                    // The connection goes back to the pool before the wait, which needs one.
+                    let mut pooled = pool.get()?;
+                    let conn: &mut diesel::pg::PgConnection = &mut *pooled;
+                    let (value, seq) = conn.transaction(|conn| {
+                        let $changed = &mut changed;
+                        let value = (|$conn: &mut diesel::pg::PgConnection| -> Result<
+                                                            _,
+                                                            $crate::store::StoreError,
+                                                        > { $body })(conn)?;
+                        let seq = $crate::store::ChangeFeed::record_postgres(conn, &changed)?;
+                        Ok::<_, $crate::store::StoreError>((value, seq))
+                    })?;
+                    drop(pooled);
+                    if let Some(seq) = seq {
+                        $store.await_change(seq)?;
+                    }
+                    Ok(value)
+                }
             }
-        };
-        $store.note_write();
-        result
-    }};
+        })()
+    };
 }
 
 pub(crate) use {with_connection, write_transaction};
@@ -444,10 +479,54 @@ fn is_gone(connection: &mut PgConnection) -> bool {
 }
 
 impl Store {
-    /// Tells this process's change feed about a write, whether or not it committed: a spurious
-    /// advance only costs a cache refill.
-    pub(crate) fn note_write(&self) {
-        self.changes.advance();
+    /// Returns once the change numbered `seq` can no longer be missed by any cache (PostgreSQL):
+    /// this node's listener has applied it (or this node's caches are off), and every other node
+    /// with a live lease has confirmed it. A node that neither confirms nor renews is waited for
+    /// until its lease runs out, at most the lease duration; the wait gives up, with an error,
+    /// after twice that (a change's answer is then never a success the caches could contradict).
+    pub(crate) fn await_change(&self, seq: i64) -> Result<(), StoreError> {
+        let (Pools::Postgres(pool), Some(lease)) = (&self.pools, self.changes.lease_duration())
+        else {
+            return Ok(());
+        };
+        let (poll, longest) = changes::confirmation_schedule(lease);
+        let started = std::time::Instant::now();
+        let waited_too_long = || started.elapsed() > longest;
+        while let Some(applied) = self.changes.own_applied() {
+            if applied >= seq {
+                break;
+            }
+            if waited_too_long() {
+                return Err(StoreError::Unconfirmed);
+            }
+            std::thread::sleep(poll / 4);
+        }
+        let conn: &mut PgConnection = &mut *pool.get()?;
+        loop {
+            let waiting = changes::nodes_behind(conn, self.changes.node_id(), seq)?;
+            if waiting == 0 {
+                return Ok(());
+            }
+            if waited_too_long() {
+                log::warn!(
+                    "{waiting} node(s) neither confirmed change {seq} nor let their cache lease                      run out within {longest:?}"
+                );
+                return Err(StoreError::Unconfirmed);
+            }
+            std::thread::sleep(poll);
+        }
+    }
+
+    /// Deletes change-log rows past their retention (SQLite; PostgreSQL keeps no log); how many.
+    pub fn prune_change_log(&self, now: chrono::NaiveDateTime) -> Result<usize, StoreError> {
+        match &self.pools {
+            Pools::Sqlite(pool) => {
+                use changes::UnnoticedWrite;
+                let conn: &mut SqliteConnection = &mut *pool.get()?;
+                conn.unnoticed_transaction(|conn| ChangeFeed::prune_log(conn, now))
+            }
+            Pools::Postgres(_) => Ok(0),
+        }
     }
 
     /// The feed caches consult to stay exact.
@@ -506,7 +585,7 @@ impl Store {
                     .build(PgManager::new(url))?;
                 Store {
                     pools: Pools::Postgres(pool),
-                    changes: Arc::new(ChangeFeed::postgres()),
+                    changes: Arc::new(ChangeFeed::postgres(settings.cache_lease)),
                 }
             }
         };
@@ -621,10 +700,8 @@ mod tests {
             .unwrap()
             .batch_execute("PRAGMA synchronous = OFF; PRAGMA wal_autocheckpoint = 0")
             .unwrap();
-        let inside = (|| -> Result<(i64, i64), StoreError> {
-            write_transaction!(store, |conn| Ok(durability_pragmas(conn)?))
-        })()
-        .unwrap();
+        let inside: (i64, i64) =
+            write_transaction!(store, |conn, _changed| Ok(durability_pragmas(conn)?)).unwrap();
         assert_eq!(
             inside,
             (2, 1000),

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use super::audit::insert_audit;
 use super::schema::{resource_server_sites, resource_servers, sites};
 use super::sites::SiteLookups;
-use super::{with_connection, write_transaction, Store, StoreError};
+use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
 
 /// A resource server as listed to the operator (no secret).
@@ -73,7 +73,8 @@ impl Store {
         by: &Requester,
         now: NaiveDateTime,
     ) -> Result<ResourceServerChange, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.tag(ChangeTag::resource_server(client_id));
             let site_ids = match site_keys.map(|keys| conn.site_ids(keys)).transpose()? {
                 Some(Err(unknown)) => return Ok(ResourceServerChange::UnknownSite(unknown)),
                 Some(Ok(ids)) => Some(ids),
@@ -139,7 +140,7 @@ impl Store {
             };
             // A second read, only for limited resource servers. `site_limited` never goes back
             // to false, so the sites read second belong to a state that existed; a change in
-            // between has also moved the generation the answer is cached under.
+            // between has also invalidated the answer cached from this read.
             let site_ids = if site_limited {
                 Some(
                     resource_server_sites::table
@@ -174,7 +175,8 @@ impl Store {
         } else {
             Action::ResourceServerSitesUnassigned
         };
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.tag(ChangeTag::resource_server(client_id));
             let Some(row) = conn.resource_server_row(client_id)? else {
                 return Ok(ResourceServerChange::UnknownResourceServer);
             };
@@ -223,7 +225,8 @@ impl Store {
         by: &Requester,
         now: NaiveDateTime,
     ) -> Result<bool, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.tag(ChangeTag::resource_server(client_id));
             let deleted = diesel::delete(
                 resource_servers::table.filter(resource_servers::client_id.eq(client_id)),
             )

@@ -137,3 +137,12 @@ diesel::table! {
         last_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    /// SQLite only: what each write changed, for other processes' caches (`changes.rs`).
+    change_log (seq) {
+        seq -> BigInt,
+        tags -> Text,
+        recorded_at -> Timestamp,
+    }
+}

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use super::audit::insert_audit;
 use super::schema::{resource_servers, sites, token_audiences, token_events, tokens};
 use super::tokens::NewEventRow;
-use super::{with_connection, write_transaction, Store, StoreError};
+use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::admin::ManagedToken;
 use crate::domain::audit::{Action, Requester};
 use crate::domain::history::{Actor, HistoryEntry, TokenEvent};
@@ -193,7 +193,8 @@ impl Store {
         author: &Author,
         now: NaiveDateTime,
     ) -> Result<NewTokenOutcome, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.nothing();
             let audience = match new
                 .audience
                 .map(|client_ids| conn.resource_server_ids(client_ids))
@@ -223,6 +224,8 @@ impl Store {
                     .get_result(conn)
                     .optional()?;
                 if let Some(row) = inserted {
+                    // Only an answer that the value was unknown can change.
+                    changed.tag(ChangeTag::token(new.value_digest));
                     if let Some(audience) = &audience {
                         conn.add_audience(row.id, audience)?;
                     }
@@ -273,7 +276,8 @@ impl Store {
         now: NaiveDateTime,
     ) -> Result<TokenChangeOutcome, StoreError> {
         let this_token = tokens::id.eq(token_id).and(tokens::site_id.eq(site_id));
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.nothing();
             let locked = diesel::update(tokens::table.filter(this_token))
                 .set(tokens::slot.eq(tokens::slot))
                 .returning(TokenRow::as_returning())
@@ -285,6 +289,10 @@ impl Store {
             if current.slot == PRIMARY_SLOT {
                 return Ok(TokenChangeOutcome::Primary);
             }
+            let current_digest = tokens::table
+                .filter(this_token)
+                .select(tokens::value_digest)
+                .get_result::<Vec<u8>>(conn)?;
             let new_audience = match change {
                 TokenChange::Regenerate {
                     audience: Some(client_ids),
@@ -326,13 +334,15 @@ impl Store {
                 }
                 insert_audit!(conn, &audit).map(drop)
             };
-            let mut changed = false;
+            let mut any_change = false;
             match *change {
                 TokenChange::Regenerate {
                     value_digest,
                     value_hint,
                     ..
                 } => {
+                    changed.tag(ChangeTag::token(&current_digest));
+                    changed.tag(ChangeTag::token(value_digest));
                     diesel::update(tokens::table.filter(this_token))
                         .set((
                             tokens::value_digest.eq(value_digest),
@@ -352,9 +362,10 @@ impl Store {
                         conn.add_audience(token_id, audience)?;
                     }
                     record(conn, TokenEvent::Regenerated, Some(value_digest), None)?;
-                    changed = true;
+                    any_change = true;
                 }
                 TokenChange::SetActive(active) if active != current.active => {
+                    changed.tag(ChangeTag::token(&current_digest));
                     diesel::update(tokens::table.filter(this_token))
                         .set(tokens::active.eq(active))
                         .execute(conn)?;
@@ -364,10 +375,11 @@ impl Store {
                         TokenEvent::Invalidated
                     };
                     record(conn, event, None, None)?;
-                    changed = true;
+                    any_change = true;
                 }
                 TokenChange::SetActive(_) => {}
             }
+            // No cached answer includes the description.
             if let Some(description) = description.filter(|new| *new != current.description) {
                 diesel::update(tokens::table.filter(this_token))
                     .set(tokens::description.eq(description))
@@ -378,14 +390,14 @@ impl Store {
                     None,
                     Some(description),
                 )?;
-                changed = true;
+                any_change = true;
             }
             let after = tokens::table
                 .filter(this_token)
                 .select(TokenRow::as_select())
                 .get_result(conn)?;
             let token = conn.managed_one(after)?;
-            Ok(if changed {
+            Ok(if any_change {
                 TokenChangeOutcome::Changed(token)
             } else {
                 TokenChangeOutcome::Unchanged(token)

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use super::audit::insert_audit;
 use super::schema::{sites, tokens};
-use super::{with_connection, write_transaction, Store, StoreError};
+use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
 use crate::domain::site::{Site, SiteSummary};
 
@@ -66,7 +66,8 @@ impl Store {
             enabled: true,
             created_at: now,
         };
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.tag(ChangeTag::site_key(site_key));
             let inserted = diesel::insert_into(sites::table)
                 .values(&row)
                 .returning(SiteRow::as_returning())
@@ -138,7 +139,8 @@ impl Store {
         by: &Requester,
         now: NaiveDateTime,
     ) -> Result<bool, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.tag(ChangeTag::site_key(site_key));
             let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
                 .set(sites::auth_key_digest.eq(auth_key_digest))
                 .execute(conn)?;
@@ -159,7 +161,8 @@ impl Store {
         by: &Requester,
         now: NaiveDateTime,
     ) -> Result<Option<Site>, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.nothing();
             let this_site = sites::table.filter(sites::site_key.eq(site_key));
             // A no-op update locks the row, so concurrent changes apply one after the other.
             let Some(current) = diesel::update(this_site)
@@ -171,6 +174,13 @@ impl Store {
                 return Ok(None);
             };
             let current = Site::from(current);
+            // The name is part of every introspection answer about the site's tokens.
+            if name.is_some_and(|name| name != current.name)
+                || enabled.is_some_and(|enabled| enabled != current.enabled)
+            {
+                changed.tag(ChangeTag::site(current.id));
+                changed.tag(ChangeTag::site_key(site_key));
+            }
             if let Some(name) = name.filter(|name| *name != current.name) {
                 diesel::update(this_site)
                     .set(sites::name.eq(name))
@@ -209,14 +219,20 @@ impl Store {
         } else {
             Action::SiteDisabled
         };
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
             let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
                 .set(sites::enabled.eq(enabled))
-                .execute(conn)?;
-            if updated == 1 {
-                insert_audit!(conn, &by.event(now, action, site_key))?;
-            }
-            Ok(updated == 1)
+                .returning(sites::id)
+                .get_result::<i64>(conn)
+                .optional()?;
+            let Some(site_id) = updated else {
+                changed.nothing();
+                return Ok(false);
+            };
+            changed.tag(ChangeTag::site(site_id));
+            changed.tag(ChangeTag::site_key(site_key));
+            insert_audit!(conn, &by.event(now, action, site_key))?;
+            Ok(true)
         })
     }
 }

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use super::audit::insert_audit;
 use super::schema::{sites, token_events, tokens};
-use super::{write_transaction, Store, StoreError};
+use super::{write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
 use crate::domain::history::{Actor, TokenEvent};
 use crate::domain::slots::PRIMARY_SLOT;
@@ -121,7 +121,8 @@ impl Store {
         let primary_slot = tokens::site_id
             .eq(site_id)
             .and(tokens::slot.eq(PRIMARY_SLOT));
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.nothing();
             for _ in 0..3 {
                 let current = tokens::table
                     .filter(primary_slot)
@@ -165,6 +166,8 @@ impl Store {
                         .optional()?,
                 };
                 if let Some(token_id) = minted_id {
+                    changed.tag(ChangeTag::site(site_id));
+                    changed.tag(ChangeTag::token(&offered.value_digest));
                     let event = NewEventRow {
                         value_digest: Some(&offered.value_digest),
                         ..NewEventRow::new(token_id, TokenEvent::Created, actor, now)
@@ -190,13 +193,15 @@ impl Store {
         let primary_slot = tokens::site_id
             .eq(site_id)
             .and(tokens::slot.eq(PRIMARY_SLOT));
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
             let current = tokens::table
                 .filter(primary_slot)
                 .filter(tokens::value_digest.eq(value_digest));
             if invalidate_recorded!(conn, current, actor, now)?.is_some() {
+                changed.tag(ChangeTag::site(site_id));
                 return Ok(InvalidationOutcome::Invalidated);
             }
+            changed.nothing();
             let ever_minted_here = token_events::table
                 .inner_join(tokens::table)
                 .filter(primary_slot)
@@ -223,7 +228,8 @@ impl Store {
         by: &Requester,
         now: NaiveDateTime,
     ) -> Result<Option<bool>, StoreError> {
-        write_transaction!(self, |conn| {
+        write_transaction!(self, |conn, changed| {
+            changed.nothing();
             let Some(site_id) = sites::table
                 .filter(sites::site_key.eq(site_key))
                 .select(sites::id)
@@ -238,6 +244,7 @@ impl Store {
             let Some(token_id) = invalidate_recorded!(conn, primary, actor, now)? else {
                 return Ok(Some(false));
             };
+            changed.tag(ChangeTag::site(site_id));
             let event = by.event(
                 now,
                 Action::PrimaryTokenInvalidated,

@@ -22,7 +22,7 @@ crate::on_both_backends!(
     usage_flushes_leave_the_cache_warm,
     introspection_does_not_write_and_shutdown_flushes_usage,
     exactness_holds_with_the_cache_switched_off,
-    another_process_invalidating_is_seen_within_a_second,
+    another_process_sees_an_invalidation_once_it_is_answered,
     resource_servers_are_managed_with_the_cli,
 );
 
@@ -401,8 +401,8 @@ fn exactness_holds_with_the_cache_switched_off(app: TestApp) {
 }
 
 /// Node B (a separate process) caches a token as active; node A invalidates it; B must say
-/// inactive within a second (RFC 7662 and issue 3's bound), and in practice within milliseconds.
-fn another_process_invalidating_is_seen_within_a_second(app: TestApp) {
+/// inactive to the first request after the invalidation's answer.
+fn another_process_sees_an_invalidation_once_it_is_answered(app: TestApp) {
     let node_b = ServerProcess::start(&app.db.url, &[]);
     let site = app.create_site("Cluster Shop");
     let resource_server = app.create_resource_server("Cluster API");
@@ -433,17 +433,10 @@ fn another_process_invalidating_is_seen_within_a_second(app: TestApp) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(app.invalidate(&site, &token).status(), 200);
-    let invalidated_at = Instant::now();
-    while ask_b()["active"] == true {
-        assert!(
-            invalidated_at.elapsed() < Duration::from_secs(1),
-            "node B still reports the token active after 1 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    eprintln!(
-        "node B saw the invalidation after {:?}",
-        invalidated_at.elapsed()
+    assert_eq!(
+        ask_b()["active"],
+        false,
+        "node B after the invalidation's answer"
     );
 }
 

@@ -12,6 +12,7 @@ mod client_library;
 mod concurrency;
 mod config_file;
 mod discovery;
+mod exactness;
 mod examples;
 mod faults;
 mod helpers;

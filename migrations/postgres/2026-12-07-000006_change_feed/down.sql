@@ -1,0 +1,2 @@
+DROP TABLE cache_leases;
+DROP SEQUENCE change_seq;
