@@ -259,6 +259,40 @@ fn a_change_waits_for_a_stalled_node_until_its_lease_ran_out() {
     assert_eq!(stalled.introspect(&api, &renewed)["active"], true);
 }
 
+/// A node killed without a goodbye (SIGKILL) leaves its lease behind: changes wait for it until
+/// the lease has run out, and no longer.
+#[test]
+fn a_killed_node_delays_changes_by_at_most_its_lease() {
+    let Some(db) = TestDatabase::create(crate::helpers::Backend::Postgres) else {
+        return;
+    };
+    let app = TestApp::spawn_on(db);
+    let mut killed = ServerProcess::start(&app.db.url, &["--cache-lease-ms", "400"]);
+    let site = app.create_site("Killed Store");
+    let api = app.create_resource_server("Killed API");
+    let token = app.primary_token(&site);
+    let client = Client::new();
+    assert_eq!(
+        introspect_at(&client, &killed.base_url, &api, &token)["active"],
+        true
+    );
+    killed.kill();
+    let started = Instant::now();
+    assert_eq!(app.invalidate(&site, &token).status(), 200);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(800), "waited {waited:?}");
+    assert_eq!(app.introspect(&api, &token)["active"], false);
+    eprintln!("an invalidation waited {waited:?} for a killed node (lease 400 ms)");
+    let started = Instant::now();
+    let renewed = app.primary_token(&site);
+    assert_eq!(app.invalidate(&site, &renewed).status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "the dead node's lease still delays changes: {:?}",
+        started.elapsed()
+    );
+}
+
 /// A node whose change listener died (its backend terminated) answers nothing from its cache
 /// until it has listened again; a change made meanwhile on another node holds there at once.
 #[test]
@@ -334,4 +368,35 @@ fn introspect_at(client: &Client, node: &str, api: &ResourceServerKeys, token: &
     .expect("the introspection request reaches the server");
     assert_eq!(response.status(), 200);
     response.json().expect("a JSON introspection answer")
+}
+
+/// A lease as long as the database timeout (or longer), or below 50 ms, is refused at start with
+/// exit code 2 and a message naming the flags; the default pair is accepted.
+#[test]
+fn a_cache_lease_not_shorter_than_the_database_timeout_is_refused() {
+    let db = TestDatabase::create(crate::helpers::Backend::Sqlite).expect("SQLite");
+    let run = |args: &[&str]| {
+        let output = crate::cli::tokenwarden(&db.url)
+            .args(args)
+            .args(["site", "list"])
+            .output()
+            .expect("run the CLI");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--cache-lease-ms", "5000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--cache-lease-ms (5000) must be shorter than --db-timeout-ms (5000)"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--cache-lease-ms", "900", "--db-timeout-ms", "800"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = run(&["--cache-lease-ms", "10"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--cache-lease-ms"), "{stderr}");
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
 }
