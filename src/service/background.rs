@@ -166,16 +166,19 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Starts the change listener (PostgreSQL) and the runner thread.
+    /// Starts the change listener (PostgreSQL, when caches are on) and the runner thread.
     pub fn start(
         context: &Context,
         database: &DatabaseUrl,
         schedule: Schedule,
     ) -> std::io::Result<Self> {
         let stop_listener = Arc::new(AtomicBool::new(false));
-        context
-            .store
-            .start_change_listener(database, stop_listener.clone());
+        // Without caches there is nothing to keep exact, and no lease for changes to wait for.
+        if context.introspection.caches_on() {
+            context
+                .store
+                .start_change_listener(database, stop_listener.clone());
+        }
         let wakeup = Arc::clone(&context.background);
         let thread_context = context.clone();
         let thread = std::thread::Builder::new()

@@ -52,6 +52,11 @@ impl Introspection {
     }
 
     /// (hits, misses) of the token cache, for metrics.
+    /// Whether answers are cached at all (`--introspection-cache`, which covers every cache).
+    pub fn caches_on(&self) -> bool {
+        self.tokens.is_some()
+    }
+
     pub fn cache_counts(&self) -> (u64, u64) {
         self.tokens.as_ref().map_or((0, 0), StampedCache::counts)
     }

@@ -272,9 +272,9 @@ macro_rules! write_transaction {
                     let value = conn.immediate_transaction(|conn| {
                         let $changed = &mut changed;
                         let value = (|$conn: &mut diesel::sqlite::SqliteConnection| -> Result<
-                                                            _,
-                                                            $crate::store::StoreError,
-                                                        > { $body })(conn)?;
+                                                                    _,
+                                                                    $crate::store::StoreError,
+                                                                > { $body })(conn)?;
                         $crate::store::ChangeFeed::record_sqlite(conn, &changed)?;
                         Ok::<_, $crate::store::StoreError>(value)
                     })?;
@@ -288,9 +288,9 @@ macro_rules! write_transaction {
                     let (value, seq) = conn.transaction(|conn| {
                         let $changed = &mut changed;
                         let value = (|$conn: &mut diesel::pg::PgConnection| -> Result<
-                                                            _,
-                                                            $crate::store::StoreError,
-                                                        > { $body })(conn)?;
+                                                                    _,
+                                                                    $crate::store::StoreError,
+                                                                > { $body })(conn)?;
                         let seq = $crate::store::ChangeFeed::record_postgres(conn, &changed)?;
                         Ok::<_, $crate::store::StoreError>((value, seq))
                     })?;
