@@ -271,10 +271,7 @@ macro_rules! write_transaction {
                     )?;
                     let value = conn.immediate_transaction(|conn| {
                         let $changed = &mut changed;
-                        let value = (|$conn: &mut diesel::sqlite::SqliteConnection| -> Result<
-                                                                    _,
-                                                                    $crate::store::StoreError,
-                                                                > { $body })(conn)?;
+                        let value = $crate::store::run_body(conn, |$conn| $body)?;
                         $crate::store::ChangeFeed::record_sqlite(conn, &changed)?;
                         Ok::<_, $crate::store::StoreError>(value)
                     })?;
@@ -287,10 +284,7 @@ macro_rules! write_transaction {
                     let conn: &mut diesel::pg::PgConnection = &mut *pooled;
                     let (value, seq) = conn.transaction(|conn| {
                         let $changed = &mut changed;
-                        let value = (|$conn: &mut diesel::pg::PgConnection| -> Result<
-                                                                    _,
-                                                                    $crate::store::StoreError,
-                                                                > { $body })(conn)?;
+                        let value = $crate::store::run_body(conn, |$conn| $body)?;
                         let seq = $crate::store::ChangeFeed::record_postgres(conn, &changed)?;
                         Ok::<_, $crate::store::StoreError>((value, seq))
                     })?;
@@ -306,6 +300,15 @@ macro_rules! write_transaction {
 }
 
 pub(crate) use {with_connection, write_transaction};
+
+/// Runs a [`write_transaction!`] body as a closure of its own, so that an early `return` in the
+/// body leaves only the body and the change is still recorded.
+pub(crate) fn run_body<C, T>(
+    conn: &mut C,
+    body: impl FnOnce(&mut C) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    body(conn)
+}
 
 /// Sets the pragmas every SQLite connection needs: a busy timeout so writers queue instead of
 /// failing, full fsync at commit (relaxed only by the usage flush, for its own commit:
