@@ -100,7 +100,13 @@ where
                     Some(state) => super::client_address(&state.trusted_proxies, request),
                     None => request.peer_addr().map(|peer| peer.ip()),
                 };
-                access_log::record(client, request.method(), request.path(), status, latency);
+                access_log::record(&access_log::Request {
+                    client,
+                    method: request.method(),
+                    path: request.path(),
+                    status,
+                    latency,
+                });
             }
             if let Some(metrics) = metrics {
                 let mut by_status = by_status.borrow_mut();

@@ -1,6 +1,7 @@
-//! Secrets never reach a log, even at `RUST_LOG=trace`: the real binary serves every endpoint and
-//! runs the credential-printing CLI commands while its output is captured, then no auth key, token
-//! value, Basic header or server secret may appear in it, whole or in part.
+//! Secrets never reach a log, in text or JSON, even at `RUST_LOG=trace`: the real binary serves
+//! every endpoint and runs the credential-printing CLI commands while its output is captured, then
+//! no auth key, token value, Basic header or server secret may appear in it, whole or in part.
+//! Also the JSON format's lines.
 
 use std::cell::Cell;
 use std::fs::{self, File};
@@ -18,14 +19,41 @@ use tokenwarden::config;
 use crate::cli::{free_port, run, tokenwarden, Running};
 use crate::helpers::{Backend, TestDatabase};
 
-#[test]
-fn sqlite_logs_at_trace_hold_no_secrets() {
-    logs_hold_no_secrets(Backend::Sqlite);
+crate::per_backend!(
+    logs_at_trace_hold_no_secrets,
+    json_logs_at_trace_hold_no_secrets
+);
+
+fn logs_at_trace_hold_no_secrets(backend: Backend) {
+    logs_hold_no_secrets(backend, Format::Text);
 }
 
-#[test]
-fn postgres_logs_at_trace_hold_no_secrets() {
-    logs_hold_no_secrets(Backend::Postgres);
+fn json_logs_at_trace_hold_no_secrets(backend: Backend) {
+    logs_hold_no_secrets(backend, Format::Json);
+}
+
+/// `--log-format`, `TOKENWARDEN_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+
+    /// What every request line, and no other, contains.
+    fn request_line_mark(self) -> &'static str {
+        match self {
+            Format::Text => " INFO  tokenwarden::access] ",
+            Format::Json => r#""target":"tokenwarden::access""#,
+        }
+    }
 }
 
 /// Request lines have a log target of their own, so operators can drop just them; by default
@@ -77,6 +105,45 @@ fn request_lines_can_be_switched_off_alone() {
     }
 }
 
+/// `--log-format` takes `text` or `json`, from the command line, the environment or the config
+/// file; anything else stops every command with status 2, naming the value.
+#[test]
+fn an_unknown_log_format_stops_the_command_naming_it() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let file = db.dir.path().join("tokenwarden.toml");
+    fs::write(&file, "log-format = \"xml\"\n").unwrap();
+    let refused = [
+        run(tokenwarden(&db.url).args(["--log-format", "xml", "site", "list"])),
+        run(tokenwarden(&db.url).args(["serve", "--log-format=xml"])),
+        run(tokenwarden(&db.url)
+            .env("TOKENWARDEN_LOG_FORMAT", "xml")
+            .args(["site", "list"])),
+        run(tokenwarden(&db.url)
+            .arg("--config")
+            .arg(&file)
+            .args(["site", "list"])),
+    ];
+    for finished in refused {
+        assert_eq!(finished.status.code(), Some(2), "{finished:?}");
+        assert!(
+            finished.stderr.contains("'xml'") && finished.stderr.contains("--log-format"),
+            "{}",
+            finished.stderr
+        );
+    }
+    fs::write(&file, "log-format = \"json\"\n").unwrap();
+    let shown = crate::cli::succeed_json(
+        tokenwarden(&db.url)
+            .arg("--config")
+            .arg(&file)
+            .args(["--json", "config", "show"]),
+    );
+    assert_eq!(
+        shown["settings"]["log-format"],
+        serde_json::json!({"value": "json", "source": "file"})
+    );
+}
+
 /// One request log line per request: `CLIENT METHOD PATH STATUS LATENCYms`, path without query
 /// string (the client is always 127.0.0.1 here, so the prefix is checked only where it is written).
 const EXPECTED_REQUEST_LINES: [&str; 16] = [
@@ -98,7 +165,7 @@ const EXPECTED_REQUEST_LINES: [&str; 16] = [
     "GET /metrics 200 ",
 ];
 
-fn logs_hold_no_secrets(backend: Backend) {
+fn logs_hold_no_secrets(backend: Backend, format: Format) {
     let Some(db) = TestDatabase::create(backend) else {
         return;
     };
@@ -108,6 +175,7 @@ fn logs_hold_no_secrets(backend: Backend) {
         let mut command = tokenwarden(&db.url);
         command
             .env("TOKENWARDEN_SECRET", &secret)
+            .env("TOKENWARDEN_LOG_FORMAT", format.name())
             .env("RUST_LOG", "trace")
             .args(args);
         command
@@ -323,15 +391,29 @@ fn logs_hold_no_secrets(backend: Backend) {
     assert_eq!(http.token(still), third_token);
 
     // Request lines are logged once the response is done; wait for them before stopping.
-    let logged = wait_for(&server_log, &EXPECTED_REQUEST_LINES, http.requests.get());
+    wait_for(
+        &server_log,
+        &EXPECTED_REQUEST_LINES,
+        http.requests.get(),
+        format,
+    );
     drop(server);
+    let logged = fs::read_to_string(&server_log).unwrap();
+    if format == Format::Json {
+        assert_json_lines(&logged);
+        assert_json_lines(&cli_stderr);
+    }
     let logged = logged + &fs::read_to_string(db.dir.path().join("server.stdout")).unwrap();
 
     assert!(
         logged.contains(&format!("tokenwarden listening on http://{address}")),
         "{logged}"
     );
-    assert!(logged.contains(" TRACE "), "RUST_LOG=trace took effect");
+    let trace = match format {
+        Format::Text => " TRACE ",
+        Format::Json => r#""level":"TRACE""#,
+    };
+    assert!(logged.contains(trace), "RUST_LOG=trace took effect");
     assert!(cli_stderr.contains("created site"), "{cli_stderr}");
     assert!(cli_stderr.contains("rotated the auth key"), "{cli_stderr}");
     assert!(
@@ -339,7 +421,7 @@ fn logs_hold_no_secrets(backend: Backend) {
         "{cli_stderr}"
     );
     assert_eq!(
-        request_lines(&logged),
+        request_lines(&logged, format),
         http.requests.get(),
         "one request line per request:\n{}",
         lines_containing(&logged, "tokenwarden::access")
@@ -453,15 +535,55 @@ fn lines_containing(text: &str, needle: &str) -> String {
         .join("\n")
 }
 
-fn request_lines(log: &str) -> usize {
+fn request_lines(log: &str, format: Format) -> usize {
     log.lines()
-        .filter(|line| line.contains(" INFO  tokenwarden::access] "))
+        .filter(|line| line.contains(format.request_line_mark()))
         .count()
+}
+
+/// Every line is one JSON object: `time` (RFC 3339, UTC), `level`, `target`, `message`; request
+/// lines add the request's fields.
+fn assert_json_lines(log: &str) {
+    for line in log.lines() {
+        let object: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let object = object.as_object().expect("an object");
+        let time = object["time"].as_str().expect("a time");
+        let parsed = chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339");
+        assert_eq!(parsed.offset().local_minus_utc(), 0, "UTC: {line}");
+        assert!(time.ends_with('Z'), "{line}");
+        for field in ["level", "target", "message"] {
+            assert!(object[field].is_string(), "{field}: {line}");
+        }
+        if object["target"] == "tokenwarden::access" {
+            let mut fields: Vec<&str> = object.keys().map(String::as_str).collect();
+            fields.sort_unstable();
+            assert_eq!(
+                fields,
+                [
+                    "client_address",
+                    "latency_ms",
+                    "level",
+                    "message",
+                    "method",
+                    "path",
+                    "status",
+                    "target",
+                    "time"
+                ],
+                "{line}"
+            );
+            assert_eq!(object["level"], "INFO");
+            assert_eq!(object["client_address"], "127.0.0.1");
+            assert!(object["method"].is_string() && object["path"].is_string());
+            assert!(object["status"].is_u64() && object["latency_ms"].is_f64());
+        }
+    }
 }
 
 /// Rereads the log until every expected piece and `requests` request lines are in it; panics
 /// naming what is missing.
-fn wait_for(path: &Path, expected: &[&str], requests: usize) -> String {
+fn wait_for(path: &Path, expected: &[&str], requests: usize, format: Format) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = fs::read_to_string(path).expect("the server log");
@@ -469,13 +591,13 @@ fn wait_for(path: &Path, expected: &[&str], requests: usize) -> String {
             .iter()
             .filter(|line| !text.contains(**line))
             .collect();
-        if missing.is_empty() && request_lines(&text) >= requests {
+        if missing.is_empty() && request_lines(&text, format) >= requests {
             return text;
         }
         assert!(
             Instant::now() < deadline,
             "request lines missing: {missing:?}, {} of {requests} logged\n{}",
-            request_lines(&text),
+            request_lines(&text, format),
             lines_containing(&text, "tokenwarden::access")
         );
         std::thread::sleep(Duration::from_millis(20));
