@@ -82,7 +82,7 @@ struct GlobalArgs {
     )]
     cache_lease_ms: u64,
     /// Log lines as text, or as one JSON object per line (time, level, target, message; request
-    /// lines add method, path, status, latency_ms and client_address)
+    /// lines add method, path, status, latency_ms, client_address and request_id)
     #[arg(
         long,
         global = true,

@@ -12,8 +12,9 @@
 //!
 //! The lines follow the log's format (`logging`). In text they look like env_logger's,
 //! `[2026-11-30T07:05:01Z INFO  tokenwarden::access] 203.0.113.9 POST /oauth2/token 200
-//! 1.389448ms`; in JSON the same message goes with the fields `method`, `path`, `status`,
-//! `latency_ms` and `client_address`. They obey `RUST_LOG` like any other target
+//! 1.389448ms 4bf92f3577b34da6a3ce929d0e0e4736` (the last field is the request id); in JSON the
+//! same message goes with the fields `method`, `path`, `status`, `latency_ms`, `client_address`
+//! and `request_id`. They obey `RUST_LOG` like any other target
 //! (`RUST_LOG=info,tokenwarden::access=warn` turns them off).
 
 use std::fmt::Write as _;
@@ -37,7 +38,7 @@ pub(crate) fn enabled() -> bool {
 }
 
 /// One request, as its line shows it: method, path (never the query string, which could carry a
-/// token sent by mistake), status and latency.
+/// token sent by mistake), status, latency and request id.
 pub(crate) struct Request<'a> {
     /// `None` when the transport has no peer address.
     pub client: Option<IpAddr>,
@@ -45,6 +46,7 @@ pub(crate) struct Request<'a> {
     pub path: &'a str,
     pub status: u16,
     pub latency: Duration,
+    pub request_id: &'a str,
 }
 
 /// Adds one request's line to this worker's batch. Runs on an actix worker only: the flush is a
@@ -114,10 +116,11 @@ struct JsonLine<'a> {
     status: u16,
     latency_ms: f64,
     client_address: Option<IpAddr>,
+    request_id: &'a str,
 }
 
 impl Pending {
-    /// Appends one line. Its message is `CLIENT METHOD PATH STATUS LATENCYms` (`-` for
+    /// Appends one line. Its message is `CLIENT METHOD PATH STATUS LATENCYms REQUEST_ID` (`-` for
     /// a client without an address), written piece by piece: through `format_args!` the line cost
     /// about 1,900 instructions, a thirtieth of a cached introspection (docs/performance.md).
     /// In text the line is `[timestamp INFO  tokenwarden::access] MESSAGE`.
@@ -146,6 +149,8 @@ impl Pending {
         push_decimal(message, u64::from(request.status), 1);
         message.push(' ');
         push_milliseconds(message, request.latency);
+        message.push(' ');
+        message.push_str(request.request_id);
         match format {
             LogFormat::Text => {
                 let line = &mut self.lines;
@@ -173,6 +178,7 @@ impl Pending {
                     status: request.status,
                     latency_ms: nanoseconds(request.latency) as f64 / 1e6,
                     client_address: request.client,
+                    request_id: request.request_id,
                 };
                 // Writing to a `Vec` fails only for a value serde_json cannot represent; these
                 // are strings and numbers.
@@ -276,7 +282,7 @@ mod tests {
         (written, at)
     }
 
-    const MESSAGE: &str = "203.0.113.9 POST /oauth2/token 200 1.389448ms";
+    const MESSAGE: &str = "203.0.113.9 POST /oauth2/token 200 1.389448ms 4bf92f3577b34da6";
 
     fn token_request(client: Option<IpAddr>) -> Request<'static> {
         Request {
@@ -285,6 +291,7 @@ mod tests {
             path: "/oauth2/token",
             status: 200,
             latency: Duration::from_nanos(1_389_448),
+            request_id: "4bf92f3577b34da6",
         }
     }
 
@@ -312,7 +319,7 @@ mod tests {
             expected.trim_end(),
             "the timestamp follows the clock"
         );
-        assert!(later.ends_with("] - POST /oauth2/token 200 1.389448ms"));
+        assert!(later.ends_with("] - POST /oauth2/token 200 1.389448ms 4bf92f3577b34da6"));
     }
 
     /// In JSON a line is what `logging` writes for the same message at the same millisecond, plus
@@ -337,9 +344,17 @@ mod tests {
                 "status": 200,
                 "latency_ms": 1.389448,
                 "client_address": "203.0.113.9",
+                "request_id": "4bf92f3577b34da6",
             })
         );
-        for request_field in ["method", "path", "status", "latency_ms", "client_address"] {
+        for request_field in [
+            "method",
+            "path",
+            "status",
+            "latency_ms",
+            "client_address",
+            "request_id",
+        ] {
             line.as_object_mut().unwrap().remove(request_field);
         }
         let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();

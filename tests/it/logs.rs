@@ -1,7 +1,7 @@
 //! Secrets never reach a log, in text or JSON, even at `RUST_LOG=trace`: the real binary serves
 //! every endpoint and runs the credential-printing CLI commands while its output is captured, then
 //! no auth key, token value, Basic header or server secret may appear in it, whole or in part.
-//! Also the JSON format's lines.
+//! Also the JSON format's lines, and the request id each request's lines carry.
 
 use std::cell::Cell;
 use std::fs::{self, File};
@@ -21,7 +21,8 @@ use crate::helpers::{Backend, TestDatabase};
 
 crate::per_backend!(
     logs_at_trace_hold_no_secrets,
-    json_logs_at_trace_hold_no_secrets
+    json_logs_at_trace_hold_no_secrets,
+    each_request_id_is_in_its_response_and_its_requests_json_lines,
 );
 
 fn logs_at_trace_hold_no_secrets(backend: Backend) {
@@ -103,6 +104,106 @@ fn request_lines_can_be_switched_off_alone() {
             "RUST_LOG={filter:?}: {logged}"
         );
     }
+}
+
+/// A request's id, its own or a generated one, comes back in `X-Request-Id` and is carried by
+/// its request line and by the lines the service logs while handling it, on the HTTP worker and
+/// in the blocking pool alike.
+fn each_request_id_is_in_its_response_and_its_requests_json_lines(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend) else {
+        return;
+    };
+    let site = crate::cli::create_site(&db.url, "Traced Store");
+    let stderr_file = db.dir.path().join("json.log");
+    let (mut server, address) = crate::cli::start_server(
+        &mut tokenwarden(&db.url),
+        &["--log-format", "json"],
+        &stderr_file,
+    );
+    server.wait_until_listening(address);
+    let client = Client::new();
+    let token_request = |auth_key: &str, id: Option<&str>| {
+        let mut request = crate::helpers::form_request(
+            &client,
+            format!("http://{address}/oauth2/token"),
+            Some((&site.site_key, auth_key)),
+            "grant_type=client_credentials",
+        );
+        if let Some(id) = id {
+            request = request.header("X-Request-Id", id);
+        }
+        let response = request.send().expect("the server answers");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (response.status().as_u16(), id)
+    };
+
+    let (status, wrong_key) = token_request("twk_wrong", Some("it-wrong-key-7"));
+    assert_eq!((status, wrong_key.as_str()), (401, "it-wrong-key-7"));
+    // The first request for a primary token mints it in the blocking pool (a logged write).
+    let (status, minted) = token_request(&site.auth_key, None);
+    assert_eq!(status, 200);
+    assert!(is_generated(&minted), "{minted}");
+    let too_long = "x".repeat(129);
+    let (status, replaced) = token_request(&site.auth_key, Some(&too_long));
+    assert_eq!(status, 200);
+    assert!(is_generated(&replaced) && replaced != minted, "{replaced}");
+    // With the site in the cache, a wrong key is refused on the HTTP worker itself.
+    let (status, from_memory) = token_request("twk_wrong", Some("it-wrong-key-8"));
+    assert_eq!((status, from_memory.as_str()), (401, "it-wrong-key-8"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = fs::read_to_string(&stderr_file).unwrap();
+        if request_lines(&text, Format::Json) >= 4 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "request lines missing:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(server);
+    assert_json_lines_with(&lines, &["it-wrong-key-7", "it-wrong-key-8"]);
+    assert!(!lines.contains(&too_long), "{lines}");
+    let of = |id: &str| -> Vec<Value> {
+        lines
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|line| line["request_id"] == id)
+            .collect()
+    };
+    let is_request_line = |line: &Value| line["target"] == "tokenwarden::access";
+    for (id, status, message) in [
+        (
+            wrong_key.as_str(),
+            401,
+            "client authentication failed for site",
+        ),
+        (minted.as_str(), 200, "minted a new primary token for site"),
+        (
+            from_memory.as_str(),
+            401,
+            "client authentication failed for site",
+        ),
+    ] {
+        let lines = of(id);
+        let request_lines: Vec<&Value> = lines.iter().filter(|l| is_request_line(l)).collect();
+        assert_eq!(request_lines.len(), 1, "{lines:?}");
+        assert_eq!(request_lines[0]["status"], status);
+        assert_eq!(request_lines[0]["path"], "/oauth2/token");
+        assert_eq!(request_lines[0]["method"], "POST");
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["message"].as_str().unwrap().starts_with(message)),
+            "no {message:?} line carries {id}: {lines:?}"
+        );
+    }
+    assert_eq!(
+        of(&replaced).iter().filter(|l| is_request_line(l)).count(),
+        1
+    );
 }
 
 /// `--log-format` takes `text` or `json`, from the command line, the environment or the config
@@ -399,9 +500,12 @@ fn logs_hold_no_secrets(backend: Backend, format: Format) {
     );
     drop(server);
     let logged = fs::read_to_string(&server_log).unwrap();
-    if format == Format::Json {
-        assert_json_lines(&logged);
-        assert_json_lines(&cli_stderr);
+    match format {
+        Format::Text => assert_text_request_lines(&logged),
+        Format::Json => {
+            assert_json_lines(&logged);
+            assert_json_lines(&cli_stderr);
+        }
     }
     let logged = logged + &fs::read_to_string(db.dir.path().join("server.stdout")).unwrap();
 
@@ -541,9 +645,42 @@ fn request_lines(log: &str, format: Format) -> usize {
         .count()
 }
 
+/// 32 lowercase hex digits: an id the server made.
+fn is_generated(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Text request lines end with the latency and the request id (generated: these requests
+/// bring none).
+fn assert_text_request_lines(log: &str) {
+    for line in log
+        .lines()
+        .filter(|line| line.contains("tokenwarden::access]"))
+    {
+        let mut fields = line.rsplit(' ');
+        let id = fields.next().unwrap();
+        let latency = fields.next().unwrap();
+        assert!(is_generated(id), "{line}");
+        assert!(latency.ends_with("ms"), "{line}");
+    }
+}
+
 /// Every line is one JSON object: `time` (RFC 3339, UTC), `level`, `target`, `message`; request
-/// lines add the request's fields.
+/// lines add the request's fields, every request line has a request id and lines outside a
+/// request have none.
 fn assert_json_lines(log: &str) {
+    assert_json_lines_with(log, &[]);
+}
+
+/// [`assert_json_lines`] where request ids are generated ones or one of `given`.
+fn assert_json_lines_with(log: &str, given: &[&str]) {
+    let known_id = |id: &Value| {
+        let id = id.as_str().expect("text");
+        is_generated(id) || given.contains(&id)
+    };
     for line in log.lines() {
         let object: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
@@ -567,6 +704,7 @@ fn assert_json_lines(log: &str) {
                     "message",
                     "method",
                     "path",
+                    "request_id",
                     "status",
                     "target",
                     "time"
@@ -577,6 +715,16 @@ fn assert_json_lines(log: &str) {
             assert_eq!(object["client_address"], "127.0.0.1");
             assert!(object["method"].is_string() && object["path"].is_string());
             assert!(object["status"].is_u64() && object["latency_ms"].is_f64());
+            assert!(known_id(&object["request_id"]), "{line}");
+        } else if let Some(id) = object.get("request_id") {
+            assert!(known_id(id), "{line}");
+        }
+        if object["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tokenwarden listening on")
+        {
+            assert!(object.get("request_id").is_none(), "{line}");
         }
     }
 }
