@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod logging;
 pub mod server;
 pub mod service;
 pub mod store;

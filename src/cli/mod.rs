@@ -17,6 +17,7 @@ use crate::domain::audit::{self, Action, AuditQuery, Requester};
 use crate::domain::client_address::{parse_trusted_proxy, ForwardedHeaders, TrustedProxies};
 use crate::domain::secret::Secret;
 use crate::domain::throttle::{self, ThrottleLimits};
+use crate::logging::{self, LogFormat};
 use crate::server;
 use crate::service::{self, admins, primary_token, resource_servers, sites, Context};
 use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings, ResourceServer};
@@ -80,6 +81,16 @@ struct GlobalArgs {
         value_parser = clap::value_parser!(u64).range(50..)
     )]
     cache_lease_ms: u64,
+    /// Log lines as text, or as one JSON object per line (time, level, target, message; request
+    /// lines add method, path, status, latency_ms, client_address and request_id)
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENWARDEN_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
 }
 
 /// A default duration as the whole milliseconds its flag takes.
@@ -336,8 +347,7 @@ pub fn run() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    logging::init(cli.global.log_format, default_level);
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

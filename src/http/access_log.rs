@@ -10,8 +10,11 @@
 //! responses may just have been sent; a graceful stop writes every worker's lines
 //! ([`write_out_all`]), and a worker thread that ends writes its own.
 //!
-//! The lines look like env_logger's, `[2026-11-30T07:05:01Z INFO  tokenwarden::access] POST
-//! /oauth2/token 200 1.389448ms`, and obey `RUST_LOG` like any other target
+//! The lines follow the log's format (`logging`). In text they look like env_logger's,
+//! `[2026-11-30T07:05:01Z INFO  tokenwarden::access] 203.0.113.9 POST /oauth2/token 200
+//! 1.389448ms 4bf92f3577b34da6a3ce929d0e0e4736` (the last field is the request id); in JSON the
+//! same message goes with the fields `method`, `path`, `status`, `latency_ms`, `client_address`
+//! and `request_id`. They obey `RUST_LOG` like any other target
 //! (`RUST_LOG=info,tokenwarden::access=warn` turns them off).
 
 use std::fmt::Write as _;
@@ -22,6 +25,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::Method;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::logging::{self, LogFormat};
 
 /// The log target of the request lines.
 pub const ACCESS_LOG: &str = "tokenwarden::access";
@@ -31,27 +37,25 @@ pub(crate) fn enabled() -> bool {
     log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
 }
 
-/// Adds one request's line to this worker's batch: method, path (never the query string, which
-/// could carry a token sent by mistake), status and latency in milliseconds. Runs on an actix
-/// worker only: the flush is a task of the worker's own event loop.
-pub(crate) fn record(
-    client: Option<IpAddr>,
-    method: &Method,
-    path: &str,
-    status: u16,
-    latency: Duration,
-) {
+/// One request, as its line shows it: method, path (never the query string, which could carry a
+/// token sent by mistake), status, latency and request id.
+pub(crate) struct Request<'a> {
+    /// `None` when the transport has no peer address.
+    pub client: Option<IpAddr>,
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub status: u16,
+    pub latency: Duration,
+    pub request_id: &'a str,
+}
+
+/// Adds one request's line to this worker's batch. Runs on an actix worker only: the flush is a
+/// task of the worker's own event loop.
+pub(crate) fn record(request: &Request<'_>) {
     let first_of_turn = PENDING.with(|pending| {
         let mut pending = lock(pending);
         let first = pending.lines.is_empty();
-        pending.append(
-            SystemTime::now(),
-            client,
-            method.as_str(),
-            path,
-            status,
-            latency,
-        );
+        pending.append(logging::format(), SystemTime::now(), request);
         first
     });
     if first_of_turn {
@@ -89,56 +93,99 @@ fn lock(pending: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 
 #[derive(Default)]
 struct Pending {
-    lines: String,
-    /// The second `timestamp` was rendered for, and its text: one rendering per second.
+    lines: Vec<u8>,
+    /// The second `timestamp` was rendered for, and its text up to the seconds
+    /// (`2026-11-30T07:05:01`): one rendering per second.
     second: u64,
     timestamp: String,
+    /// The line being formatted: its message, and its time in JSON. Kept, like `lines`, for
+    /// their allocations.
+    message: String,
+    time: String,
+}
+
+/// A request line in JSON: `logging`'s fields, then the request's.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: &'a str,
+    level: &'a str,
+    target: &'a str,
+    message: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    latency_ms: f64,
+    client_address: Option<IpAddr>,
+    request_id: &'a str,
 }
 
 impl Pending {
-    /// Appends `[timestamp INFO  tokenwarden::access] CLIENT METHOD PATH STATUS LATENCYms` (`-`
-    /// for a client without an address), piece by
-    /// piece: through `format_args!` the line cost about 1,900 instructions, a thirtieth of a
-    /// cached introspection (docs/performance.md).
-    fn append(
-        &mut self,
-        now: SystemTime,
-        client: Option<IpAddr>,
-        method: &str,
-        path: &str,
-        status: u16,
-        latency: Duration,
-    ) {
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
+    /// Appends one line. Its message is `CLIENT METHOD PATH STATUS LATENCYms REQUEST_ID` (`-` for
+    /// a client without an address), written piece by piece: through `format_args!` the line cost
+    /// about 1,900 instructions, a thirtieth of a cached introspection (docs/performance.md).
+    /// In text the line is `[timestamp INFO  tokenwarden::access] MESSAGE`.
+    fn append(&mut self, format: LogFormat, now: SystemTime, request: &Request<'_>) {
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since_epoch.as_secs();
         if second != self.second || self.timestamp.is_empty() {
             self.second = second;
             self.timestamp = DateTime::<Utc>::from(now)
-                .format("%Y-%m-%dT%H:%M:%SZ")
+                .format("%Y-%m-%dT%H:%M:%S")
                 .to_string();
         }
-        let line = &mut self.lines;
-        line.push('[');
-        line.push_str(&self.timestamp);
-        line.push_str(" INFO  ");
-        line.push_str(ACCESS_LOG);
-        line.push_str("] ");
-        match client {
+        let message = &mut self.message;
+        message.clear();
+        match request.client {
             Some(address) => {
-                let _ = write!(line, "{address}");
+                let _ = write!(message, "{address}");
             }
-            None => line.push('-'),
+            None => message.push('-'),
         }
-        line.push(' ');
-        line.push_str(method);
-        line.push(' ');
-        line.push_str(path);
-        line.push(' ');
-        push_decimal(line, u64::from(status), 1);
-        line.push(' ');
-        push_milliseconds(line, latency);
-        line.push('\n');
+        message.push(' ');
+        message.push_str(request.method.as_str());
+        message.push(' ');
+        message.push_str(request.path);
+        message.push(' ');
+        push_decimal(message, u64::from(request.status), 1);
+        message.push(' ');
+        push_milliseconds(message, request.latency);
+        message.push(' ');
+        message.push_str(request.request_id);
+        match format {
+            LogFormat::Text => {
+                let line = &mut self.lines;
+                line.push(b'[');
+                line.extend_from_slice(self.timestamp.as_bytes());
+                line.extend_from_slice(b"Z INFO  ");
+                line.extend_from_slice(ACCESS_LOG.as_bytes());
+                line.extend_from_slice(b"] ");
+                line.extend_from_slice(message.as_bytes());
+            }
+            LogFormat::Json => {
+                let time = &mut self.time;
+                time.clear();
+                time.push_str(&self.timestamp);
+                time.push('.');
+                push_decimal(time, u64::from(since_epoch.subsec_millis()), 3);
+                time.push('Z');
+                let line = JsonLine {
+                    time,
+                    level: log::Level::Info.as_str(),
+                    target: ACCESS_LOG,
+                    message,
+                    method: request.method.as_str(),
+                    path: request.path,
+                    status: request.status,
+                    latency_ms: nanoseconds(request.latency) as f64 / 1e6,
+                    client_address: request.client,
+                    request_id: request.request_id,
+                };
+                // Writing to a `Vec` fails only for a value serde_json cannot represent; these
+                // are strings and numbers.
+                let _ = serde_json::to_writer(&mut self.lines, &line);
+            }
+        }
+        self.lines.push(b'\n');
     }
 
     /// One write of every pending line; the buffer keeps its allocation. Like env_logger, a
@@ -147,15 +194,20 @@ impl Pending {
         if self.lines.is_empty() {
             return;
         }
-        let _ = std::io::stderr().lock().write_all(self.lines.as_bytes());
+        let _ = std::io::stderr().lock().write_all(&self.lines);
         self.lines.clear();
     }
 }
 
+/// `latency` in whole nanoseconds: u64 nanoseconds last 584 years, and u128 arithmetic is a
+/// library call per digit.
+fn nanoseconds(latency: Duration) -> u64 {
+    u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// `latency` in milliseconds with six decimals (whole nanoseconds), as `{:.6}ms` would print it.
 fn push_milliseconds(line: &mut String, latency: Duration) {
-    // u64 nanoseconds last 584 years; u128 arithmetic is a library call per digit.
-    let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+    let nanos = nanoseconds(latency);
     push_decimal(line, nanos / 1_000_000, 1);
     line.push('.');
     push_decimal(line, nanos % 1_000_000, 6);
@@ -203,16 +255,13 @@ mod tests {
         }
     }
 
-    /// The lines are byte for byte what env_logger's default format (which every other line
-    /// uses) prints for the same record at the same second.
-    #[test]
-    fn lines_match_env_loggers_default_format() {
+    /// What `logging`'s logger writes for the request line's message, and the time it wrote.
+    fn logged(format: LogFormat, message: &str) -> (String, SystemTime) {
         let captured = Captured::default();
-        let logger = env_logger::Builder::new()
+        let logger = logging::builder(format, "info")
             .parse_filters("info")
             .target(env_logger::Target::Pipe(Box::new(captured.clone())))
             .build();
-        let message = "203.0.113.9 POST /oauth2/token 200 1.389448ms";
         log::Log::log(
             &logger,
             &log::Record::builder()
@@ -221,25 +270,96 @@ mod tests {
                 .args(format_args!("{message}"))
                 .build(),
         );
-        let expected = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let timestamp = &expected[1..expected.find(' ').unwrap()];
-        let at = SystemTime::from(DateTime::parse_from_rfc3339(timestamp).unwrap());
+        let written = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let time = match format {
+            LogFormat::Text => written[1..written.find(' ').unwrap()].to_string(),
+            LogFormat::Json => {
+                let line: serde_json::Value = serde_json::from_str(&written).unwrap();
+                line["time"].as_str().unwrap().to_string()
+            }
+        };
+        let at = SystemTime::from(DateTime::parse_from_rfc3339(&time).unwrap());
+        (written, at)
+    }
 
+    const MESSAGE: &str = "203.0.113.9 POST /oauth2/token 200 1.389448ms 4bf92f3577b34da6";
+
+    fn token_request(client: Option<IpAddr>) -> Request<'static> {
+        Request {
+            client,
+            method: &Method::POST,
+            path: "/oauth2/token",
+            status: 200,
+            latency: Duration::from_nanos(1_389_448),
+            request_id: "4bf92f3577b34da6",
+        }
+    }
+
+    /// What `logging`'s logger writes for [`MESSAGE`], and the lines `Pending` writes for the same
+    /// request at the same time, then `later` without a client address.
+    fn written(format: LogFormat, later: Duration) -> (String, String) {
+        let (expected, at) = logged(format, MESSAGE);
         let mut pending = Pending::default();
-        let latency = Duration::from_nanos(1_389_448);
         let client = Some("203.0.113.9".parse().unwrap());
-        pending.append(at, client, "POST", "/oauth2/token", 200, latency);
-        assert_eq!(pending.lines, expected);
+        pending.append(format, at, &token_request(client));
+        pending.append(format, at + later, &token_request(None));
+        let lines = String::from_utf8(std::mem::take(&mut pending.lines)).unwrap();
+        (expected, lines)
+    }
 
-        let next_second = at + Duration::from_millis(1500);
-        pending.append(next_second, None, "POST", "/oauth2/token", 200, latency);
-        let later = pending.lines.lines().nth(1).unwrap();
+    /// In text the lines are byte for byte what env_logger's default format (which every other
+    /// line uses) prints for the same record at the same second.
+    #[test]
+    fn text_lines_match_env_loggers_default_format() {
+        let (expected, lines) = written(LogFormat::Text, Duration::from_millis(1500));
+        assert_eq!(lines.lines().next().unwrap(), expected.trim_end());
+        let later = lines.lines().nth(1).unwrap();
         assert_ne!(
             later,
             expected.trim_end(),
             "the timestamp follows the clock"
         );
-        pending.lines.clear();
+        assert!(later.ends_with("] - POST /oauth2/token 200 1.389448ms 4bf92f3577b34da6"));
+    }
+
+    /// In JSON a line is what `logging` writes for the same message at the same millisecond, plus
+    /// the request's fields.
+    #[test]
+    fn json_lines_are_loggings_lines_with_the_requests_fields() {
+        let (expected, lines) = written(LogFormat::Json, Duration::ZERO);
+        let lines: Vec<serde_json::Value> = lines
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let mut line = lines[0].clone();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "time": line["time"],
+                "level": "INFO",
+                "target": "tokenwarden::access",
+                "message": MESSAGE,
+                "method": "POST",
+                "path": "/oauth2/token",
+                "status": 200,
+                "latency_ms": 1.389448,
+                "client_address": "203.0.113.9",
+                "request_id": "4bf92f3577b34da6",
+            })
+        );
+        for request_field in [
+            "method",
+            "path",
+            "status",
+            "latency_ms",
+            "client_address",
+            "request_id",
+        ] {
+            line.as_object_mut().unwrap().remove(request_field);
+        }
+        let expected: serde_json::Value = serde_json::from_str(&expected).unwrap();
+        assert_eq!(line, expected);
+        assert_eq!(lines[1]["client_address"], serde_json::Value::Null);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::body::read_json;
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
+use super::request_id;
 use super::AppState;
 use crate::domain::admin::{Admin, AdminRefusal, ManagedToken};
 use crate::domain::audience::RequestedAudience;
@@ -557,8 +558,8 @@ impl Caller {
         let now = crate::clock::now();
         let checked = context.clone();
         let token = presented.clone();
-        let admin =
-            web::block(move || admins::admin_for_bearer(&checked, &presented, now)).await??;
+        let admin = request_id::block(move || admins::admin_for_bearer(&checked, &presented, now))
+            .await??;
         Ok(Self {
             context,
             admin,
@@ -574,7 +575,7 @@ impl Caller {
         T: Send + 'static,
         F: FnOnce(&Context, &Admin, NaiveDateTime) -> Result<T, ServiceError> + Send + 'static,
     {
-        Ok(web::block(move || action(&self.context, &self.admin, self.now)).await??)
+        Ok(request_id::block(move || action(&self.context, &self.admin, self.now)).await??)
     }
 }
 

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::request_id;
 use super::AppState;
 use crate::service::ServiceError;
 
@@ -68,7 +69,7 @@ pub async fn healthz() -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.context.store.clone();
-    web::block(move || store.ping())
+    request_id::block(move || store.ping())
         .await?
         .map_err(ServiceError::from)?;
     Ok(HttpResponse::Ok().json(Health { status: "ok" }))

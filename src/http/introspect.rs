@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::body::read_form;
 use super::error::ApiError;
+use super::request_id;
 use super::AppState;
 use crate::domain::request::IntrospectionRequest;
 use crate::service::introspect;
@@ -84,8 +85,10 @@ pub async fn introspect(
             Some(verdict) => verdict,
             None => {
                 let context = state.context.clone();
-                web::block(move || introspect::introspect(&context, &introspection, &origin, now))
-                    .await??
+                request_id::block(move || {
+                    introspect::introspect(&context, &introspection, &origin, now)
+                })
+                .await??
             }
         };
     Ok(super::oauth::no_store(HttpResponse::Ok())

@@ -23,6 +23,7 @@ mod oauth;
 mod observe;
 pub mod openapi;
 mod platform;
+mod request_id;
 mod revocation;
 
 use error::ApiError;

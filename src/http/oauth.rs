@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::body::read_form;
 use super::error::ApiError;
+use super::request_id;
 use super::AppState;
 use crate::domain::request::{InvalidateRequest, RevocationRequest, TokenRequest};
 use crate::domain::throttle::Origin;
@@ -77,7 +78,8 @@ pub async fn token(
         Some(issued) => issued,
         None => {
             let context = state.context.clone();
-            web::block(move || token_grant::issue(&context, &token_request, &origin, now)).await??
+            request_id::block(move || token_grant::issue(&context, &token_request, &origin, now))
+                .await??
         }
     };
     Ok(no_store(HttpResponse::Ok())
@@ -122,7 +124,8 @@ pub async fn invalidate_token(
     let context = state.context.clone();
     let now = crate::clock::now();
     let origin = origin(&state, &request);
-    web::block(move || primary_token::invalidate(&context, &invalidate, &origin, now)).await??;
+    request_id::block(move || primary_token::invalidate(&context, &invalidate, &origin, now))
+        .await??;
     Ok(no_store(HttpResponse::Ok()).json(InvalidatedResponse { invalidated: true }))
 }
 
@@ -160,7 +163,7 @@ pub async fn revoke(
     let context = state.context.clone();
     let now = crate::clock::now();
     let origin = origin(&state, &request);
-    web::block(move || primary_token::revoke(&context, &revocation, &origin, now)).await??;
+    request_id::block(move || primary_token::revoke(&context, &revocation, &origin, now)).await??;
     Ok(no_store(HttpResponse::Ok()).finish())
 }
 

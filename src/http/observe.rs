@@ -1,6 +1,7 @@
-//! The one middleware around every route: it times each request once, then counts and times it in
-//! the metrics under the route's pattern and adds its access-log line, so both report the same
-//! status and latency.
+//! The one middleware around every route: it gives each request its id (`request_id`), which the
+//! response carries back and every line logged meanwhile carries; it times each request once, then
+//! counts and times it in the metrics under the route's pattern and adds its access-log line, so
+//! both report the same status and latency.
 //!
 //! It wraps each resource of the route table (and the not-found service) rather than the whole
 //! app, so it knows its route's pattern without matching the path again: actix's
@@ -21,7 +22,9 @@ use actix_web::web;
 
 use super::access_log;
 use super::metrics::{Metrics, RequestMetrics};
+use super::request_id::{self, RequestId, X_REQUEST_ID};
 use super::AppState;
+use crate::logging;
 
 /// The label of requests no route matched.
 pub(crate) const UNMATCHED: &str = "unmatched";
@@ -79,28 +82,40 @@ where
     forward_ready!(service);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
+        let id = RequestId::of(request.headers());
+        let logged = id.logged();
         let metrics = request.app_data::<web::Data<Metrics>>().cloned();
         let endpoint = self.endpoint;
         let by_status = Rc::clone(&self.by_status);
         let started = Instant::now();
-        let response = self.service.call(request);
-        Box::pin(async move {
-            let response = response.await;
+        let response = logging::with_request_id(Some(logged), || self.service.call(request));
+        Box::pin(request_id::carried(logged, async move {
+            let mut response = response.await;
             let latency = started.elapsed();
             let status = match &response {
                 Ok(response) => response.status(),
                 Err(error) => error.as_response_error().status_code(),
             }
             .as_u16();
-            // A request that failed outside any handler has no response to log; every
-            // handler's own errors are responses by now.
-            if let (Ok(response), true) = (&response, access_log::enabled()) {
-                let request = response.request();
-                let client = match request.app_data::<web::Data<AppState>>() {
-                    Some(state) => super::client_address(&state.trusted_proxies, request),
-                    None => request.peer_addr().map(|peer| peer.ip()),
-                };
-                access_log::record(client, request.method(), request.path(), status, latency);
+            // A request that failed outside any handler has no response to carry its id or to
+            // log; every handler's own errors are responses by now.
+            if let Ok(response) = &mut response {
+                response.headers_mut().insert(X_REQUEST_ID, id.header());
+                if access_log::enabled() {
+                    let request = response.request();
+                    let client = match request.app_data::<web::Data<AppState>>() {
+                        Some(state) => super::client_address(&state.trusted_proxies, request),
+                        None => request.peer_addr().map(|peer| peer.ip()),
+                    };
+                    access_log::record(&access_log::Request {
+                        client,
+                        method: request.method(),
+                        path: request.path(),
+                        status,
+                        latency,
+                        request_id: id.as_str(),
+                    });
+                }
             }
             if let Some(metrics) = metrics {
                 let mut by_status = by_status.borrow_mut();
@@ -114,6 +129,6 @@ where
                 handles.observe(latency.as_secs_f64());
             }
             response
-        })
+        }))
     }
 }

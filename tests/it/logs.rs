@@ -1,6 +1,7 @@
-//! Secrets never reach a log, even at `RUST_LOG=trace`: the real binary serves every endpoint and
-//! runs the credential-printing CLI commands while its output is captured, then no auth key, token
-//! value, Basic header or server secret may appear in it, whole or in part.
+//! Secrets never reach a log, in text or JSON, even at `RUST_LOG=trace`: the real binary serves
+//! every endpoint and runs the credential-printing CLI commands while its output is captured, then
+//! no auth key, token value, Basic header or server secret may appear in it, whole or in part.
+//! Also the JSON format's lines, and the request id each request's lines carry.
 
 use std::cell::Cell;
 use std::fs::{self, File};
@@ -18,14 +19,42 @@ use tokenwarden::config;
 use crate::cli::{free_port, run, tokenwarden, Running};
 use crate::helpers::{Backend, TestDatabase};
 
-#[test]
-fn sqlite_logs_at_trace_hold_no_secrets() {
-    logs_hold_no_secrets(Backend::Sqlite);
+crate::per_backend!(
+    logs_at_trace_hold_no_secrets,
+    json_logs_at_trace_hold_no_secrets,
+    each_request_id_is_in_its_response_and_its_requests_json_lines,
+);
+
+fn logs_at_trace_hold_no_secrets(backend: Backend) {
+    logs_hold_no_secrets(backend, Format::Text);
 }
 
-#[test]
-fn postgres_logs_at_trace_hold_no_secrets() {
-    logs_hold_no_secrets(Backend::Postgres);
+fn json_logs_at_trace_hold_no_secrets(backend: Backend) {
+    logs_hold_no_secrets(backend, Format::Json);
+}
+
+/// `--log-format`, `TOKENWARDEN_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+
+    /// What every request line, and no other, contains.
+    fn request_line_mark(self) -> &'static str {
+        match self {
+            Format::Text => " INFO  tokenwarden::access] ",
+            Format::Json => r#""target":"tokenwarden::access""#,
+        }
+    }
 }
 
 /// Request lines have a log target of their own, so operators can drop just them; by default
@@ -77,6 +106,145 @@ fn request_lines_can_be_switched_off_alone() {
     }
 }
 
+/// A request's id, its own or a generated one, comes back in `X-Request-Id` and is carried by
+/// its request line and by the lines the service logs while handling it, on the HTTP worker and
+/// in the blocking pool alike.
+fn each_request_id_is_in_its_response_and_its_requests_json_lines(backend: Backend) {
+    let Some(db) = TestDatabase::create(backend) else {
+        return;
+    };
+    let site = crate::cli::create_site(&db.url, "Traced Store");
+    let stderr_file = db.dir.path().join("json.log");
+    let (mut server, address) = crate::cli::start_server(
+        &mut tokenwarden(&db.url),
+        &["--log-format", "json"],
+        &stderr_file,
+    );
+    server.wait_until_listening(address);
+    let client = Client::new();
+    let token_request = |auth_key: &str, id: Option<&str>| {
+        let mut request = crate::helpers::form_request(
+            &client,
+            format!("http://{address}/oauth2/token"),
+            Some((&site.site_key, auth_key)),
+            "grant_type=client_credentials",
+        );
+        if let Some(id) = id {
+            request = request.header("X-Request-Id", id);
+        }
+        let response = request.send().expect("the server answers");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (response.status().as_u16(), id)
+    };
+
+    let (status, wrong_key) = token_request("twk_wrong", Some("it-wrong-key-7"));
+    assert_eq!((status, wrong_key.as_str()), (401, "it-wrong-key-7"));
+    // The first request for a primary token mints it in the blocking pool (a logged write).
+    let (status, minted) = token_request(&site.auth_key, None);
+    assert_eq!(status, 200);
+    assert!(is_generated(&minted), "{minted}");
+    let too_long = "x".repeat(129);
+    let (status, replaced) = token_request(&site.auth_key, Some(&too_long));
+    assert_eq!(status, 200);
+    assert!(is_generated(&replaced) && replaced != minted, "{replaced}");
+    // With the site in the cache, a wrong key is refused on the HTTP worker itself.
+    let (status, from_memory) = token_request("twk_wrong", Some("it-wrong-key-8"));
+    assert_eq!((status, from_memory.as_str()), (401, "it-wrong-key-8"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = fs::read_to_string(&stderr_file).unwrap();
+        if request_lines(&text, Format::Json) >= 4 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "request lines missing:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(server);
+    assert_json_lines_with(&lines, &["it-wrong-key-7", "it-wrong-key-8"]);
+    assert!(!lines.contains(&too_long), "{lines}");
+    let of = |id: &str| -> Vec<Value> {
+        lines
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|line| line["request_id"] == id)
+            .collect()
+    };
+    let is_request_line = |line: &Value| line["target"] == "tokenwarden::access";
+    for (id, status, message) in [
+        (
+            wrong_key.as_str(),
+            401,
+            "client authentication failed for site",
+        ),
+        (minted.as_str(), 200, "minted a new primary token for site"),
+        (
+            from_memory.as_str(),
+            401,
+            "client authentication failed for site",
+        ),
+    ] {
+        let lines = of(id);
+        let request_lines: Vec<&Value> = lines.iter().filter(|l| is_request_line(l)).collect();
+        assert_eq!(request_lines.len(), 1, "{lines:?}");
+        assert_eq!(request_lines[0]["status"], status);
+        assert_eq!(request_lines[0]["path"], "/oauth2/token");
+        assert_eq!(request_lines[0]["method"], "POST");
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["message"].as_str().unwrap().starts_with(message)),
+            "no {message:?} line carries {id}: {lines:?}"
+        );
+    }
+    assert_eq!(
+        of(&replaced).iter().filter(|l| is_request_line(l)).count(),
+        1
+    );
+}
+
+/// `--log-format` takes `text` or `json`, from the command line, the environment or the config
+/// file; anything else stops every command with status 2, naming the value.
+#[test]
+fn an_unknown_log_format_stops_the_command_naming_it() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let file = db.dir.path().join("tokenwarden.toml");
+    fs::write(&file, "log-format = \"xml\"\n").unwrap();
+    let refused = [
+        run(tokenwarden(&db.url).args(["--log-format", "xml", "site", "list"])),
+        run(tokenwarden(&db.url).args(["serve", "--log-format=xml"])),
+        run(tokenwarden(&db.url)
+            .env("TOKENWARDEN_LOG_FORMAT", "xml")
+            .args(["site", "list"])),
+        run(tokenwarden(&db.url)
+            .arg("--config")
+            .arg(&file)
+            .args(["site", "list"])),
+    ];
+    for finished in refused {
+        assert_eq!(finished.status.code(), Some(2), "{finished:?}");
+        assert!(
+            finished.stderr.contains("'xml'") && finished.stderr.contains("--log-format"),
+            "{}",
+            finished.stderr
+        );
+    }
+    fs::write(&file, "log-format = \"json\"\n").unwrap();
+    let shown = crate::cli::succeed_json(
+        tokenwarden(&db.url)
+            .arg("--config")
+            .arg(&file)
+            .args(["--json", "config", "show"]),
+    );
+    assert_eq!(
+        shown["settings"]["log-format"],
+        serde_json::json!({"value": "json", "source": "file"})
+    );
+}
+
 /// One request log line per request: `CLIENT METHOD PATH STATUS LATENCYms`, path without query
 /// string (the client is always 127.0.0.1 here, so the prefix is checked only where it is written).
 const EXPECTED_REQUEST_LINES: [&str; 16] = [
@@ -98,7 +266,7 @@ const EXPECTED_REQUEST_LINES: [&str; 16] = [
     "GET /metrics 200 ",
 ];
 
-fn logs_hold_no_secrets(backend: Backend) {
+fn logs_hold_no_secrets(backend: Backend, format: Format) {
     let Some(db) = TestDatabase::create(backend) else {
         return;
     };
@@ -108,6 +276,7 @@ fn logs_hold_no_secrets(backend: Backend) {
         let mut command = tokenwarden(&db.url);
         command
             .env("TOKENWARDEN_SECRET", &secret)
+            .env("TOKENWARDEN_LOG_FORMAT", format.name())
             .env("RUST_LOG", "trace")
             .args(args);
         command
@@ -323,15 +492,32 @@ fn logs_hold_no_secrets(backend: Backend) {
     assert_eq!(http.token(still), third_token);
 
     // Request lines are logged once the response is done; wait for them before stopping.
-    let logged = wait_for(&server_log, &EXPECTED_REQUEST_LINES, http.requests.get());
+    wait_for(
+        &server_log,
+        &EXPECTED_REQUEST_LINES,
+        http.requests.get(),
+        format,
+    );
     drop(server);
+    let logged = fs::read_to_string(&server_log).unwrap();
+    match format {
+        Format::Text => assert_text_request_lines(&logged),
+        Format::Json => {
+            assert_json_lines(&logged);
+            assert_json_lines(&cli_stderr);
+        }
+    }
     let logged = logged + &fs::read_to_string(db.dir.path().join("server.stdout")).unwrap();
 
     assert!(
         logged.contains(&format!("tokenwarden listening on http://{address}")),
         "{logged}"
     );
-    assert!(logged.contains(" TRACE "), "RUST_LOG=trace took effect");
+    let trace = match format {
+        Format::Text => " TRACE ",
+        Format::Json => r#""level":"TRACE""#,
+    };
+    assert!(logged.contains(trace), "RUST_LOG=trace took effect");
     assert!(cli_stderr.contains("created site"), "{cli_stderr}");
     assert!(cli_stderr.contains("rotated the auth key"), "{cli_stderr}");
     assert!(
@@ -339,7 +525,7 @@ fn logs_hold_no_secrets(backend: Backend) {
         "{cli_stderr}"
     );
     assert_eq!(
-        request_lines(&logged),
+        request_lines(&logged, format),
         http.requests.get(),
         "one request line per request:\n{}",
         lines_containing(&logged, "tokenwarden::access")
@@ -453,15 +639,99 @@ fn lines_containing(text: &str, needle: &str) -> String {
         .join("\n")
 }
 
-fn request_lines(log: &str) -> usize {
+fn request_lines(log: &str, format: Format) -> usize {
     log.lines()
-        .filter(|line| line.contains(" INFO  tokenwarden::access] "))
+        .filter(|line| line.contains(format.request_line_mark()))
         .count()
+}
+
+/// 32 lowercase hex digits: an id the server made.
+fn is_generated(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Text request lines end with the latency and the request id (generated: these requests
+/// bring none).
+fn assert_text_request_lines(log: &str) {
+    for line in log
+        .lines()
+        .filter(|line| line.contains("tokenwarden::access]"))
+    {
+        let mut fields = line.rsplit(' ');
+        let id = fields.next().unwrap();
+        let latency = fields.next().unwrap();
+        assert!(is_generated(id), "{line}");
+        assert!(latency.ends_with("ms"), "{line}");
+    }
+}
+
+/// Every line is one JSON object: `time` (RFC 3339, UTC), `level`, `target`, `message`; request
+/// lines add the request's fields, every request line has a request id and lines outside a
+/// request have none.
+fn assert_json_lines(log: &str) {
+    assert_json_lines_with(log, &[]);
+}
+
+/// [`assert_json_lines`] where request ids are generated ones or one of `given`.
+fn assert_json_lines_with(log: &str, given: &[&str]) {
+    let known_id = |id: &Value| {
+        let id = id.as_str().expect("text");
+        is_generated(id) || given.contains(&id)
+    };
+    for line in log.lines() {
+        let object: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let object = object.as_object().expect("an object");
+        let time = object["time"].as_str().expect("a time");
+        let parsed = chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339");
+        assert_eq!(parsed.offset().local_minus_utc(), 0, "UTC: {line}");
+        assert!(time.ends_with('Z'), "{line}");
+        for field in ["level", "target", "message"] {
+            assert!(object[field].is_string(), "{field}: {line}");
+        }
+        if object["target"] == "tokenwarden::access" {
+            let mut fields: Vec<&str> = object.keys().map(String::as_str).collect();
+            fields.sort_unstable();
+            assert_eq!(
+                fields,
+                [
+                    "client_address",
+                    "latency_ms",
+                    "level",
+                    "message",
+                    "method",
+                    "path",
+                    "request_id",
+                    "status",
+                    "target",
+                    "time"
+                ],
+                "{line}"
+            );
+            assert_eq!(object["level"], "INFO");
+            assert_eq!(object["client_address"], "127.0.0.1");
+            assert!(object["method"].is_string() && object["path"].is_string());
+            assert!(object["status"].is_u64() && object["latency_ms"].is_f64());
+            assert!(known_id(&object["request_id"]), "{line}");
+        } else if let Some(id) = object.get("request_id") {
+            assert!(known_id(id), "{line}");
+        }
+        if object["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tokenwarden listening on")
+        {
+            assert!(object.get("request_id").is_none(), "{line}");
+        }
+    }
 }
 
 /// Rereads the log until every expected piece and `requests` request lines are in it; panics
 /// naming what is missing.
-fn wait_for(path: &Path, expected: &[&str], requests: usize) -> String {
+fn wait_for(path: &Path, expected: &[&str], requests: usize, format: Format) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = fs::read_to_string(path).expect("the server log");
@@ -469,13 +739,13 @@ fn wait_for(path: &Path, expected: &[&str], requests: usize) -> String {
             .iter()
             .filter(|line| !text.contains(**line))
             .collect();
-        if missing.is_empty() && request_lines(&text) >= requests {
+        if missing.is_empty() && request_lines(&text, format) >= requests {
             return text;
         }
         assert!(
             Instant::now() < deadline,
             "request lines missing: {missing:?}, {} of {requests} logged\n{}",
-            request_lines(&text),
+            request_lines(&text, format),
             lines_containing(&text, "tokenwarden::access")
         );
         std::thread::sleep(Duration::from_millis(20));
