@@ -1,6 +1,6 @@
 //! `X-Request-Id`: every request's id. A request's own is kept when it is sane: one header of 1 to
 //! 128 visible ASCII characters (0x21 to 0x7E) that is not a tokenwarden secret sent there by
-//! mistake. Otherwise one is made from 16 random bytes (32 hex digits).
+//! mistake. Otherwise one is made: 32 hex digits, unique per process and thread (`generate`).
 //!
 //! `observe` gives each request its id before any handler runs and adds it to the response, so
 //! every answer of the route table carries it (errors, 404, 405, 413, `/metrics`, the admin page).
@@ -56,13 +56,28 @@ impl RequestId {
         })
     }
 
-    /// 16 random bytes in hex. Should the system's randomness ever fail, a process-wide count
-    /// keeps the ids distinct.
+    /// 32 hex digits: eight random bytes drawn once per thread, then a count of the ids that
+    /// thread made. Distinct within a process and across processes (the random half), and no
+    /// system call per request: request ids are labels, not secrets. Should the system's
+    /// randomness ever fail, a thread's half is the count of threads that asked before.
     fn generate() -> Self {
+        use std::cell::Cell;
         use std::sync::atomic::{AtomicU64, Ordering};
-        static FALLBACK: AtomicU64 = AtomicU64::new(0);
-        let bytes: [u8; 16] = crypto::random_bytes()
-            .unwrap_or_else(|_| u128::from(FALLBACK.fetch_add(1, Ordering::Relaxed)).to_be_bytes());
+        static THREADS: AtomicU64 = AtomicU64::new(0);
+        thread_local! {
+            static NEXT: Cell<(u64, u64)> = Cell::new((
+                crypto::random_bytes()
+                    .map(u64::from_ne_bytes)
+                    .unwrap_or_else(|_| THREADS.fetch_add(1, Ordering::Relaxed)),
+                0,
+            ));
+        }
+        let (thread, count) = NEXT.with(|next| {
+            let (thread, count) = next.get();
+            next.set((thread, count.wrapping_add(1)));
+            (thread, count)
+        });
+        let bytes = (u128::from(thread) << 64 | u128::from(count)).to_be_bytes();
         let mut hex = [0u8; 32];
         for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
             pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
