@@ -39,6 +39,9 @@ pub struct SiteView {
     pub enabled: bool,
     /// Tokens the site holds: its primary (once issued) and up to nine others.
     pub token_count: i64,
+    /// RFC 3339, UTC: until when the auth key the last rotation replaced also works; `null` when
+    /// no replaced key works.
+    pub previous_auth_key_valid_until: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -175,6 +178,7 @@ pub async fn list_sites(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let page = PageQuery::parse(request.query_string())?;
+    let now = caller.now;
     let (sites, total) = caller
         .run(move |context, admin, _| {
             let query = SiteQuery {
@@ -187,7 +191,10 @@ pub async fn list_sites(
         })
         .await?;
     Ok(answer(SitesResponse {
-        sites: sites.into_iter().map(SiteView::from).collect(),
+        sites: sites
+            .into_iter()
+            .map(|site| SiteView::new(site, now))
+            .collect(),
         total,
     }))
 }
@@ -213,10 +220,11 @@ pub async fn site(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let site_key = path.into_inner();
+    let now = caller.now;
     let site = caller
         .run(move |context, admin, _| site_tokens::site(context, admin, &site_key))
         .await?;
-    Ok(answer(SiteView::from(site)))
+    Ok(answer(SiteView::new(site, now)))
 }
 
 /// List a site's tokens: primary first, then active, then inactive.
@@ -533,7 +541,8 @@ pub async fn history(
 pub(super) struct Caller {
     context: Context,
     admin: Admin,
-    now: NaiveDateTime,
+    /// When the request arrived (`clock::now`), passed to the service.
+    pub(super) now: NaiveDateTime,
     /// The client's address (`super::client_address`), for the audit trail.
     pub(super) address: Option<IpAddr>,
     /// The admin token the request carried.
@@ -637,9 +646,11 @@ impl PageQuery {
     }
 }
 
-impl From<SiteSummary> for SiteView {
-    fn from(summary: SiteSummary) -> Self {
+impl SiteView {
+    /// The site as shown at `now`.
+    pub(super) fn new(summary: SiteSummary, now: NaiveDateTime) -> Self {
         SiteView {
+            previous_auth_key_valid_until: summary.site.previous_auth_key_end(now).map(rfc3339),
             site_key: summary.site.site_key,
             name: summary.site.name,
             enabled: summary.site.enabled,
