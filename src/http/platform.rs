@@ -8,8 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{answer, rfc3339, Caller, SiteView};
-use super::body::read_json;
+use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals, SiteView};
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
 use super::AppState;
@@ -82,12 +81,9 @@ pub struct CreatedSiteView {
     responses(
         (status = 201, description = "Created; `auth_key` is shown this once only", body = CreatedSiteView,
             headers(("Location" = String, description = "The new site's URL"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`: the name breaks its rule", body = ErrorBody),
+        JsonBodyRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -96,9 +92,7 @@ pub async fn create_site(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = Caller::authenticate(&state, &request).await?;
-    let body: CreateSiteBody =
-        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    let (caller, body): (_, CreateSiteBody) = Caller::with_json(&state, &request, payload).await?;
     let address = caller.address;
     let (site, credentials) = caller
         .run(move |context, admin, now| {
@@ -132,13 +126,10 @@ pub async fn create_site(
     request_body(content = UpdateSiteBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The site as it now is", body = SiteView),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
         (status = 404, description = "No such site", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`: an unknown field, an empty object, a wrong type or a name that breaks its rule", body = ErrorBody),
+        JsonBodyRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -148,10 +139,8 @@ pub async fn update_site(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = Caller::authenticate(&state, &request).await?;
+    let (caller, body): (_, UpdateSiteBody) = Caller::with_json(&state, &request, payload).await?;
     let site_key = path.into_inner();
-    let body: UpdateSiteBody =
-        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let (address, now) = (caller.address, caller.now);
     let summary = caller
         .run(move |context, admin, now| {
@@ -183,13 +172,10 @@ pub async fn update_site(
     request_body(content = Option<RotateAuthKeyBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "Rotated; `auth_key` is shown this once only", body = RotatedAuthKeyView),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "`insufficient_scope` for a site token", body = ErrorBody),
         (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`: an unknown field, or `overlap_seconds` not a whole number from 0 to 604800", body = ErrorBody),
+        JsonBodyRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -199,10 +185,9 @@ pub async fn rotate_auth_key(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = Caller::authenticate(&state, &request).await?;
+    let (caller, body): (_, RotateAuthKeyBody) =
+        Caller::with_json(&state, &request, payload).await?;
     let site_key = path.into_inner();
-    let body: RotateAuthKeyBody =
-        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let address = caller.address;
     let rotated = caller
         .run(move |context, admin, now| {

@@ -30,6 +30,17 @@ fn rotate(node: &TestNode, token: &str, site: &SiteKeys, body: Option<&Value>) -
     node.admin_post(token, &auth_key_path(site), body)
 }
 
+/// Rotates with `{"overlap_seconds": secs}`, or with no body for `None`, which must succeed.
+fn rotate_ok(
+    node: &TestNode,
+    token: &str,
+    site: &SiteKeys,
+    overlap: Option<i64>,
+) -> (SiteKeys, Option<String>) {
+    let body = overlap.map(|secs| json!({ "overlap_seconds": secs }));
+    rotated(rotate(node, token, site, body.as_ref()), site)
+}
+
 /// A successful rotation's answer: the site's new keys and when the replaced key stops.
 fn rotated(response: Response, site: &SiteKeys) -> (SiteKeys, Option<String>) {
     let status = response.status();
@@ -94,13 +105,7 @@ fn a_rotation_answers_the_new_key_once_and_records_the_overlap(app: TestApp) {
     let primary = app.primary_token(&site);
     assert_eq!(shown_previous_end(&app, &token, &site), Value::Null);
 
-    let response = rotate(
-        &app,
-        &token,
-        &site,
-        Some(&json!({ "overlap_seconds": 3600 })),
-    );
-    let (new, until) = rotated(response, &site);
+    let (new, until) = rotate_ok(&app, &token, &site, Some(3600));
     let until = until.expect("an overlap has an end");
     assert!(until.ends_with('Z'), "{until}");
     assert!(
@@ -126,7 +131,7 @@ fn a_rotation_answers_the_new_key_once_and_records_the_overlap(app: TestApp) {
     assert!(!views.contains(&new.auth_key), "shown once only: {views}");
 
     // Without a body: no overlap, and the previous key (the first) stops with the second.
-    let (newest, until) = rotated(rotate(&app, &token, &new, None), &new);
+    let (newest, until) = rotate_ok(&app, &token, &new, None);
     assert_eq!(until, None);
     assert!(!authenticates(&app, &new));
     assert!(!authenticates(&app, &site));
@@ -158,8 +163,7 @@ fn both_keys_work_at_every_site_endpoint_until_the_overlap_ends(app: TestApp) {
     let site = app.create_site("Overlap Shop");
     let admin = app.create_platform_admin("Overlap Admin");
     let token = app.admin_token(&admin);
-    let response = rotate(&app, &token, &site, Some(&json!({ "overlap_seconds": 2 })));
-    let (new, until) = rotated(response, &site);
+    let (new, until) = rotate_ok(&app, &token, &site, Some(2));
     let until = until.expect("an end");
     let ends = chrono::DateTime::parse_from_rfc3339(&until).unwrap();
 
@@ -169,12 +173,7 @@ fn both_keys_work_at_every_site_endpoint_until_the_overlap_ends(app: TestApp) {
         let primary = app.primary_token(key);
         assert_eq!(app.invalidate(key, &primary).status(), 200);
         let primary = app.primary_token(key);
-        let revoked = app.post_form(
-            "/oauth2/revoke",
-            Some((&key.site_key, &key.auth_key)),
-            &format!("token={primary}"),
-        );
-        assert_eq!(revoked.status(), 200);
+        assert_eq!(app.revoke(key, &primary).status(), 200);
     }
     let primary = app.cached_primary_token(&site);
     assert!(
@@ -193,12 +192,7 @@ fn both_keys_work_at_every_site_endpoint_until_the_overlap_ends(app: TestApp) {
         "the site was answered from the cache: its entry outlived the overlap harmlessly"
     );
     assert_oauth_error(app.invalidate(&site, &primary), 401, "invalid_client");
-    let revoke = app.post_form(
-        "/oauth2/revoke",
-        Some((&site.site_key, &site.auth_key)),
-        &format!("token={primary}"),
-    );
-    assert_oauth_error(revoke, 401, "invalid_client");
+    assert_oauth_error(app.revoke(&site, &primary), 401, "invalid_client");
     assert_eq!(shown_previous_end(&app, &token, &site), Value::Null);
 }
 
@@ -212,8 +206,7 @@ fn without_an_overlap_the_old_key_stops_at_once_on_every_node(app: TestApp) {
     let primary = node_b.cached_primary_token(&site);
     app.cached_primary_token(&site);
 
-    let response = rotate(&app, &token, &site, Some(&json!({ "overlap_seconds": 0 })));
-    let (new, until) = rotated(response, &site);
+    let (new, until) = rotate_ok(&app, &token, &site, Some(0));
     assert_eq!(until, None);
     // Right after the answer, without waiting: the write waited for every node's caches.
     assert_oauth_error(token_request(&node_b, &site), 401, "invalid_client");
@@ -222,15 +215,9 @@ fn without_an_overlap_the_old_key_stops_at_once_on_every_node(app: TestApp) {
 
     // The same through the other node, with an overlap that a rotation without one ends.
     let token_b = node_b.admin_token(&admin);
-    let response = rotate(
-        &node_b,
-        &token_b,
-        &new,
-        Some(&json!({ "overlap_seconds": 600 })),
-    );
-    let (newer, _) = rotated(response, &new);
+    let (newer, _) = rotate_ok(&node_b, &token_b, &new, Some(600));
     assert_eq!(app.cached_primary_token(&new), primary);
-    let (newest, _) = rotated(rotate(&node_b, &token_b, &newer, None), &newer);
+    let (newest, _) = rotate_ok(&node_b, &token_b, &newer, None);
     assert_oauth_error(token_request(&app, &new), 401, "invalid_client");
     assert_oauth_error(token_request(&app, &newer), 401, "invalid_client");
     assert_eq!(app.primary_token(&newest), primary);
@@ -242,13 +229,12 @@ fn a_rotation_during_an_overlap_ends_the_older_one(app: TestApp) {
     let first = app.create_site("Thrice Rotated Shop");
     let admin = app.create_platform_admin("Rotator");
     let token = app.admin_token(&admin);
-    let overlap = json!({ "overlap_seconds": 3600 });
-    let (second, _) = rotated(rotate(&app, &token, &first, Some(&overlap)), &first);
+    let (second, _) = rotate_ok(&app, &token, &first, Some(3600));
     assert!(authenticates(&app, &first) && authenticates(&app, &second));
-    let (third, _) = rotated(rotate(&app, &token, &second, Some(&overlap)), &second);
+    let (third, _) = rotate_ok(&app, &token, &second, Some(3600));
     assert!(authenticates(&app, &second) && authenticates(&app, &third));
     assert!(!authenticates(&app, &first));
-    let (fourth, _) = rotated(rotate(&app, &token, &third, Some(&overlap)), &third);
+    let (fourth, _) = rotate_ok(&app, &token, &third, Some(3600));
     let working: Vec<bool> = [&first, &second, &third, &fourth]
         .iter()
         .map(|keys| authenticates(&app, keys))
@@ -267,12 +253,7 @@ fn concurrent_rotations_leave_one_current_key_and_at_most_one_previous(app: Test
     for (overlap, survivors) in [(0, 1), (3600, 2)] {
         let (racing_app, racing_token, site) = (app.clone(), token.clone(), original.clone());
         let answers = race(8, move |_| {
-            let body = json!({ "overlap_seconds": overlap });
-            rotated(
-                rotate(&racing_app, &racing_token, &site, Some(&body)),
-                &site,
-            )
-            .0
+            rotate_ok(&racing_app, &racing_token, &site, Some(overlap)).0
         });
         let mut candidates = answers;
         candidates.push(original.clone());
@@ -350,13 +331,7 @@ fn bad_bodies_and_unknown_sites_are_refused_and_rotate_nothing(app: TestApp) {
     );
     assert_eq!(recorded, 0);
     // Exactly the limit is fine.
-    let response = rotate(
-        &app,
-        &token,
-        &site,
-        Some(&json!({ "overlap_seconds": 604_800 })),
-    );
-    let (_, until) = rotated(response, &site);
+    let (_, until) = rotate_ok(&app, &token, &site, Some(604_800));
     let left = seconds_from_now(&until.unwrap());
     assert!((604_798..=604_801).contains(&left), "{left}");
 }
@@ -369,13 +344,7 @@ fn site_managers_rotate_the_auth_keys_of_their_sites_only(app: TestApp) {
     let manager = app.create_site_manager("Shop Manager", &[&managed]);
     let token = app.admin_token(&manager);
 
-    let response = rotate(
-        &app,
-        &token,
-        &managed,
-        Some(&json!({ "overlap_seconds": 60 })),
-    );
-    let (new, until) = rotated(response, &managed);
+    let (new, until) = rotate_ok(&app, &token, &managed, Some(60));
     assert!(until.is_some());
     assert!(authenticates(&app, &new) && authenticates(&app, &managed));
     let shown = app.admin_get_ok(&token, &format!("/admin/v1/sites/{}", managed.site_key));

@@ -360,15 +360,25 @@ fn list_prints_one_json_object_with_token_counts(backend: Backend) {
     assert!(!text.stdout.contains("twk_"), "{}", text.stdout);
 }
 
-fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend) else {
-        return;
-    };
-    let url = db.url.clone();
-    let old = create_site(&url, "Rotating Store");
+/// A site created with the CLI on a fresh database, and a server on it whose cache holds the
+/// site's primary token; `None` without PostgreSQL.
+fn cli_site_with_a_cached_token(
+    backend: Backend,
+    name: &str,
+) -> Option<(TestApp, SiteKeys, String)> {
+    let db = TestDatabase::create(backend)?;
+    let site = create_site(&db.url, name);
     let app = TestApp::spawn_on(db);
     wait_for_live_change_feed(&app);
-    let token = app.cached_primary_token(&old);
+    let token = app.cached_primary_token(&site);
+    Some((app, site, token))
+}
+
+fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
+    let Some((app, old, token)) = cli_site_with_a_cached_token(backend, "Rotating Store") else {
+        return;
+    };
+    let url = app.db.url.clone();
 
     let rotated =
         succeed_json(tokenwarden(&url).args(["site", "rotate-auth-key", &old.site_key, "--json"]));
@@ -404,14 +414,10 @@ fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
 /// `--overlap`: the old key keeps working until the end printed (and listed), then stops; a
 /// rotation without one ends it at once.
 fn rotate_with_an_overlap_keeps_the_old_key_until_the_printed_end(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend) else {
+    let Some((app, old, token)) = cli_site_with_a_cached_token(backend, "Overlapping Store") else {
         return;
     };
-    let url = db.url.clone();
-    let old = create_site(&url, "Overlapping Store");
-    let app = TestApp::spawn_on(db);
-    wait_for_live_change_feed(&app);
-    let token = app.cached_primary_token(&old);
+    let url = app.db.url.clone();
 
     let asked_at = tokenwarden::clock::now().and_utc();
     let rotated = succeed_json(tokenwarden(&url).args([
@@ -486,14 +492,7 @@ fn rotate_with_an_overlap_keeps_the_old_key_until_the_printed_end(backend: Backe
 fn overlap_durations_parse_and_bad_ones_exit_2_naming_the_value() {
     let db = TestDatabase::create(Backend::Sqlite).expect("SQLite");
     let site = create_site(&db.url, "Duration Store");
-    for (given, secs) in [
-        ("90", 90),
-        ("90s", 90),
-        ("30m", 1_800),
-        ("24h", 86_400),
-        ("7d", 604_800),
-        ("604800", 604_800),
-    ] {
+    for (given, secs) in [("90", 90), ("30m", 1_800), ("7d", 604_800)] {
         let asked_at = tokenwarden::clock::now().and_utc().timestamp();
         let rotated = succeed_json(tokenwarden(&db.url).args([
             "site",
@@ -514,9 +513,7 @@ fn overlap_durations_parse_and_bad_ones_exit_2_naming_the_value() {
     }
     let listed = || succeed_json(tokenwarden(&db.url).args(["site", "list", "--json"]));
     let before = listed();
-    for bad in [
-        "8d", "604801", "169h", "1.5h", "-5", "5w", "1 h", "soon", "",
-    ] {
+    for bad in ["8d", "604801", "1.5h", "-5", "soon", ""] {
         let failed = run(tokenwarden(&db.url).args([
             "site",
             "rotate-auth-key",
@@ -573,12 +570,7 @@ fn disable_refuses_the_site_and_enable_restores_its_same_token(backend: Backend)
     );
     assert_oauth_error(by_basic, 401, "invalid_client");
     assert_oauth_error(app.invalidate(&site, &token), 401, "invalid_client");
-    let revoke = app.post_form(
-        "/oauth2/revoke",
-        Some((&site.site_key, &site.auth_key)),
-        &format!("token={token}"),
-    );
-    assert_oauth_error(revoke, 401, "invalid_client");
+    assert_oauth_error(app.revoke(&site, &token), 401, "invalid_client");
     // Other sites are unaffected.
     assert_eq!(app.primary_token(&bystander), bystander_token);
 
