@@ -408,6 +408,7 @@ fn seed(options: &Options) -> Result<(), Failure> {
                     name: site.name,
                     enabled: site.enabled,
                     created_at: site.created_at,
+                    previous_auth_key_valid_until: None,
                 };
                 collected.primary_sites.push((site, auth_key));
             }

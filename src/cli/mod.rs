@@ -14,8 +14,10 @@ use serde_json::{json, Value};
 use crate::config::{self, Config, ConnectionLimits, SecretSource};
 use crate::domain::admin::Role;
 use crate::domain::audit::{self, Action, AuditQuery, Requester};
+use crate::domain::auth_key::Overlap;
 use crate::domain::client_address::{parse_trusted_proxy, ForwardedHeaders, TrustedProxies};
 use crate::domain::secret::Secret;
+use crate::domain::site::Site;
 use crate::domain::throttle::{self, ThrottleLimits};
 use crate::logging::{self, LogFormat};
 use crate::server;
@@ -267,8 +269,15 @@ enum SiteCommand {
     },
     /// List sites
     List,
-    /// Replace a site's auth key; prints the new one, the old one stops working
-    RotateAuthKey { site_key: String },
+    /// Replace a site's auth key; prints the new one. The old one stops working at once, or when
+    /// --overlap has passed; a key an earlier rotation replaced stops at once
+    RotateAuthKey {
+        site_key: String,
+        /// How long the old key keeps working: seconds, or a number with s, m, h or d (90s, 30m,
+        /// 24h, 7d); at most 7d
+        #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_overlap)]
+        overlap: Overlap,
+    },
     /// Disable a site: it cannot get tokens and all its tokens stop working
     Disable { site_key: String },
     /// Enable a disabled site again
@@ -706,6 +715,8 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
         }
         SiteCommand::List => {
             let summaries = sites::list(context)?;
+            let now = crate::clock::now();
+            let previous_until = |site: &Site| site.previous_auth_key_end(now).map(utc_seconds);
             let rows: Vec<Value> = summaries
                 .iter()
                 .map(|summary| {
@@ -715,31 +726,50 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
                         "enabled": summary.site.enabled,
                         "token_count": summary.token_count,
                         "created_at": summary.site.created_at.and_utc().to_rfc3339(),
+                        "previous_auth_key_valid_until": previous_until(&summary.site),
                     })
                 })
                 .collect();
             print_output(json, &json!({ "sites": rows }), || {
-                let mut text = format!("{:<26} {:<8} {:>6}  NAME", "SITE KEY", "ENABLED", "TOKENS");
+                let mut text = format!(
+                    "{:<26} {:<8} {:>6}  {:<20}  NAME",
+                    "SITE KEY", "ENABLED", "TOKENS", "OLD KEY UNTIL (UTC)"
+                );
                 for summary in &summaries {
                     text.push_str(&format!(
-                        "\n{:<26} {:<8} {:>6}  {}",
+                        "\n{:<26} {:<8} {:>6}  {:<20}  {}",
                         summary.site.site_key,
                         if summary.site.enabled { "yes" } else { "no" },
                         summary.token_count,
+                        previous_until(&summary.site).unwrap_or_else(|| "-".to_string()),
                         summary.site.name
                     ));
                 }
                 text
             });
         }
-        SiteCommand::RotateAuthKey { site_key } => {
-            let auth_key =
-                sites::rotate_auth_key(context, &operator(), &site_key, crate::clock::now())?;
-            let output = json!({ "site_key": site_key, "auth_key": auth_key.expose() });
+        SiteCommand::RotateAuthKey { site_key, overlap } => {
+            let rotated = sites::rotate_auth_key(
+                context,
+                &operator(),
+                &site_key,
+                overlap,
+                crate::clock::now(),
+            )?;
+            let previous_valid_until = rotated.site.previous_auth_key_valid_until.map(utc_seconds);
+            let output = json!({
+                "site_key": site_key,
+                "auth_key": rotated.auth_key.expose(),
+                "previous_valid_until": previous_valid_until,
+            });
             print_output(json, &output, || {
+                let old = match &previous_valid_until {
+                    Some(until) => format!("the old auth key works until {until}"),
+                    None => "the old auth key no longer works".to_string(),
+                };
                 format!(
-                    "New auth key for {site_key}: {}\n(the old auth key no longer works)",
-                    auth_key.expose()
+                    "New auth key for {site_key}: {}\n({old})",
+                    rotated.auth_key.expose()
                 )
             });
         }
@@ -937,6 +967,17 @@ fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
     Ok(())
 }
 
+/// `--overlap`: refused with the value named (clap adds it), exit code 2.
+fn parse_overlap(text: &str) -> Result<Overlap, String> {
+    Overlap::parse(text).map_err(|error| error.to_string())
+}
+
+/// An instant as the CLI prints it: RFC 3339, UTC, whole seconds.
+fn utc_seconds(at: chrono::NaiveDateTime) -> String {
+    at.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn parse_action(name: &str) -> Result<Action, String> {
     Action::parse(name).ok_or_else(|| {
         let names: Vec<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
@@ -947,10 +988,7 @@ fn parse_action(name: &str) -> Result<Action, String> {
 fn audit_list(config: &Config, query: &AuditQuery, json: bool) -> CliResult {
     let context = &server::open_context(config)?;
     let events = service::audit::list(context, query)?;
-    let time = |at: chrono::NaiveDateTime| {
-        at.and_utc()
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    };
+    let time = utc_seconds;
     let rows: Vec<Value> = events
         .iter()
         .map(|event| {

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::body::read_json;
@@ -40,6 +41,9 @@ pub struct SiteView {
     pub enabled: bool,
     /// Tokens the site holds: its primary (once issued) and up to nine others.
     pub token_count: i64,
+    /// RFC 3339, UTC: until when the auth key the last rotation replaced also works; `null` when
+    /// no replaced key works.
+    pub previous_auth_key_valid_until: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -176,6 +180,7 @@ pub async fn list_sites(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let page = PageQuery::parse(request.query_string())?;
+    let now = caller.now;
     let (sites, total) = caller
         .run(move |context, admin, _| {
             let query = SiteQuery {
@@ -188,7 +193,10 @@ pub async fn list_sites(
         })
         .await?;
     Ok(answer(SitesResponse {
-        sites: sites.into_iter().map(SiteView::from).collect(),
+        sites: sites
+            .into_iter()
+            .map(|site| SiteView::new(site, now))
+            .collect(),
         total,
     }))
 }
@@ -214,10 +222,11 @@ pub async fn site(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let site_key = path.into_inner();
+    let now = caller.now;
     let site = caller
         .run(move |context, admin, _| site_tokens::site(context, admin, &site_key))
         .await?;
-    Ok(answer(SiteView::from(site)))
+    Ok(answer(SiteView::new(site, now)))
 }
 
 /// List a site's tokens: primary first, then active, then inactive.
@@ -266,14 +275,11 @@ pub async fn list_tokens(
     responses(
         (status = 201, description = "Created; `value` is shown this once only", body = TokenView,
             headers(("Location" = String, description = "The new token's URL"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "A site token, not an admin token", body = ErrorBody),
         (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
         (status = 409, description = "`token_limit_reached`: the site holds 10 tokens", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`: a field breaks a rule", body = ErrorBody),
+        JsonBodyRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -283,10 +289,8 @@ pub async fn create_token(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = Caller::authenticate(&state, &request).await?;
+    let (caller, body): (_, CreateTokenBody) = Caller::with_json(&state, &request, payload).await?;
     let site_key = path.into_inner();
-    let body: CreateTokenBody =
-        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let order = TokenOrder {
         description: body.description,
         expires_at: body.expires_at,
@@ -343,31 +347,59 @@ pub async fn token(
 struct TokenActionRefusals;
 
 impl utoipa::IntoResponses for TokenActionRefusals {
-    fn responses() -> std::collections::BTreeMap<
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
-    > {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, ResponsesBuilder};
-        let error = |description: &str| {
-            ResponseBuilder::new().description(description).content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-        };
-        ResponsesBuilder::new()
-            .response("400", error("Malformed JSON or Authorization header"))
-            .response("401", error("Missing, unknown or expired admin token"))
-            .response("403", error("A site token, not an admin token"))
-            .response("404", error("No such site or token"))
-            .response("409", error("`primary_token_managed_by_oauth`"))
-            .response("413", error("Body over the size limit"))
-            .response("415", error("A body that is not application/json"))
-            .response("422", error("`validation_failed`"))
-            .build()
-            .into()
+    fn responses() -> Responses {
+        documented_errors(&[
+            ("400", "Malformed JSON or Authorization header"),
+            ("401", "Missing, unknown or expired admin token"),
+            ("403", "A site token, not an admin token"),
+            ("404", "No such site or token"),
+            ("409", "`primary_token_managed_by_oauth`"),
+            ("413", "Body over the size limit"),
+            ("415", "A body that is not application/json"),
+            ("422", "`validation_failed`"),
+        ])
     }
+}
+
+/// The refusals every endpoint with a JSON body shares (the admin token, the body's size, media
+/// type and syntax), documented once; each endpoint documents its own 403, 404 and 422.
+pub(super) struct JsonBodyRefusals;
+
+impl utoipa::IntoResponses for JsonBodyRefusals {
+    fn responses() -> Responses {
+        documented_errors(&[
+            ("400", "Malformed JSON"),
+            ("401", "Missing, unknown or expired admin token"),
+            ("413", "Body over the size limit"),
+            ("415", "Not application/json"),
+        ])
+    }
+}
+
+type Responses =
+    std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>>;
+
+/// Error answers by status, each an `ErrorBody` with this description.
+fn documented_errors(errors: &[(&str, &str)]) -> Responses {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, ResponsesBuilder};
+    errors
+        .iter()
+        .fold(
+            ResponsesBuilder::new(),
+            |responses, (status, description)| {
+                responses.response(
+                    *status,
+                    ResponseBuilder::new().description(*description).content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    ),
+                )
+            },
+        )
+        .build()
+        .into()
 }
 
 /// Give a non-primary token a new value.
@@ -534,7 +566,8 @@ pub async fn history(
 pub(super) struct Caller {
     context: Context,
     admin: Admin,
-    now: NaiveDateTime,
+    /// When the request arrived (`clock::now`), passed to the service.
+    pub(super) now: NaiveDateTime,
     /// The client's address (`super::client_address`), for the audit trail.
     pub(super) address: Option<IpAddr>,
     /// The admin token the request carried.
@@ -567,6 +600,18 @@ impl Caller {
             address: super::client_address(&state.trusted_proxies, request),
             token,
         })
+    }
+
+    /// [`Caller::authenticate`], then the request's JSON body ([`read_json`]): a body is read only
+    /// once its admin token holds.
+    pub(super) async fn with_json<T: DeserializeOwned + Default>(
+        state: &AppState,
+        request: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<(Self, T), ApiError> {
+        let caller = Self::authenticate(state, request).await?;
+        let body = read_json(request, payload, state.max_body_bytes, state.body_timeout).await?;
+        Ok((caller, body))
     }
 
     /// Runs `action` as this admin, off the async executor.
@@ -638,9 +683,11 @@ impl PageQuery {
     }
 }
 
-impl From<SiteSummary> for SiteView {
-    fn from(summary: SiteSummary) -> Self {
+impl SiteView {
+    /// The site as shown at `now`.
+    pub(super) fn new(summary: SiteSummary, now: NaiveDateTime) -> Self {
         SiteView {
+            previous_auth_key_valid_until: summary.site.previous_auth_key_end(now).map(rfc3339),
             site_key: summary.site.site_key,
             name: summary.site.name,
             enabled: summary.site.enabled,

@@ -87,6 +87,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             revocation::invalidate_primary,
         ))
         .service(only(
+            Method::POST,
+            "/admin/v1/sites/{site_key}/auth-key",
+            platform::rotate_auth_key,
+        ))
+        .service(only(
             Method::DELETE,
             "/admin/v1/sessions/current",
             revocation::end_session,

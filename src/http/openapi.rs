@@ -17,7 +17,9 @@ use super::metrics;
 use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
-use super::platform::{self, CreateSiteBody, CreatedSiteView, UpdateSiteBody};
+use super::platform::{
+    self, CreateSiteBody, CreatedSiteView, RotateAuthKeyBody, RotatedAuthKeyView, UpdateSiteBody,
+};
 use super::revocation::{self, PrimaryInvalidatedResponse};
 
 #[derive(OpenApi)]
@@ -52,7 +54,8 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         revocation::invalidate_primary,
         revocation::end_session,
         platform::create_site,
-        platform::update_site
+        platform::update_site,
+        platform::rotate_auth_key
     ),
     components(schemas(
         TokenForm,
@@ -81,7 +84,9 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         PrimaryInvalidatedResponse,
         CreateSiteBody,
         UpdateSiteBody,
-        CreatedSiteView
+        CreatedSiteView,
+        RotateAuthKeyBody,
+        RotatedAuthKeyView
     )),
     modifiers(&ClientAuthentication),
     tags(

@@ -1,16 +1,18 @@
 //! The platform API: what platform admins provision over HTTP instead of with the CLI. Sites:
-//! `POST /admin/v1/sites` and `PATCH /admin/v1/sites/{site_key}`. Site managers get 403
-//! `forbidden`.
+//! `POST /admin/v1/sites`, `PATCH /admin/v1/sites/{site_key}` and
+//! `POST /admin/v1/sites/{site_key}/auth-key`. Site managers may rotate the auth keys of the sites
+//! they manage (others are not found, as everywhere in the admin API); everything else gets them
+//! 403 `forbidden`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{answer, rfc3339, Caller, SiteView};
-use super::body::read_json;
+use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals, SiteView};
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
 use super::AppState;
+use crate::domain::auth_key::RequestedOverlap;
 use crate::service::sites;
 
 /// Body of `POST /admin/v1/sites`.
@@ -32,6 +34,27 @@ pub struct UpdateSiteBody {
     /// `false` disables the site: it cannot get tokens and its tokens stop working at once;
     /// `true` enables it again.
     pub enabled: Option<bool>,
+}
+
+/// Body of `POST /admin/v1/sites/{site_key}/auth-key`; optional.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateAuthKeyBody {
+    /// Seconds the replaced auth key keeps working, 0 to 604800 (7 days). Absent, `null` or 0: it
+    /// stops at once. A key an earlier rotation replaced stops at once either way.
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 604800)]
+    pub overlap_seconds: Option<RequestedOverlap>,
+}
+
+/// A site's new auth key, shown in this answer only.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RotatedAuthKeyView {
+    pub site_key: String,
+    /// The site's new client secret, shown this once only: store it now.
+    pub auth_key: String,
+    /// RFC 3339, UTC: until when the replaced auth key also works; `null` when it stopped with
+    /// the rotation.
+    pub previous_valid_until: Option<String>,
 }
 
 /// A site just created: its credentials, the auth key shown in this answer only.
@@ -58,12 +81,9 @@ pub struct CreatedSiteView {
     responses(
         (status = 201, description = "Created; `auth_key` is shown this once only", body = CreatedSiteView,
             headers(("Location" = String, description = "The new site's URL"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`: the name breaks its rule", body = ErrorBody),
+        JsonBodyRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -72,9 +92,7 @@ pub async fn create_site(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = Caller::authenticate(&state, &request).await?;
-    let body: CreateSiteBody =
-        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    let (caller, body): (_, CreateSiteBody) = Caller::with_json(&state, &request, payload).await?;
     let address = caller.address;
     let (site, credentials) = caller
         .run(move |context, admin, now| {
@@ -108,13 +126,10 @@ pub async fn create_site(
     request_body(content = UpdateSiteBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The site as it now is", body = SiteView),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
         (status = 404, description = "No such site", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "`validation_failed`: an unknown field, an empty object, a wrong type or a name that breaks its rule", body = ErrorBody),
+        JsonBodyRefusals,
     ),
     security(("admin_token" = []))
 )]
@@ -124,11 +139,9 @@ pub async fn update_site(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = Caller::authenticate(&state, &request).await?;
+    let (caller, body): (_, UpdateSiteBody) = Caller::with_json(&state, &request, payload).await?;
     let site_key = path.into_inner();
-    let body: UpdateSiteBody =
-        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    let address = caller.address;
+    let (address, now) = (caller.address, caller.now);
     let summary = caller
         .run(move |context, admin, now| {
             sites::update_as_admin(
@@ -142,5 +155,55 @@ pub async fn update_site(
             )
         })
         .await?;
-    Ok(answer(SiteView::from(summary)))
+    Ok(answer(SiteView::new(summary, now)))
+}
+
+/// Replace a site's auth key, optionally keeping the old one working for a while.
+///
+/// During the overlap both keys authenticate the site, wherever it authenticates; after it, on
+/// every node, only the new one. A rotation during an overlap ends that older overlap at once, so
+/// at most two keys are ever valid. Platform admins may rotate any site, site managers the sites
+/// they manage. Recorded in the audit trail with the overlap (never a key).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites/{site_key}/auth-key",
+    tag = "admin",
+    params(("site_key" = String, Path, description = "The site key")),
+    request_body(content = Option<RotateAuthKeyBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rotated; `auth_key` is shown this once only", body = RotatedAuthKeyView),
+        (status = 403, description = "`insufficient_scope` for a site token", body = ErrorBody),
+        (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown field, or `overlap_seconds` not a whole number from 0 to 604800", body = ErrorBody),
+        JsonBodyRefusals,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn rotate_auth_key(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, body): (_, RotateAuthKeyBody) =
+        Caller::with_json(&state, &request, payload).await?;
+    let site_key = path.into_inner();
+    let address = caller.address;
+    let rotated = caller
+        .run(move |context, admin, now| {
+            sites::rotate_auth_key_as_admin(
+                context,
+                admin,
+                address,
+                &site_key,
+                body.overlap_seconds.as_ref(),
+                now,
+            )
+        })
+        .await?;
+    Ok(answer(RotatedAuthKeyView {
+        site_key: rotated.site.site_key,
+        auth_key: rotated.auth_key.expose().to_string(),
+        previous_valid_until: rotated.site.previous_auth_key_valid_until.map(rfc3339),
+    }))
 }

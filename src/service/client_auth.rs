@@ -16,26 +16,31 @@ use crate::domain::site::Site;
 use crate::domain::throttle::Origin;
 use crate::store::{ChangeTag, SiteAuthentication};
 
-/// Checks a site key and auth key. Unknown site, wrong key and disabled site all fail with the same
+/// Checks a site key and auth key at `now`: the current key, or while an overlap runs the key the
+/// last rotation replaced. Unknown site, wrong key and disabled site all fail with the same
 /// `invalid_client` after the same keyed-hash check, so neither the answer nor its timing tells
 /// which site keys exist. Always reads the database.
 pub fn authenticate_site(
     context: &Context,
     site_key: &str,
     auth_key: &Secret,
+    now: NaiveDateTime,
 ) -> Result<Site, ServiceError> {
     let found = context.store.site_authentication(site_key)?.map(Arc::new);
-    let found = verify(context, found, auth_key)?;
+    let found = verify(context, found, auth_key, now)?;
     Ok(Arc::unwrap_or_clone(found).site)
 }
 
 /// The same check as [`authenticate_site`] through the site cache of `context.grants`, as
 /// `observed` (see `cache::observe_changes`). `Ok(None)` only with [`Reach::MemoryOnly`], when the
-/// site is not cached. Unknown site keys are cached as unknown, until a site takes the key.
+/// site is not cached. Unknown site keys are cached as unknown, until a site takes the key. A
+/// cached entry holds the replaced key's end, not a verdict: the overlap is judged against `now`
+/// on every request, so it ends on time for cached sites too.
 pub(super) fn authenticate_site_cached(
     context: &Context,
     site_key: &str,
     auth_key: &Secret,
+    now: NaiveDateTime,
     observed: Option<Observed<'_>>,
     reach: Reach,
 ) -> Result<Option<Arc<SiteAuthentication>>, ServiceError> {
@@ -48,15 +53,18 @@ pub(super) fn authenticate_site_cached(
         || Ok(context.store.site_authentication(site_key)?.map(Arc::new)),
     )?;
     match found {
-        Some(found) => verify(context, found, auth_key).map(Some),
+        Some(found) => verify(context, found, auth_key, now).map(Some),
         None => Ok(None),
     }
 }
 
+/// One constant-time HMAC check, or two while the site's replaced key still works at `now` and
+/// the presented key is not the current one.
 fn verify(
     context: &Context,
     found: Option<Arc<SiteAuthentication>>,
     auth_key: &Secret,
+    now: NaiveDateTime,
 ) -> Result<Arc<SiteAuthentication>, ServiceError> {
     let Some(found) = found else {
         context
@@ -64,9 +72,9 @@ fn verify(
             .verify_client_secret(auth_key.expose(), &UNKNOWN_CLIENT_DIGEST);
         return Err(OAuthError::invalid_client().into());
     };
-    let secret_matches = context
-        .keys
-        .verify_client_secret(auth_key.expose(), &found.auth_key_digest);
+    let matches = |digest: &[u8]| context.keys.verify_client_secret(auth_key.expose(), digest);
+    let secret_matches =
+        matches(&found.auth_key_digest) || previous_digest(&found, now).is_some_and(matches);
     if !secret_matches || !found.site.enabled {
         log::info!(
             "client authentication failed for site {} ({})",
@@ -80,6 +88,12 @@ fn verify(
         return Err(OAuthError::invalid_client().into());
     }
     Ok(found)
+}
+
+/// The digest of the key the site's last rotation replaced, while it still works at `now`.
+fn previous_digest(found: &SiteAuthentication, now: NaiveDateTime) -> Option<&[u8]> {
+    found.site.previous_auth_key_end(now)?;
+    found.previous_auth_key_digest.as_deref()
 }
 
 /// A digest no secret matches, checked against when the client id is unknown.

@@ -169,7 +169,7 @@ fn authenticated_site(
         &credentials.client_id,
         origin,
         now,
-        || authenticate_site(context, &credentials.client_id, &credentials.secret),
+        || authenticate_site(context, &credentials.client_id, &credentials.secret, now),
     )
 }
 

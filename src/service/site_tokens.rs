@@ -239,7 +239,11 @@ pub fn history(
         .ok_or(AdminRefusal::TokenNotFound.into())
 }
 
-fn managed_site(context: &Context, admin: &Admin, site_key: &str) -> Result<Site, ServiceError> {
+pub(super) fn managed_site(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+) -> Result<Site, ServiceError> {
     if !is_site_key(site_key) {
         return Err(AdminRefusal::SiteNotFound.into());
     }

@@ -1,13 +1,18 @@
-//! Operator use cases for sites (the `tokenwarden site …` commands and `serve --demo`).
+//! Use cases for sites: the operator's (the `tokenwarden site …` commands and `serve --demo`) and
+//! the platform API's (create, change, rotate the auth key), recorded as the admin's.
 
 use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
+use super::site_tokens::managed_site;
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{Admin, AdminRefusal};
 use crate::domain::audit::Requester;
+use crate::domain::auth_key::{
+    checked_overlap, Overlap, OverlapError, RequestedOverlap, MAX_OVERLAP_SECS,
+};
 use crate::domain::secret::Secret;
 use crate::domain::site::SiteSummary;
 use crate::domain::site::{site_key_from_random, validate_name, NameError, Site, SiteCredentials};
@@ -39,23 +44,35 @@ pub fn find_by_name(context: &Context, name: &str) -> Result<Option<Site>, Servi
     Ok(context.store.site_by_name(name)?)
 }
 
-/// Replaces a site's auth key; the old one stops working with the next request.
+/// A site's new auth key, in clear only here, and the site as the rotation left it: its
+/// `previous_auth_key_valid_until` is when the replaced key stops working (`None`: it already has).
+#[derive(Debug)]
+pub struct RotatedAuthKey {
+    pub site: Site,
+    pub auth_key: Secret,
+}
+
+/// Replaces a site's auth key. The replaced key keeps working for `overlap` (not at all without
+/// one), from the next request on and on every node; a key an earlier rotation replaced stops at
+/// once.
 pub fn rotate_auth_key(
     context: &Context,
     by: &Requester,
     site_key: &str,
+    overlap: Overlap,
     now: NaiveDateTime,
-) -> Result<Secret, ServiceError> {
+) -> Result<RotatedAuthKey, ServiceError> {
     let auth_key = new_auth_key()?;
     let digest = context.keys.client_secret_digest(auth_key.expose());
-    if !context
+    let site = context
         .store
-        .replace_auth_key_digest(site_key, &digest, by, now)?
-    {
-        return Err(ServiceError::UnknownSite(site_key.to_string()));
-    }
-    log::info!("rotated the auth key of site {site_key}");
-    Ok(auth_key)
+        .rotate_auth_key_digest(site_key, &digest, overlap, by, now)?
+        .ok_or_else(|| ServiceError::UnknownSite(site_key.to_string()))?;
+    log::info!(
+        "rotated the auth key of site {site_key} (overlap {} s)",
+        overlap.secs()
+    );
+    Ok(RotatedAuthKey { site, auth_key })
 }
 
 /// A disabled site cannot authenticate, and every token of it is refused, at once.
@@ -91,6 +108,30 @@ pub fn create_as_admin(
     platform_admin_only(admin)?;
     let name = validate_name(name).map_err(refused_name)?;
     create(context, &Requester::admin(admin, address), &name, now)
+}
+
+/// `POST /admin/v1/sites/{site_key}/auth-key`: a platform admin, or a site manager of this site,
+/// rotates its auth key (as [`rotate_auth_key`], recorded as theirs). Without `overlap`, the
+/// replaced key stops at once.
+pub fn rotate_auth_key_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    site_key: &str,
+    overlap: Option<&RequestedOverlap>,
+    now: NaiveDateTime,
+) -> Result<RotatedAuthKey, ServiceError> {
+    managed_site(context, admin, site_key)?;
+    let overlap = overlap
+        .map(checked_overlap)
+        .transpose()
+        .map_err(refused_overlap)?
+        .unwrap_or_default();
+    let by = Requester::admin(admin, address);
+    match rotate_auth_key(context, &by, site_key, overlap, now) {
+        Err(ServiceError::UnknownSite(_)) => Err(AdminRefusal::SiteNotFound.into()),
+        other => other,
+    }
 }
 
 /// `PATCH /admin/v1/sites/{site_key}`: a platform admin renames, disables or enables a site;
@@ -135,6 +176,14 @@ fn platform_admin_only(admin: &Admin) -> Result<(), AdminRefusal> {
     } else {
         Err(AdminRefusal::PlatformAdminsOnly)
     }
+}
+
+/// One message for every refused overlap: the API takes whole seconds only.
+fn refused_overlap(_: OverlapError) -> AdminRefusal {
+    AdminRefusal::invalid_field(
+        "overlap_seconds",
+        format!("overlap_seconds must be a whole number of seconds from 0 to {MAX_OVERLAP_SECS}"),
+    )
 }
 
 fn refused_name(error: NameError) -> AdminRefusal {

@@ -159,6 +159,7 @@ fn run_flow(
     let mut endpoint = FlowAdapter {
         registrar: ClientRegistrar {
             context,
+            now,
             observed,
             reach,
             authenticated: RefCell::new(None),
@@ -297,6 +298,8 @@ enum Client {
 /// are 256 random bits and need no password-stretching.
 struct ClientRegistrar<'a> {
     context: &'a Context,
+    /// When the request arrived: a replaced auth key works only before its overlap ends.
+    now: NaiveDateTime,
     observed: Option<Observed<'a>>,
     reach: Reach,
     authenticated: RefCell<Option<Client>>,
@@ -361,8 +364,15 @@ impl Registrar for ClientRegistrar<'_> {
                     .map(|a| Some(Client::Admin(a))),
             }
         } else {
-            authenticate_site_cached(self.context, client_id, &secret, self.observed, self.reach)
-                .map(|site| site.map(Client::Site))
+            authenticate_site_cached(
+                self.context,
+                client_id,
+                &secret,
+                self.now,
+                self.observed,
+                self.reach,
+            )
+            .map(|site| site.map(Client::Site))
         };
         match authenticated {
             Ok(Some(client)) => {

@@ -9,6 +9,8 @@ diesel::table! {
         auth_key_digest -> Binary,
         enabled -> Bool,
         created_at -> Timestamp,
+        previous_auth_key_digest -> Nullable<Binary>,
+        previous_auth_key_valid_until -> Nullable<Timestamp>,
     }
 }
 

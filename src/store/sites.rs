@@ -9,6 +9,7 @@ use super::audit::insert_audit;
 use super::schema::{sites, tokens};
 use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
+use crate::domain::auth_key::Overlap;
 use crate::domain::site::{Site, SiteSummary};
 
 #[derive(Queryable, Selectable)]
@@ -19,6 +20,7 @@ pub(super) struct SiteRow {
     name: String,
     enabled: bool,
     created_at: NaiveDateTime,
+    previous_auth_key_valid_until: Option<NaiveDateTime>,
 }
 
 impl From<SiteRow> for Site {
@@ -29,6 +31,7 @@ impl From<SiteRow> for Site {
             name: row.name,
             enabled: row.enabled,
             created_at: row.created_at,
+            previous_auth_key_valid_until: row.previous_auth_key_valid_until,
         }
     }
 }
@@ -48,6 +51,9 @@ struct NewSiteRow<'a> {
 pub struct SiteAuthentication {
     pub site: Site,
     pub auth_key_digest: Vec<u8>,
+    /// The digest of the auth key the last rotation replaced, which works while `now` is before
+    /// `site.previous_auth_key_valid_until`; `None` when that rotation had no overlap.
+    pub previous_auth_key_digest: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -87,13 +93,20 @@ impl Store {
         with_connection!(self, |conn| {
             let found = sites::table
                 .filter(sites::site_key.eq(site_key))
-                .select((SiteRow::as_select(), sites::auth_key_digest))
-                .get_result::<(SiteRow, Vec<u8>)>(conn)
+                .select((
+                    SiteRow::as_select(),
+                    sites::auth_key_digest,
+                    sites::previous_auth_key_digest,
+                ))
+                .get_result::<(SiteRow, Vec<u8>, Option<Vec<u8>>)>(conn)
                 .optional()?;
-            Ok(found.map(|(row, auth_key_digest)| SiteAuthentication {
-                site: row.into(),
-                auth_key_digest,
-            }))
+            Ok(found.map(
+                |(row, auth_key_digest, previous_auth_key_digest)| SiteAuthentication {
+                    site: row.into(),
+                    auth_key_digest,
+                    previous_auth_key_digest,
+                },
+            ))
         })
     }
 
@@ -131,23 +144,58 @@ impl Store {
         })
     }
 
-    /// Replaces the stored auth key digest; `false` when no such site exists.
-    pub fn replace_auth_key_digest(
+    /// Gives the site a new auth key digest in one `UPDATE`, which moves the current digest to
+    /// `previous_auth_key_digest` until `overlap` has passed (or clears it when there is no
+    /// overlap), and records the rotation with the overlap (never a key). `None` when no site has
+    /// this key.
+    ///
+    /// The database computes the previous digest from the row it updates: a concurrent rotation
+    /// of the same site waits for this one's row lock (PostgreSQL re-reads the row it then
+    /// updates; SQLite writes one transaction at a time), so any number of concurrent rotations
+    /// leave one current digest and at most one previous, never a key that no rotation returned.
+    pub fn rotate_auth_key_digest(
         &self,
         site_key: &str,
         auth_key_digest: &[u8],
+        overlap: Overlap,
         by: &Requester,
         now: NaiveDateTime,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Site>, StoreError> {
+        let previous_valid_until = overlap.previous_valid_until(now);
         write_transaction!(self, |conn, changed| {
+            let this_site = sites::table.filter(sites::site_key.eq(site_key));
+            let rotated = match previous_valid_until {
+                Some(valid_until) => diesel::update(this_site)
+                    .set((
+                        sites::previous_auth_key_digest.eq(sites::auth_key_digest.nullable()),
+                        sites::previous_auth_key_valid_until.eq(Some(valid_until)),
+                        sites::auth_key_digest.eq(auth_key_digest),
+                    ))
+                    .returning(SiteRow::as_returning())
+                    .get_result(conn)
+                    .optional()?,
+                None => diesel::update(this_site)
+                    .set((
+                        sites::previous_auth_key_digest.eq(None::<Vec<u8>>),
+                        sites::previous_auth_key_valid_until.eq(None::<NaiveDateTime>),
+                        sites::auth_key_digest.eq(auth_key_digest),
+                    ))
+                    .returning(SiteRow::as_returning())
+                    .get_result(conn)
+                    .optional()?,
+            };
+            let Some(rotated) = rotated else {
+                changed.nothing();
+                return Ok(None);
+            };
+            // Site authentication is cached by site key, and no other cached answer holds
+            // anything a rotation changes.
             changed.tag(ChangeTag::site_key(site_key));
-            let updated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
-                .set(sites::auth_key_digest.eq(auth_key_digest))
-                .execute(conn)?;
-            if updated == 1 {
-                insert_audit!(conn, &by.event(now, Action::AuthKeyRotated, site_key))?;
-            }
-            Ok(updated == 1)
+            let event = by
+                .event(now, Action::AuthKeyRotated, site_key)
+                .with_detail(format!("overlap {} s", overlap.secs()));
+            insert_audit!(conn, &event)?;
+            Ok(Some(Site::from(rotated)))
         })
     }
 

@@ -840,11 +840,21 @@ fn assert_site_object(site: &Value, what: &str) {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["enabled", "name", "site_key", "token_count"],
+        [
+            "enabled",
+            "name",
+            "previous_auth_key_valid_until",
+            "site_key",
+            "token_count"
+        ],
         "{what}: {site}"
     );
     assert!(site["token_count"].is_i64(), "{what}: {site}");
     assert!(site["enabled"].is_boolean(), "{what}: {site}");
+    assert!(
+        site["previous_auth_key_valid_until"].is_null(),
+        "{what}: {site}"
+    );
 }
 
 fn names(sites: &[Value]) -> Vec<&str> {
@@ -895,7 +905,13 @@ fn platform_admin_lists_every_site_sorted_by_name_with_token_counts(app: TestApp
     for (site, (keys, name, count, enabled)) in sites.iter().zip(expected) {
         assert_eq!(
             *site,
-            json!({"site_key": keys.site_key, "name": name, "enabled": enabled, "token_count": count}),
+            json!({
+                "site_key": keys.site_key,
+                "name": name,
+                "enabled": enabled,
+                "token_count": count,
+                "previous_auth_key_valid_until": null,
+            }),
             "{name}"
         );
     }
@@ -2397,6 +2413,11 @@ fn a_wrong_method_on_an_admin_path_is_405_with_allow(app: TestApp) {
             tokens_path(&scene.site),
             vec!["GET", "POST"],
             vec![Method::PUT, Method::DELETE, Method::PATCH],
+        ),
+        (
+            format!("{}/auth-key", site_path(&scene.site)),
+            vec!["POST"],
+            vec![Method::GET, Method::PUT, Method::DELETE, Method::PATCH],
         ),
         (
             token.clone(),

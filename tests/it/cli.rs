@@ -24,6 +24,7 @@ crate::per_backend!(
     create_in_text_mode_shows_the_auth_key_once,
     list_prints_one_json_object_with_token_counts,
     rotate_replaces_the_auth_key_and_keeps_the_token,
+    rotate_with_an_overlap_keeps_the_old_key_until_the_printed_end,
     disable_refuses_the_site_and_enable_restores_its_same_token,
     unknown_site_keys_fail_with_a_clear_message,
     invalid_site_names_are_refused,
@@ -359,15 +360,25 @@ fn list_prints_one_json_object_with_token_counts(backend: Backend) {
     assert!(!text.stdout.contains("twk_"), "{}", text.stdout);
 }
 
-fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
-    let Some(db) = TestDatabase::create(backend) else {
-        return;
-    };
-    let url = db.url.clone();
-    let old = create_site(&url, "Rotating Store");
+/// A site created with the CLI on a fresh database, and a server on it whose cache holds the
+/// site's primary token; `None` without PostgreSQL.
+fn cli_site_with_a_cached_token(
+    backend: Backend,
+    name: &str,
+) -> Option<(TestApp, SiteKeys, String)> {
+    let db = TestDatabase::create(backend)?;
+    let site = create_site(&db.url, name);
     let app = TestApp::spawn_on(db);
     wait_for_live_change_feed(&app);
-    let token = app.cached_primary_token(&old);
+    let token = app.cached_primary_token(&site);
+    Some((app, site, token))
+}
+
+fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
+    let Some((app, old, token)) = cli_site_with_a_cached_token(backend, "Rotating Store") else {
+        return;
+    };
+    let url = app.db.url.clone();
 
     let rotated =
         succeed_json(tokenwarden(&url).args(["site", "rotate-auth-key", &old.site_key, "--json"]));
@@ -398,6 +409,126 @@ fn rotate_replaces_the_auth_key_and_keeps_the_token(backend: Backend) {
         ..new
     };
     assert_eq!(app.primary_token(&newest), token);
+}
+
+/// `--overlap`: the old key keeps working until the end printed (and listed), then stops; a
+/// rotation without one ends it at once.
+fn rotate_with_an_overlap_keeps_the_old_key_until_the_printed_end(backend: Backend) {
+    let Some((app, old, token)) = cli_site_with_a_cached_token(backend, "Overlapping Store") else {
+        return;
+    };
+    let url = app.db.url.clone();
+
+    let asked_at = tokenwarden::clock::now().and_utc();
+    let rotated = succeed_json(tokenwarden(&url).args([
+        "site",
+        "rotate-auth-key",
+        &old.site_key,
+        "--overlap",
+        "2s",
+        "--json",
+    ]));
+    let new = site_keys(&rotated);
+    let until = rotated["previous_valid_until"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no previous_valid_until in {rotated}"));
+    let ends = chrono::DateTime::parse_from_rfc3339(until).unwrap();
+    let overlap = ends.signed_duration_since(asked_at).num_milliseconds();
+    assert!(
+        (1_000..=3_500).contains(&overlap),
+        "{rotated}: {overlap} ms"
+    );
+    assert!(until.ends_with('Z'), "{until}");
+    assert_eq!(app.primary_token(&new), token);
+    assert_eq!(
+        app.primary_token(&old),
+        token,
+        "the old key works meanwhile"
+    );
+    let listed = succeed_json(tokenwarden(&url).args(["site", "list", "--json"]));
+    assert_eq!(
+        listed["sites"][0]["previous_auth_key_valid_until"], until,
+        "{listed}"
+    );
+    let text = succeed(tokenwarden(&url).args(["site", "list"]));
+    assert!(text.stdout.contains(until), "{}", text.stdout);
+
+    let wait = ends.signed_duration_since(tokenwarden::clock::now().and_utc())
+        + chrono::TimeDelta::milliseconds(50);
+    std::thread::sleep(wait.to_std().unwrap_or_default());
+    assert_oauth_error(token_request(&app, &old), 401, "invalid_client");
+    assert_eq!(app.primary_token(&new), token);
+    let listed = succeed_json(tokenwarden(&url).args(["site", "list", "--json"]));
+    assert_eq!(
+        listed["sites"][0]["previous_auth_key_valid_until"],
+        Value::Null,
+        "{listed}"
+    );
+
+    // Text mode says when the old key stops; a rotation without --overlap stops it at once.
+    let again = succeed(tokenwarden(&url).args([
+        "site",
+        "rotate-auth-key",
+        &old.site_key,
+        "--overlap",
+        "1h",
+    ]));
+    assert!(
+        again.stdout.contains("the old auth key works until "),
+        "{}",
+        again.stdout
+    );
+    let last =
+        succeed_json(tokenwarden(&url).args(["site", "rotate-auth-key", &old.site_key, "--json"]));
+    assert_eq!(last["previous_valid_until"], Value::Null, "{last}");
+    let last = site_keys(&last);
+    assert_eventually(&app, || token_request(&app, &new).status() == 401);
+    assert_eq!(app.primary_token(&last), token);
+}
+
+/// `--overlap` takes seconds or a number with s, m, h or d, up to 7 days; anything else is a usage
+/// error (exit code 2) naming the value, and rotates nothing.
+#[test]
+fn overlap_durations_parse_and_bad_ones_exit_2_naming_the_value() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite");
+    let site = create_site(&db.url, "Duration Store");
+    for (given, secs) in [("90", 90), ("30m", 1_800), ("7d", 604_800)] {
+        let asked_at = tokenwarden::clock::now().and_utc().timestamp();
+        let rotated = succeed_json(tokenwarden(&db.url).args([
+            "site",
+            "rotate-auth-key",
+            &site.site_key,
+            "--overlap",
+            given,
+            "--json",
+        ]));
+        let until = rotated["previous_valid_until"].as_str().unwrap();
+        let until = chrono::DateTime::parse_from_rfc3339(until)
+            .unwrap()
+            .timestamp();
+        assert!(
+            (secs..=secs + 3).contains(&(until - asked_at)),
+            "{given}: {rotated}"
+        );
+    }
+    let listed = || succeed_json(tokenwarden(&db.url).args(["site", "list", "--json"]));
+    let before = listed();
+    for bad in ["8d", "604801", "1.5h", "-5", "soon", ""] {
+        let failed = run(tokenwarden(&db.url).args([
+            "site",
+            "rotate-auth-key",
+            &site.site_key,
+            &format!("--overlap={bad}"),
+        ]));
+        assert_eq!(failed.status.code(), Some(2), "{bad:?}: {failed:?}");
+        assert_eq!(failed.stdout, "", "{bad:?}");
+        assert!(
+            failed.stderr.contains(&format!("'{bad}'")) && failed.stderr.contains("--overlap"),
+            "{bad:?}: {}",
+            failed.stderr
+        );
+    }
+    assert_eq!(listed(), before, "a refused value rotates nothing");
 }
 
 fn disable_refuses_the_site_and_enable_restores_its_same_token(backend: Backend) {
@@ -439,12 +570,7 @@ fn disable_refuses_the_site_and_enable_restores_its_same_token(backend: Backend)
     );
     assert_oauth_error(by_basic, 401, "invalid_client");
     assert_oauth_error(app.invalidate(&site, &token), 401, "invalid_client");
-    let revoke = app.post_form(
-        "/oauth2/revoke",
-        Some((&site.site_key, &site.auth_key)),
-        &format!("token={token}"),
-    );
-    assert_oauth_error(revoke, 401, "invalid_client");
+    assert_oauth_error(app.revoke(&site, &token), 401, "invalid_client");
     // Other sites are unaffected.
     assert_eq!(app.primary_token(&bystander), bystander_token);
 

@@ -336,6 +336,15 @@ impl TestNode {
             &format!("access_token={token}"),
         )
     }
+
+    /// RFC 7009 revocation of `token` with the site's Basic credentials.
+    pub fn revoke(&self, site: &SiteKeys, token: &str) -> Response {
+        self.post_form(
+            "/oauth2/revoke",
+            Some((&site.site_key, &site.auth_key)),
+            &format!("token={token}"),
+        )
+    }
 }
 
 impl Drop for TestNode {

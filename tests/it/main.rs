@@ -6,6 +6,7 @@ mod admin_cli;
 mod admin_page;
 mod audience;
 mod audit;
+mod auth_key_rotation;
 mod bad_input;
 mod cli;
 mod client_library;

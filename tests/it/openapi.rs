@@ -102,6 +102,8 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
             "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
             "get",
         ),
+        ("/admin/v1/sites/{site_key}", "patch"),
+        ("/admin/v1/sites/{site_key}/auth-key", "post"),
     ];
     for (path, method) in admin_operations {
         let operation = &document["paths"][path][method];
@@ -148,6 +150,27 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         "{regenerate}"
     );
     assert!(schemas["TokenView"]["properties"]["audience"].is_object());
+    let rotate = &document["paths"]["/admin/v1/sites/{site_key}/auth-key"]["post"];
+    assert!(rotate["requestBody"]["content"]["application/json"].is_object());
+    for status in ["200", "415", "422"] {
+        assert!(
+            rotate["responses"][status].is_object(),
+            "rotate lacks {status}"
+        );
+    }
+    let overlap = &schemas["RotateAuthKeyBody"]["properties"]["overlap_seconds"];
+    assert_eq!(overlap["minimum"], 0, "{overlap}");
+    assert_eq!(overlap["maximum"], 604_800, "{overlap}");
+    for (schema, member) in [
+        ("RotatedAuthKeyView", "auth_key"),
+        ("RotatedAuthKeyView", "previous_valid_until"),
+        ("SiteView", "previous_auth_key_valid_until"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][member].is_object(),
+            "{schema}.{member} is not documented"
+        );
+    }
     assert!(schemas["IntrospectionResponse"]["properties"]["aud"].is_object());
 }
 

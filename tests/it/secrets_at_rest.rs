@@ -114,11 +114,12 @@ fn exercise(app: &TestApp) -> Handed {
         &app.context,
         &crate::helpers::operator(),
         &second.site_key,
+        tokenwarden::domain::auth_key::Overlap::NONE,
         tokenwarden::clock::now(),
     )
     .expect("rotate");
     let second_now = SiteKeys {
-        auth_key: rotated.expose().to_string(),
+        auth_key: rotated.auth_key.expose().to_string(),
         ..second.clone()
     };
     let other_reminted = app.primary_token(&second_now);

@@ -126,13 +126,14 @@ fn repeat_requests_are_answered_from_memory_and_stay_exact(app: TestApp) {
         &app.context,
         &crate::helpers::operator(),
         &site.site_key,
+        tokenwarden::domain::auth_key::Overlap::NONE,
         tokenwarden::clock::now(),
     )
     .unwrap();
     assert_oauth_error(token_request(&app, &site), 401, "invalid_client");
     let rotated = SiteKeys {
         site_key: site.site_key.clone(),
-        auth_key: rotated.expose().to_string(),
+        auth_key: rotated.auth_key.expose().to_string(),
     };
     assert_eq!(app.cached_primary_token(&rotated), second);
     app.set_site_enabled(&site, false);
