@@ -158,9 +158,9 @@ const VALIDATION_FAILED: &str = "validation_failed";
 
 fn admin_refusal(refusal: &AdminRefusal) -> (StatusCode, &'static str, String) {
     let (status, code) = match refusal {
-        AdminRefusal::SiteNotFound | AdminRefusal::TokenNotFound => {
-            (StatusCode::NOT_FOUND, "not_found")
-        }
+        AdminRefusal::SiteNotFound
+        | AdminRefusal::TokenNotFound
+        | AdminRefusal::ResourceServerNotFound => (StatusCode::NOT_FOUND, "not_found"),
         AdminRefusal::TokenLimitReached => (StatusCode::CONFLICT, "token_limit_reached"),
         AdminRefusal::PrimaryTokenManagedByOAuth => {
             (StatusCode::CONFLICT, "primary_token_managed_by_oauth")

@@ -18,6 +18,10 @@ use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
 use super::platform::{self, CreateSiteBody, CreatedSiteView, UpdateSiteBody};
+use super::platform_resource_servers::{
+    self, CreateResourceServerBody, CreatedResourceServerView, ResourceServerView,
+    ResourceServersResponse,
+};
 use super::revocation::{self, PrimaryInvalidatedResponse};
 
 #[derive(OpenApi)]
@@ -52,7 +56,11 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         revocation::invalidate_primary,
         revocation::end_session,
         platform::create_site,
-        platform::update_site
+        platform::update_site,
+        platform_resource_servers::list,
+        platform_resource_servers::create,
+        platform_resource_servers::get,
+        platform_resource_servers::delete
     ),
     components(schemas(
         TokenForm,
@@ -81,7 +89,11 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         PrimaryInvalidatedResponse,
         CreateSiteBody,
         UpdateSiteBody,
-        CreatedSiteView
+        CreatedSiteView,
+        CreateResourceServerBody,
+        ResourceServerView,
+        ResourceServersResponse,
+        CreatedResourceServerView
     )),
     modifiers(&ClientAuthentication),
     tags(

@@ -7,13 +7,13 @@ use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
-use crate::domain::admin::{Admin, Role, ADMIN_CLIENT_ID_PREFIX};
+use crate::domain::admin::{Admin, AdminWithSites, Role, ADMIN_CLIENT_ID_PREFIX};
 use crate::domain::audit::Requester;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::{encode_identifier, validate_name};
 use crate::domain::token::{self, SecretKind};
-use crate::store::{AdminChange, AdminWithSites, NewAdmin};
+use crate::store::{AdminChange, NewAdmin};
 
 /// Creates an admin; the secret exists in clear only in the return value. A site manager needs at
 /// least one site, a platform admin none (they manage every site).

@@ -9,7 +9,7 @@ use super::audit::insert_audit;
 use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
 use super::sites::{SiteLookups, SiteRow};
 use super::{with_connection, write_transaction, Store, StoreError};
-use crate::domain::admin::{Admin, Role};
+use crate::domain::admin::{Admin, AdminWithSites, Role};
 use crate::domain::audit::{Action, Requester};
 use crate::domain::site::Site;
 use crate::domain::site::{SiteQuery, SiteSummary};
@@ -39,13 +39,6 @@ impl TryFrom<AdminRow> for Admin {
             created_at: row.created_at,
         })
     }
-}
-
-/// An admin with the site keys assigned to them (always empty for platform admins).
-#[derive(Debug)]
-pub struct AdminWithSites {
-    pub admin: Admin,
-    pub site_keys: Vec<String>,
 }
 
 #[derive(Debug)]

@@ -2423,6 +2423,16 @@ fn a_wrong_method_on_an_admin_path_is_405_with_allow(app: TestApp) {
             vec!["POST"],
             vec![Method::GET, Method::DELETE],
         ),
+        (
+            "/admin/v1/resource-servers".into(),
+            vec!["GET", "POST"],
+            vec![Method::PUT, Method::DELETE, Method::PATCH],
+        ),
+        (
+            "/admin/v1/resource-servers/rs_AAAAAAAAAAAAAAAAAAAA".into(),
+            vec!["GET", "DELETE"],
+            vec![Method::POST, Method::PUT, Method::PATCH],
+        ),
     ];
     for (path, allowed, methods) in cases {
         for method in methods {

@@ -21,6 +21,7 @@ mod invalidate;
 mod logs;
 mod openapi;
 mod platform_api;
+mod platform_resource_servers;
 mod resource_server_limits;
 mod revocation;
 mod secrets_at_rest;

@@ -116,6 +116,25 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
             "{method} {path} lacks 404"
         );
     }
+    let platform_operations = [
+        ("/admin/v1/resource-servers", "get", "403"),
+        ("/admin/v1/resource-servers", "post", "422"),
+        ("/admin/v1/resource-servers/{client_id}", "get", "404"),
+        ("/admin/v1/resource-servers/{client_id}", "delete", "404"),
+    ];
+    for (path, method, status) in platform_operations {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert_eq!(
+            operation["security"][0]["admin_token"],
+            serde_json::json!([]),
+            "{method} {path} does not require an admin token"
+        );
+        assert!(
+            operation["responses"][status].is_object(),
+            "{method} {path} lacks {status}"
+        );
+    }
     let create = &document["paths"]["/admin/v1/sites/{site_key}/tokens"]["post"];
     assert!(create["requestBody"]["content"]["application/json"].is_object());
     for status in ["201", "409", "415", "422"] {
