@@ -134,6 +134,14 @@ pub enum AdminRefusal {
     PlatformAdminsOnly,
     #[error("no resource server has this client id")]
     ResourceServerNotFound,
+    #[error("no admin has this client id")]
+    AdminNotFound,
+    /// An admin may not disable or demote itself: another platform admin must.
+    #[error("an admin cannot disable itself or give up being a platform admin; ask another platform admin")]
+    CannotChangeOwnAccess,
+    /// The change would leave no enabled platform admin, and nobody able to undo it over HTTP.
+    #[error("this would leave no enabled platform admin; enable or promote another one first")]
+    LastPlatformAdmin,
     /// A request field breaks a rule; `reason` names the field.
     #[error("{reason}")]
     InvalidField { field: String, reason: String },

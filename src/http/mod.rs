@@ -23,6 +23,7 @@ mod oauth;
 mod observe;
 pub mod openapi;
 mod platform;
+mod platform_admins;
 mod platform_resource_servers;
 mod revocation;
 
@@ -156,6 +157,26 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     })
                 })),
         )
+        .service(
+            web::resource(ADMINS)
+                .wrap(Observe::route(ADMINS))
+                .route(web::get().to(platform_admins::list))
+                .route(web::post().to(platform_admins::create))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow: "GET, POST" })
+                })),
+        )
+        .service(
+            web::resource(ADMIN)
+                .wrap(Observe::route(ADMIN))
+                .route(web::get().to(platform_admins::get))
+                .route(web::patch().to(platform_admins::update))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                        allow: "GET, PATCH",
+                    })
+                })),
+        )
         .service(only(Method::GET, "/admin", admin_page::redirect))
         .service(only(Method::GET, "/admin/", admin_page::index))
         .service(only(Method::GET, "/admin/app.js", admin_page::script))
@@ -168,6 +189,8 @@ const SITE: &str = "/admin/v1/sites/{site_key}";
 const SITE_TOKENS: &str = "/admin/v1/sites/{site_key}/tokens";
 const RESOURCE_SERVERS: &str = "/admin/v1/resource-servers";
 const RESOURCE_SERVER: &str = "/admin/v1/resource-servers/{client_id}";
+const ADMINS: &str = "/admin/v1/admins";
+const ADMIN: &str = "/admin/v1/admins/{client_id}";
 
 /// A resource answering one method, observed under its pattern; any other method gets 405 JSON
 /// with `Allow` (RFC 9110 15.5.6).

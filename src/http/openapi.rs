@@ -18,6 +18,9 @@ use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
 use super::platform::{self, CreateSiteBody, CreatedSiteView, UpdateSiteBody};
+use super::platform_admins::{
+    self, AdminView, AdminsResponse, CreateAdminBody, CreatedAdminView, UpdateAdminBody,
+};
 use super::platform_resource_servers::{
     self, CreateResourceServerBody, CreatedResourceServerView, ResourceServerView,
     ResourceServersResponse,
@@ -60,7 +63,11 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         platform_resource_servers::list,
         platform_resource_servers::create,
         platform_resource_servers::get,
-        platform_resource_servers::delete
+        platform_resource_servers::delete,
+        platform_admins::list,
+        platform_admins::create,
+        platform_admins::get,
+        platform_admins::update
     ),
     components(schemas(
         TokenForm,
@@ -93,7 +100,12 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         CreateResourceServerBody,
         ResourceServerView,
         ResourceServersResponse,
-        CreatedResourceServerView
+        CreatedResourceServerView,
+        CreateAdminBody,
+        UpdateAdminBody,
+        AdminView,
+        AdminsResponse,
+        CreatedAdminView
     )),
     modifiers(&ClientAuthentication),
     tags(

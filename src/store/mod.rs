@@ -33,7 +33,7 @@ mod sites;
 mod sqlite_probe;
 mod tokens;
 
-pub use admins::{AdminChange, NewAdmin};
+pub use admins::{AdminChange, AdminUpdate, NewAdmin};
 pub use changes::{ChangeFeed, ChangeTag, Stamp};
 pub use resource_servers::{ResourceServerAccess, ResourceServerChange};
 pub use site_tokens::{

@@ -701,6 +701,17 @@ impl TestNode {
         request.send().expect("the request reaches the server")
     }
 
+    /// `PATCH path` with `Authorization: Bearer token` and `body` as `application/json`.
+    pub fn admin_patch(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("the request reaches the server")
+    }
+
     /// `DELETE path` with `Authorization: Bearer token`.
     pub fn admin_delete(&self, token: &str, path: &str) -> Response {
         self.client

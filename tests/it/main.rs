@@ -20,6 +20,7 @@ mod introspection;
 mod invalidate;
 mod logs;
 mod openapi;
+mod platform_admins;
 mod platform_api;
 mod platform_resource_servers;
 mod resource_server_limits;

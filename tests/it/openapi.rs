@@ -121,6 +121,10 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         ("/admin/v1/resource-servers", "post", "422"),
         ("/admin/v1/resource-servers/{client_id}", "get", "404"),
         ("/admin/v1/resource-servers/{client_id}", "delete", "404"),
+        ("/admin/v1/admins", "get", "403"),
+        ("/admin/v1/admins", "post", "422"),
+        ("/admin/v1/admins/{client_id}", "get", "404"),
+        ("/admin/v1/admins/{client_id}", "patch", "409"),
     ];
     for (path, method, status) in platform_operations {
         let operation = &document["paths"][path][method];
