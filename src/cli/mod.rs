@@ -12,7 +12,9 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use crate::config::{self, Config, ConnectionLimits, SecretSource};
+use crate::domain::admin::AdminWithSites;
 use crate::domain::admin::Role;
+use crate::domain::audience::ResourceServer;
 use crate::domain::audit::{self, Action, AuditQuery, Requester};
 use crate::domain::auth_key::Overlap;
 use crate::domain::client_address::{parse_trusted_proxy, ForwardedHeaders, TrustedProxies};
@@ -22,7 +24,7 @@ use crate::domain::throttle::{self, ThrottleLimits};
 use crate::logging::{self, LogFormat};
 use crate::server;
 use crate::service::{self, admins, primary_token, resource_servers, sites, Context};
-use crate::store::{AdminWithSites, DatabaseUrl, PoolSettings, ResourceServer};
+use crate::store::{DatabaseUrl, PoolSettings};
 use crate::tls::TlsFiles;
 
 mod config_file;

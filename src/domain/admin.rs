@@ -55,6 +55,13 @@ impl Admin {
     }
 }
 
+/// An admin with the site keys assigned to them (always empty for platform admins).
+#[derive(Debug)]
+pub struct AdminWithSites {
+    pub admin: Admin,
+    pub site_keys: Vec<String>,
+}
+
 /// A site token as the admin scope shows it: everything but its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedToken {
@@ -125,6 +132,16 @@ pub enum AdminRefusal {
     /// Platform admins only: the audit trail, the emergency invalidation of a primary token.
     #[error("only platform admins may do this")]
     PlatformAdminsOnly,
+    #[error("no resource server has this client id")]
+    ResourceServerNotFound,
+    #[error("no admin has this client id")]
+    AdminNotFound,
+    /// An admin may not disable or demote itself: another platform admin must.
+    #[error("an admin cannot disable itself or give up being a platform admin; ask another platform admin")]
+    CannotChangeOwnAccess,
+    /// The change would leave no enabled platform admin, and nobody able to undo it over HTTP.
+    #[error("this would leave no enabled platform admin; enable or promote another one first")]
+    LastPlatformAdmin,
     /// A request field breaks a rule; `reason` names the field.
     #[error("{reason}")]
     InvalidField { field: String, reason: String },

@@ -1,5 +1,6 @@
 //! Who a site token is meant for: the resource servers of a non-primary token's audience (RFC 7662
-//! 2.2 `aud`), the rules for the list an admin sends, and resource-server client ids.
+//! 2.2 `aud`), the rules for the list an admin sends, resource-server client ids, and a resource server as listed
+//! (its client id, name and site limit; never its secret).
 //!
 //! Whether a given resource server may see a token (its audience, the resource server's site
 //! limit) is judged in `introspection`; that the named resource servers exist is checked by the
@@ -10,6 +11,28 @@ use serde::Deserialize;
 
 /// Prefix of resource-server client ids (public, like site keys).
 pub const RESOURCE_SERVER_ID_PREFIX: &str = "rs_";
+
+/// A resource server as listed to the operator (no secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceServer {
+    pub client_id: String,
+    pub name: String,
+    pub created_at: chrono::NaiveDateTime,
+    /// The keys of the sites whose tokens it may introspect, in order; `None`: every site.
+    pub site_keys: Option<Vec<String>>,
+}
+
+impl ResourceServer {
+    /// `all`, or the site keys of its limit (`none` when it is empty), for the CLI, the log and the
+    /// audit trail.
+    pub fn sites_text(&self) -> String {
+        match &self.site_keys {
+            None => "all".to_string(),
+            Some(keys) if keys.is_empty() => "none".to_string(),
+            Some(keys) => keys.join(", "),
+        }
+    }
+}
 
 /// Most resource servers one audience may name.
 pub const MAX_AUDIENCE: usize = 20;

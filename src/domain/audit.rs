@@ -113,6 +113,8 @@ pub enum Action {
     AdminDisabled,
     AdminSitesAssigned,
     AdminSitesUnassigned,
+    /// A platform admin made an admin a site manager, or a site manager a platform admin.
+    AdminRoleChanged,
     SiteCreated,
     SiteRenamed,
     SiteEnabled,
@@ -140,7 +142,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Action::AdminSignedIn,
         Action::AdminTokenRevoked,
         Action::AdminCreated,
@@ -148,6 +150,7 @@ impl Action {
         Action::AdminDisabled,
         Action::AdminSitesAssigned,
         Action::AdminSitesUnassigned,
+        Action::AdminRoleChanged,
         Action::SiteCreated,
         Action::SiteRenamed,
         Action::SiteEnabled,
@@ -178,6 +181,7 @@ impl Action {
             Action::AdminDisabled => "admin_disabled",
             Action::AdminSitesAssigned => "admin_sites_assigned",
             Action::AdminSitesUnassigned => "admin_sites_unassigned",
+            Action::AdminRoleChanged => "admin_role_changed",
             Action::SiteCreated => "site_created",
             Action::SiteRenamed => "site_renamed",
             Action::SiteEnabled => "site_enabled",

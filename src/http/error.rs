@@ -158,14 +158,17 @@ const VALIDATION_FAILED: &str = "validation_failed";
 
 fn admin_refusal(refusal: &AdminRefusal) -> (StatusCode, &'static str, String) {
     let (status, code) = match refusal {
-        AdminRefusal::SiteNotFound | AdminRefusal::TokenNotFound => {
-            (StatusCode::NOT_FOUND, "not_found")
-        }
+        AdminRefusal::SiteNotFound
+        | AdminRefusal::TokenNotFound
+        | AdminRefusal::ResourceServerNotFound
+        | AdminRefusal::AdminNotFound => (StatusCode::NOT_FOUND, "not_found"),
         AdminRefusal::TokenLimitReached => (StatusCode::CONFLICT, "token_limit_reached"),
         AdminRefusal::PrimaryTokenManagedByOAuth => {
             (StatusCode::CONFLICT, "primary_token_managed_by_oauth")
         }
         AdminRefusal::PlatformAdminsOnly => (StatusCode::FORBIDDEN, "forbidden"),
+        AdminRefusal::CannotChangeOwnAccess => (StatusCode::CONFLICT, "cannot_change_own_access"),
+        AdminRefusal::LastPlatformAdmin => (StatusCode::CONFLICT, "last_platform_admin"),
         AdminRefusal::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, VALIDATION_FAILED),
     };
     (status, code, refusal.to_string())

@@ -23,6 +23,8 @@ mod oauth;
 mod observe;
 pub mod openapi;
 mod platform;
+mod platform_admins;
+mod platform_resource_servers;
 mod request_id;
 mod revocation;
 
@@ -141,6 +143,46 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
             admin::history,
         ))
+        .service(
+            web::resource(RESOURCE_SERVERS)
+                .wrap(Observe::route(RESOURCE_SERVERS))
+                .route(web::get().to(platform_resource_servers::list))
+                .route(web::post().to(platform_resource_servers::create))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow: "GET, POST" })
+                })),
+        )
+        .service(
+            web::resource(RESOURCE_SERVER)
+                .wrap(Observe::route(RESOURCE_SERVER))
+                .route(web::get().to(platform_resource_servers::get))
+                .route(web::delete().to(platform_resource_servers::delete))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                        allow: "GET, DELETE",
+                    })
+                })),
+        )
+        .service(
+            web::resource(ADMINS)
+                .wrap(Observe::route(ADMINS))
+                .route(web::get().to(platform_admins::list))
+                .route(web::post().to(platform_admins::create))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow: "GET, POST" })
+                })),
+        )
+        .service(
+            web::resource(ADMIN)
+                .wrap(Observe::route(ADMIN))
+                .route(web::get().to(platform_admins::get))
+                .route(web::patch().to(platform_admins::update))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                        allow: "GET, PATCH",
+                    })
+                })),
+        )
         .service(only(Method::GET, "/admin", admin_page::redirect))
         .service(only(Method::GET, "/admin/", admin_page::index))
         .service(only(Method::GET, "/admin/app.js", admin_page::script))
@@ -151,6 +193,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
 const SITES: &str = "/admin/v1/sites";
 const SITE: &str = "/admin/v1/sites/{site_key}";
 const SITE_TOKENS: &str = "/admin/v1/sites/{site_key}/tokens";
+const RESOURCE_SERVERS: &str = "/admin/v1/resource-servers";
+const RESOURCE_SERVER: &str = "/admin/v1/resource-servers/{client_id}";
+const ADMINS: &str = "/admin/v1/admins";
+const ADMIN: &str = "/admin/v1/admins/{client_id}";
 
 /// A resource answering one method, observed under its pattern; any other method gets 405 JSON
 /// with `Allow` (RFC 9110 15.5.6).

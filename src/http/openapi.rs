@@ -20,6 +20,13 @@ use super::oauth::{
 use super::platform::{
     self, CreateSiteBody, CreatedSiteView, RotateAuthKeyBody, RotatedAuthKeyView, UpdateSiteBody,
 };
+use super::platform_admins::{
+    self, AdminView, AdminsResponse, CreateAdminBody, CreatedAdminView, UpdateAdminBody,
+};
+use super::platform_resource_servers::{
+    self, CreateResourceServerBody, CreatedResourceServerView, ResourceServerView,
+    ResourceServersResponse,
+};
 use super::revocation::{self, PrimaryInvalidatedResponse};
 
 #[derive(OpenApi)]
@@ -55,7 +62,15 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         revocation::end_session,
         platform::create_site,
         platform::update_site,
-        platform::rotate_auth_key
+        platform::rotate_auth_key,
+        platform_resource_servers::list,
+        platform_resource_servers::create,
+        platform_resource_servers::get,
+        platform_resource_servers::delete,
+        platform_admins::list,
+        platform_admins::create,
+        platform_admins::get,
+        platform_admins::update
     ),
     components(schemas(
         TokenForm,
@@ -86,7 +101,16 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         UpdateSiteBody,
         CreatedSiteView,
         RotateAuthKeyBody,
-        RotatedAuthKeyView
+        RotatedAuthKeyView,
+        CreateResourceServerBody,
+        ResourceServerView,
+        ResourceServersResponse,
+        CreatedResourceServerView,
+        CreateAdminBody,
+        UpdateAdminBody,
+        AdminView,
+        AdminsResponse,
+        CreatedAdminView
     )),
     modifiers(&ClientAuthentication),
     tags(

@@ -5,15 +5,16 @@ use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
+use super::sites::{check_requested_sites, platform_admin_only, refused_name, unknown_site};
 use super::{Context, ServiceError};
 use crate::crypto;
-use crate::domain::admin::{Admin, Role, ADMIN_CLIENT_ID_PREFIX};
+use crate::domain::admin::{Admin, AdminRefusal, AdminWithSites, Role, ADMIN_CLIENT_ID_PREFIX};
 use crate::domain::audit::Requester;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::secret::Secret;
 use crate::domain::site::{encode_identifier, validate_name};
 use crate::domain::token::{self, SecretKind};
-use crate::store::{AdminChange, AdminWithSites, NewAdmin};
+use crate::store::{AdminChange, AdminUpdate, NewAdmin};
 
 /// Creates an admin; the secret exists in clear only in the return value. A site manager needs at
 /// least one site, a platform admin none (they manage every site).
@@ -109,6 +110,170 @@ pub fn set_enabled(
     Ok(changed)
 }
 
+/// `GET /admin/v1/admins`: every admin, for platform admins.
+pub fn list_as_admin(
+    context: &Context,
+    admin: &Admin,
+) -> Result<Vec<AdminWithSites>, ServiceError> {
+    platform_admin_only(admin)?;
+    list(context)
+}
+
+/// `GET /admin/v1/admins/{client_id}`.
+pub fn get_as_admin(
+    context: &Context,
+    admin: &Admin,
+    client_id: &str,
+) -> Result<AdminWithSites, ServiceError> {
+    platform_admin_only(admin)?;
+    Ok(context
+        .store
+        .admin(client_id)?
+        .ok_or(AdminRefusal::AdminNotFound)?)
+}
+
+/// `POST /admin/v1/admins`: a platform admin creates an admin (as [`create`], recorded as theirs).
+/// `role` is `platform-admin` or `site-manager` (as in the CLI); a site manager needs `sites`, a
+/// platform admin takes none.
+pub fn create_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    name: &str,
+    role: Option<&str>,
+    site_keys: Option<&[String]>,
+    now: NaiveDateTime,
+) -> Result<(AdminWithSites, Secret), ServiceError> {
+    platform_admin_only(admin)?;
+    let name = validate_name(name).map_err(refused_name)?;
+    let role = requested_role(role)?.ok_or_else(|| {
+        AdminRefusal::invalid_field("role", "role is required: platform-admin or site-manager")
+    })?;
+    check_sites_for(role, site_keys)?;
+    let by = Requester::admin(admin, address);
+    create(
+        context,
+        &by,
+        &name,
+        role,
+        site_keys.unwrap_or_default(),
+        now,
+    )
+    .map_err(|error| {
+        match unknown_site(error) {
+            // Role and sites were checked above: a name taken is all that is left.
+            ServiceError::AdminSetup(reason) => AdminRefusal::invalid_field("name", reason).into(),
+            other => other,
+        }
+    })
+}
+
+/// The fields of `PATCH /admin/v1/admins/{client_id}`, as sent; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestedChange<'a> {
+    pub enabled: Option<bool>,
+    /// `platform-admin` or `site-manager`.
+    pub role: Option<&'a str>,
+    /// A site manager's sites: the whole new set.
+    pub sites: Option<&'a [String]>,
+}
+
+/// `PATCH /admin/v1/admins/{client_id}`: a platform admin enables or disables an admin, changes
+/// its role, or gives a site manager a new set of sites. An admin may not disable or demote
+/// itself, and no change may leave no enabled platform admin (checked in the store's transaction).
+pub fn update_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    client_id: &str,
+    requested: &RequestedChange,
+    now: NaiveDateTime,
+) -> Result<AdminWithSites, ServiceError> {
+    platform_admin_only(admin)?;
+    let RequestedChange {
+        enabled,
+        role,
+        sites: site_keys,
+    } = *requested;
+    if enabled.is_none() && role.is_none() && site_keys.is_none() {
+        return Err(AdminRefusal::invalid_field(
+            "body",
+            "the body must set enabled, role, sites or several of them",
+        )
+        .into());
+    }
+    let role = requested_role(role)?;
+    site_keys.map(check_requested_sites).transpose()?;
+    if client_id == admin.client_id && (enabled == Some(false) || role == Some(Role::SiteManager)) {
+        return Err(AdminRefusal::CannotChangeOwnAccess.into());
+    }
+    let update = AdminUpdate {
+        enabled,
+        role,
+        site_keys,
+    };
+    let by = Requester::admin(admin, address);
+    let changed = match context.store.update_admin(client_id, &update, &by, now)? {
+        AdminChange::Done(changed) => changed,
+        AdminChange::UnknownAdmin => return Err(AdminRefusal::AdminNotFound.into()),
+        AdminChange::UnknownSite(site_key) => {
+            return Err(unknown_site(ServiceError::UnknownSite(site_key)))
+        }
+        AdminChange::NotASiteManager => return Err(platform_admin_sites().into()),
+        AdminChange::SitesRequired => {
+            return Err(AdminRefusal::invalid_field(
+                "sites",
+                "a site manager needs sites: send them with role site-manager",
+            )
+            .into())
+        }
+        AdminChange::LastPlatformAdmin => return Err(AdminRefusal::LastPlatformAdmin.into()),
+        AdminChange::NameTaken => return Err(ServiceError::Invariant("no rename here")),
+    };
+    log::info!(
+        "admin {:?} updated admin {client_id} (enabled {}, role {}, sites {})",
+        admin.name,
+        enabled.map_or("unchanged".to_string(), |enabled| enabled.to_string()),
+        role.map_or("unchanged", Role::as_str),
+        if site_keys.is_some() {
+            "replaced"
+        } else {
+            "unchanged"
+        }
+    );
+    Ok(changed)
+}
+
+/// A `role` field: `None` when absent.
+fn requested_role(role: Option<&str>) -> Result<Option<Role>, AdminRefusal> {
+    role.map(|name| {
+        Role::parse(name).ok_or_else(|| {
+            AdminRefusal::invalid_field("role", "role must be platform-admin or site-manager")
+        })
+    })
+    .transpose()
+}
+
+/// A new admin's sites: one or more for a site manager, none for a platform admin.
+fn check_sites_for(role: Role, site_keys: Option<&[String]>) -> Result<(), AdminRefusal> {
+    match (role, site_keys) {
+        (Role::PlatformAdmin, Some(_)) => Err(platform_admin_sites()),
+        (Role::SiteManager, None) => Err(AdminRefusal::invalid_field(
+            "sites",
+            "a site manager needs at least one site",
+        )),
+        (Role::SiteManager, Some(keys)) => check_requested_sites(keys),
+        (Role::PlatformAdmin, None) => Ok(()),
+    }
+}
+
+fn platform_admin_sites() -> AdminRefusal {
+    AdminRefusal::invalid_field(
+        "sites",
+        "a platform admin manages every site; sites are for site managers",
+    )
+}
+
 fn admin_changed(change: AdminChange, client_id: &str) -> Result<AdminWithSites, ServiceError> {
     match change {
         AdminChange::Done(admin) => Ok(admin),
@@ -120,6 +285,10 @@ fn admin_changed(change: AdminChange, client_id: &str) -> Result<AdminWithSites,
         AdminChange::NotASiteManager => Err(ServiceError::AdminSetup(
             "a platform admin manages every site; only site managers are assigned sites",
         )),
+        // Only `update_admin` answers these, and it is not called through here.
+        AdminChange::SitesRequired | AdminChange::LastPlatformAdmin => {
+            Err(ServiceError::Invariant("an outcome of update_admin"))
+        }
     }
 }
 

@@ -1,16 +1,20 @@
 //! Operator use cases for resource servers (`tokenwarden resource-server …`): credentials, and the
 //! sites whose tokens a resource server may introspect.
 
+use std::net::IpAddr;
+
 use chrono::NaiveDateTime;
 
+use super::sites::{check_requested_sites, platform_admin_only, refused_name, unknown_site};
 use super::{Context, ServiceError};
 use crate::crypto;
-use crate::domain::audience::RESOURCE_SERVER_ID_PREFIX;
+use crate::domain::admin::{Admin, AdminRefusal};
+use crate::domain::audience::{ResourceServer, RESOURCE_SERVER_ID_PREFIX};
 use crate::domain::audit::Requester;
 use crate::domain::secret::Secret;
 use crate::domain::site::validate_name;
 use crate::domain::token::{self, SecretKind};
-use crate::store::{ResourceServer, ResourceServerChange};
+use crate::store::ResourceServerChange;
 
 /// Creates a resource server; the secret exists in clear only in the return value. With
 /// `site_keys`, it may introspect only those sites' tokens; without, every site's.
@@ -80,6 +84,62 @@ pub fn delete(
     }
     log::info!("deleted resource server {client_id}");
     Ok(())
+}
+
+/// `GET /admin/v1/resource-servers`: every resource server, for platform admins.
+pub fn list_as_admin(
+    context: &Context,
+    admin: &Admin,
+) -> Result<Vec<ResourceServer>, ServiceError> {
+    platform_admin_only(admin)?;
+    list(context)
+}
+
+/// `GET /admin/v1/resource-servers/{client_id}`.
+pub fn get_as_admin(
+    context: &Context,
+    admin: &Admin,
+    client_id: &str,
+) -> Result<ResourceServer, ServiceError> {
+    platform_admin_only(admin)?;
+    Ok(context
+        .store
+        .resource_server(client_id)?
+        .ok_or(AdminRefusal::ResourceServerNotFound)?)
+}
+
+/// `POST /admin/v1/resource-servers`: a platform admin creates a resource server (as [`create`],
+/// recorded as theirs), limited to `site_keys` when given.
+pub fn create_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    name: &str,
+    site_keys: Option<&[String]>,
+    now: NaiveDateTime,
+) -> Result<(ResourceServer, Secret), ServiceError> {
+    platform_admin_only(admin)?;
+    let name = validate_name(name).map_err(refused_name)?;
+    site_keys.map(check_requested_sites).transpose()?;
+    let by = Requester::admin(admin, address);
+    create(context, &by, &name, site_keys.unwrap_or_default(), now).map_err(unknown_site)
+}
+
+/// `DELETE /admin/v1/resource-servers/{client_id}`: as [`delete`], recorded as the admin's.
+pub fn delete_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    client_id: &str,
+    now: NaiveDateTime,
+) -> Result<(), ServiceError> {
+    platform_admin_only(admin)?;
+    delete(context, &Requester::admin(admin, address), client_id, now).map_err(
+        |error| match error {
+            ServiceError::UnknownResourceServer(_) => AdminRefusal::ResourceServerNotFound.into(),
+            other => other,
+        },
+    )
 }
 
 fn changed(change: ResourceServerChange, client_id: &str) -> Result<ResourceServer, ServiceError> {

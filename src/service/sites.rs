@@ -15,7 +15,9 @@ use crate::domain::auth_key::{
 };
 use crate::domain::secret::Secret;
 use crate::domain::site::SiteSummary;
-use crate::domain::site::{site_key_from_random, validate_name, NameError, Site, SiteCredentials};
+use crate::domain::site::{
+    is_site_key, site_key_from_random, validate_name, NameError, Site, SiteCredentials,
+};
 use crate::domain::token::{self, SecretKind};
 
 /// Creates a site with fresh credentials; the auth key exists in clear only in the return value.
@@ -170,7 +172,8 @@ pub fn update_as_admin(
     })
 }
 
-fn platform_admin_only(admin: &Admin) -> Result<(), AdminRefusal> {
+/// Refuses site managers: the platform API is for platform admins only.
+pub(super) fn platform_admin_only(admin: &Admin) -> Result<(), AdminRefusal> {
     if admin.manages_every_site() {
         Ok(())
     } else {
@@ -186,6 +189,40 @@ fn refused_overlap(_: OverlapError) -> AdminRefusal {
     )
 }
 
-fn refused_name(error: NameError) -> AdminRefusal {
+pub(super) fn refused_name(error: NameError) -> AdminRefusal {
     AdminRefusal::invalid_field("name", error.to_string())
+}
+
+/// Most site keys one `sites` list may hold.
+pub const MAX_REQUESTED_SITES: usize = 1000;
+
+/// The `sites` list of a platform API body (a resource server's limit, a site manager's sites):
+/// 1 to [`MAX_REQUESTED_SITES`] site keys. Entries are named by position, not quoted, unless they
+/// have the shape of a site key: a secret sent in the wrong place is never echoed.
+pub(super) fn check_requested_sites(site_keys: &[String]) -> Result<(), AdminRefusal> {
+    if site_keys.is_empty() || site_keys.len() > MAX_REQUESTED_SITES {
+        return Err(AdminRefusal::invalid_field(
+            "sites",
+            format!("sites must list 1 to {MAX_REQUESTED_SITES} site keys"),
+        ));
+    }
+    match site_keys.iter().position(|key| !is_site_key(key)) {
+        Some(index) => Err(AdminRefusal::invalid_field(
+            "sites",
+            format!("sites entry {} is not a site key", index + 1),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A site key of a `sites` list that names no site (it has a site key's shape, so it may be named).
+pub(super) fn unknown_site(error: ServiceError) -> ServiceError {
+    match error {
+        ServiceError::UnknownSite(site_key) => AdminRefusal::invalid_field(
+            "sites",
+            format!("sites names {site_key}, which is no site"),
+        )
+        .into(),
+        other => other,
+    }
 }

@@ -9,7 +9,7 @@ use super::audit::insert_audit;
 use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
 use super::sites::{SiteLookups, SiteRow};
 use super::{with_connection, write_transaction, Store, StoreError};
-use crate::domain::admin::{Admin, Role};
+use crate::domain::admin::{Admin, AdminWithSites, Role};
 use crate::domain::audit::{Action, Requester};
 use crate::domain::site::Site;
 use crate::domain::site::{SiteQuery, SiteSummary};
@@ -41,13 +41,6 @@ impl TryFrom<AdminRow> for Admin {
     }
 }
 
-/// An admin with the site keys assigned to them (always empty for platform admins).
-#[derive(Debug)]
-pub struct AdminWithSites {
-    pub admin: Admin,
-    pub site_keys: Vec<String>,
-}
-
 #[derive(Debug)]
 pub enum AdminChange {
     Done(AdminWithSites),
@@ -58,6 +51,26 @@ pub enum AdminChange {
     NameTaken,
     /// Platform admins manage every site; sites cannot be assigned to them.
     NotASiteManager,
+    /// A platform admin made a site manager needs sites.
+    SitesRequired,
+    /// The change would leave no enabled platform admin.
+    LastPlatformAdmin,
+}
+
+/// What `PATCH /admin/v1/admins/{client_id}` changes; `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdminUpdate<'a> {
+    pub enabled: Option<bool>,
+    pub role: Option<Role>,
+    /// A site manager's sites: the full new set.
+    pub site_keys: Option<&'a [String]>,
+}
+
+impl AdminUpdate<'_> {
+    /// Whether it may take an enabled platform admin away (disable or demote).
+    fn may_remove_platform_admin(&self) -> bool {
+        self.enabled == Some(false) || self.role == Some(Role::SiteManager)
+    }
 }
 
 /// A new admin's row, in the only form that may be stored (the secret as its digest).
@@ -139,6 +152,15 @@ impl Store {
         })
     }
 
+    /// One admin and their sites, if it exists.
+    pub fn admin(&self, client_id: &str) -> Result<Option<AdminWithSites>, StoreError> {
+        with_connection!(self, |conn| {
+            conn.admin_by_client_id(client_id)?
+                .map(|admin| conn.with_sites(admin))
+                .transpose()
+        })
+    }
+
     /// Assigns (`assign = true`) or unassigns sites of a site manager, all or none.
     pub fn change_admin_sites(
         &self,
@@ -206,21 +228,95 @@ impl Store {
         write_transaction!(self, |conn, changed| {
             // No answer about admins or their sessions is cached.
             changed.nothing();
-            let updated = diesel::update(admins::table.filter(admins::client_id.eq(client_id)))
-                .set(admins::enabled.eq(enabled))
-                .returning(AdminRow::as_returning())
-                .get_result(conn)
-                .optional()?;
-            let Some(row) = updated else {
+            let Some(mut admin) = conn.lock_admin(client_id)? else {
                 return Ok(AdminChange::UnknownAdmin);
             };
-            let admin = Admin::try_from(row)?;
-            if !enabled {
-                diesel::delete(admin_tokens::table.filter(admin_tokens::admin_id.eq(admin.id)))
-                    .execute(conn)?;
-            }
+            conn.set_enabled(admin.id, enabled)?;
+            admin.enabled = enabled;
             insert_audit!(conn, &by.event(now, action, client_id))?;
             Ok(AdminChange::Done(conn.with_sites(admin)?))
+        })
+    }
+
+    /// Changes an admin's enabled flag, role and (for a site manager) whole set of sites in one
+    /// transaction, recording each effective change as the CLI's commands do. A change that
+    /// would leave no enabled platform admin changes nothing (`LastPlatformAdmin`).
+    ///
+    /// That rule is checked here, not before: when the change may take a platform admin away,
+    /// every enabled platform admin's row is locked before they are counted
+    /// (`lock_enabled_platform_admins`). On PostgreSQL a second such change waits for the first
+    /// and then counts what it committed, so two platform admins disabling each other cannot both
+    /// succeed; SQLite's `BEGIN IMMEDIATE` runs the two one after the other anyway.
+    pub fn update_admin(
+        &self,
+        client_id: &str,
+        update: &AdminUpdate,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<AdminChange, StoreError> {
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
+            let platform_admins = if update.may_remove_platform_admin() {
+                conn.lock_enabled_platform_admins()?
+            } else {
+                Vec::new()
+            };
+            let Some(admin) = conn.lock_admin(client_id)? else {
+                return Ok(AdminChange::UnknownAdmin);
+            };
+            let role = update.role.unwrap_or(admin.role);
+            let enabled = update.enabled.unwrap_or(admin.enabled);
+            let site_ids = match (role, update.site_keys) {
+                (Role::PlatformAdmin, Some(_)) => return Ok(AdminChange::NotASiteManager),
+                (Role::SiteManager, None) if admin.role == Role::PlatformAdmin => {
+                    return Ok(AdminChange::SitesRequired)
+                }
+                (_, Some(keys)) => match conn.site_ids(keys)? {
+                    Ok(ids) => Some(
+                        ids.into_iter()
+                            .zip(keys.iter().cloned())
+                            .collect::<Vec<_>>(),
+                    ),
+                    Err(unknown) => return Ok(AdminChange::UnknownSite(unknown)),
+                },
+                (_, None) => None,
+            };
+            let was_platform_admin = admin.enabled && admin.manages_every_site();
+            let stays_platform_admin = enabled && role == Role::PlatformAdmin;
+            let others = platform_admins.iter().filter(|id| **id != admin.id).count();
+            if was_platform_admin && !stays_platform_admin && others == 0 {
+                return Ok(AdminChange::LastPlatformAdmin);
+            }
+            let this_admin = admins::table.filter(admins::id.eq(admin.id));
+            if role != admin.role {
+                diesel::update(this_admin)
+                    .set(admins::role.eq(role.as_str()))
+                    .execute(conn)?;
+                if role == Role::PlatformAdmin {
+                    diesel::delete(admin_sites::table.filter(admin_sites::admin_id.eq(admin.id)))
+                        .execute(conn)?;
+                }
+                let detail = format!("role {} (was {})", role.as_str(), admin.role.as_str());
+                let event = by.event(now, Action::AdminRoleChanged, client_id);
+                insert_audit!(conn, &event.with_detail(detail))?;
+            }
+            if let Some(wanted) = site_ids {
+                conn.replace_sites(admin.id, &wanted, by, now, client_id)?;
+            }
+            if enabled != admin.enabled {
+                conn.set_enabled(admin.id, enabled)?;
+                let action = if enabled {
+                    Action::AdminEnabled
+                } else {
+                    Action::AdminDisabled
+                };
+                insert_audit!(conn, &by.event(now, action, client_id))?;
+            }
+            let updated = conn
+                .admin_by_client_id(client_id)?
+                .ok_or(StoreError::UnexpectedValue("admins: updated row gone"))?;
+            Ok(AdminChange::Done(conn.with_sites(updated)?))
         })
     }
 
@@ -438,6 +534,51 @@ fn like_pattern(search: &str) -> String {
 trait AdminLookups {
     fn with_sites(&mut self, admin: Admin) -> Result<AdminWithSites, StoreError>;
     fn admin_by_client_id(&mut self, client_id: &str) -> Result<Option<Admin>, StoreError>;
+    /// The admin, its row locked until the transaction ends (a no-op `UPDATE … RETURNING`).
+    fn lock_admin(&mut self, client_id: &str) -> Result<Option<Admin>, StoreError>;
+    /// Enables or disables an admin; disabling also deletes their admin tokens, so they stop
+    /// working at once and enabling the admin again does not bring them back.
+    fn set_enabled(&mut self, admin_id: i64, enabled: bool) -> Result<(), StoreError>;
+    /// Makes `wanted` (site id, site key) a site manager's whole set of sites, recording what was
+    /// assigned and unassigned as `admin assign` and `admin unassign` do.
+    fn replace_sites(
+        &mut self,
+        admin_id: i64,
+        wanted: &[(i64, String)],
+        by: &Requester,
+        now: NaiveDateTime,
+        client_id: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// The ids of the enabled platform admins, each row locked until the transaction ends: the count
+/// that `update_admin`'s last-platform-admin rule reads cannot change under it.
+trait LockPlatformAdmins {
+    fn lock_enabled_platform_admins(&mut self) -> Result<Vec<i64>, StoreError>;
+}
+
+impl LockPlatformAdmins for diesel::pg::PgConnection {
+    fn lock_enabled_platform_admins(&mut self) -> Result<Vec<i64>, StoreError> {
+        Ok(admins::table
+            .filter(admins::role.eq(Role::PlatformAdmin.as_str()))
+            .filter(admins::enabled.eq(true))
+            .order(admins::id)
+            .select(admins::id)
+            .for_update()
+            .load(self)?)
+    }
+}
+
+impl LockPlatformAdmins for diesel::sqlite::SqliteConnection {
+    /// No row locks in SQLite: the write transaction (`BEGIN IMMEDIATE`) already excludes every
+    /// other writer.
+    fn lock_enabled_platform_admins(&mut self) -> Result<Vec<i64>, StoreError> {
+        Ok(admins::table
+            .filter(admins::role.eq(Role::PlatformAdmin.as_str()))
+            .filter(admins::enabled.eq(true))
+            .select(admins::id)
+            .load(self)?)
+    }
 }
 
 macro_rules! impl_admin_lookups {
@@ -451,6 +592,86 @@ macro_rules! impl_admin_lookups {
                     .select(sites::site_key)
                     .load::<String>(self)?;
                 Ok(AdminWithSites { admin, site_keys })
+            }
+
+            fn lock_admin(&mut self, client_id: &str) -> Result<Option<Admin>, StoreError> {
+                diesel::update(admins::table.filter(admins::client_id.eq(client_id)))
+                    .set(admins::client_id.eq(admins::client_id))
+                    .returning(AdminRow::as_returning())
+                    .get_result(self)
+                    .optional()?
+                    .map(Admin::try_from)
+                    .transpose()
+            }
+
+            fn set_enabled(&mut self, admin_id: i64, enabled: bool) -> Result<(), StoreError> {
+                diesel::update(admins::table.filter(admins::id.eq(admin_id)))
+                    .set(admins::enabled.eq(enabled))
+                    .execute(self)?;
+                if !enabled {
+                    diesel::delete(admin_tokens::table.filter(admin_tokens::admin_id.eq(admin_id)))
+                        .execute(self)?;
+                }
+                Ok(())
+            }
+
+            fn replace_sites(
+                &mut self,
+                admin_id: i64,
+                wanted: &[(i64, String)],
+                by: &Requester,
+                now: NaiveDateTime,
+                client_id: &str,
+            ) -> Result<(), StoreError> {
+                let current: Vec<(i64, String)> = admin_sites::table
+                    .inner_join(sites::table)
+                    .filter(admin_sites::admin_id.eq(admin_id))
+                    .select((sites::id, sites::site_key))
+                    .load(self)?;
+                let mut added: Vec<&(i64, String)> = wanted
+                    .iter()
+                    .filter(|site| !current.contains(site))
+                    .collect();
+                added.sort_unstable();
+                added.dedup();
+                let removed: Vec<&(i64, String)> = current
+                    .iter()
+                    .filter(|site| !wanted.contains(site))
+                    .collect();
+                for (site_id, _) in &added {
+                    diesel::insert_into(admin_sites::table)
+                        .values((
+                            admin_sites::admin_id.eq(admin_id),
+                            admin_sites::site_id.eq(site_id),
+                        ))
+                        .on_conflict_do_nothing()
+                        .execute(self)?;
+                }
+                for (site_id, _) in &removed {
+                    diesel::delete(
+                        admin_sites::table
+                            .filter(admin_sites::admin_id.eq(admin_id))
+                            .filter(admin_sites::site_id.eq(site_id)),
+                    )
+                    .execute(self)?;
+                }
+                for (action, sites) in [
+                    (Action::AdminSitesAssigned, added),
+                    (Action::AdminSitesUnassigned, removed),
+                ] {
+                    if sites.is_empty() {
+                        continue;
+                    }
+                    let mut keys: Vec<&str> = sites.iter().map(|(_, key)| key.as_str()).collect();
+                    keys.sort_unstable();
+                    let event = by.event(now, action, client_id);
+                    let conn = &mut *self;
+                    insert_audit!(
+                        conn,
+                        &event.with_detail(format!("sites {}", keys.join(", ")))
+                    )?;
+                }
+                Ok(())
             }
 
             fn admin_by_client_id(&mut self, client_id: &str) -> Result<Option<Admin>, StoreError> {

@@ -33,9 +33,9 @@ mod sites;
 mod sqlite_probe;
 mod tokens;
 
-pub use admins::{AdminChange, AdminWithSites, NewAdmin};
+pub use admins::{AdminChange, AdminUpdate, NewAdmin};
 pub use changes::{ChangeFeed, ChangeTag, Stamp};
-pub use resource_servers::{ResourceServer, ResourceServerAccess, ResourceServerChange};
+pub use resource_servers::{ResourceServerAccess, ResourceServerChange};
 pub use site_tokens::{
     Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
 };

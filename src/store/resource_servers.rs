@@ -8,29 +8,8 @@ use super::audit::insert_audit;
 use super::schema::{resource_server_sites, resource_servers, sites};
 use super::sites::SiteLookups;
 use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
+use crate::domain::audience::ResourceServer;
 use crate::domain::audit::{Action, Requester};
-
-/// A resource server as listed to the operator (no secret).
-#[derive(Debug, Clone)]
-pub struct ResourceServer {
-    pub client_id: String,
-    pub name: String,
-    pub created_at: NaiveDateTime,
-    /// The keys of the sites whose tokens it may introspect, in order; `None`: every site.
-    pub site_keys: Option<Vec<String>>,
-}
-
-impl ResourceServer {
-    /// `all`, or the site keys of its limit (`none` when it is empty), for the CLI, the log and the
-    /// audit trail.
-    pub fn sites_text(&self) -> String {
-        match &self.site_keys {
-            None => "all".to_string(),
-            Some(keys) if keys.is_empty() => "none".to_string(),
-            Some(keys) => keys.join(", "),
-        }
-    }
-}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = resource_servers)]
@@ -117,6 +96,15 @@ impl Store {
             rows.into_iter()
                 .map(|row| conn.with_site_keys(row))
                 .collect()
+        })
+    }
+
+    /// One resource server, if it exists.
+    pub fn resource_server(&self, client_id: &str) -> Result<Option<ResourceServer>, StoreError> {
+        with_connection!(self, |conn| {
+            conn.resource_server_row(client_id)?
+                .map(|row| conn.with_site_keys(row))
+                .transpose()
         })
     }
 

@@ -2444,6 +2444,26 @@ fn a_wrong_method_on_an_admin_path_is_405_with_allow(app: TestApp) {
             vec!["POST"],
             vec![Method::GET, Method::DELETE],
         ),
+        (
+            "/admin/v1/resource-servers".into(),
+            vec!["GET", "POST"],
+            vec![Method::PUT, Method::DELETE, Method::PATCH],
+        ),
+        (
+            "/admin/v1/resource-servers/rs_AAAAAAAAAAAAAAAAAAAA".into(),
+            vec!["GET", "DELETE"],
+            vec![Method::POST, Method::PUT, Method::PATCH],
+        ),
+        (
+            "/admin/v1/admins".into(),
+            vec!["GET", "POST"],
+            vec![Method::PUT, Method::DELETE, Method::PATCH],
+        ),
+        (
+            "/admin/v1/admins/adm_AAAAAAAAAAAAAAAAAAAA".into(),
+            vec!["GET", "PATCH"],
+            vec![Method::POST, Method::PUT, Method::DELETE],
+        ),
     ];
     for (path, allowed, methods) in cases {
         for method in methods {

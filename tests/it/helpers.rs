@@ -710,6 +710,26 @@ impl TestNode {
         request.send().expect("the request reaches the server")
     }
 
+    /// `PATCH path` with `Authorization: Bearer token` and `body` as `application/json`.
+    pub fn admin_patch(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("the request reaches the server")
+    }
+
+    /// `DELETE path` with `Authorization: Bearer token`.
+    pub fn admin_delete(&self, token: &str, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .expect("the request reaches the server")
+    }
+
     /// `GET path` as `token`, insisting on 200 JSON.
     pub fn admin_get_ok(&self, token: &str, path: &str) -> Value {
         let response = self.admin_get(token, path);

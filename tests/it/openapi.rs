@@ -104,6 +104,14 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         ),
         ("/admin/v1/sites/{site_key}", "patch"),
         ("/admin/v1/sites/{site_key}/auth-key", "post"),
+        ("/admin/v1/resource-servers", "get"),
+        ("/admin/v1/resource-servers", "post"),
+        ("/admin/v1/resource-servers/{client_id}", "get"),
+        ("/admin/v1/resource-servers/{client_id}", "delete"),
+        ("/admin/v1/admins", "get"),
+        ("/admin/v1/admins", "post"),
+        ("/admin/v1/admins/{client_id}", "get"),
+        ("/admin/v1/admins/{client_id}", "patch"),
     ];
     for (path, method) in admin_operations {
         let operation = &document["paths"][path][method];
@@ -114,8 +122,18 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
             "{method} {path} does not require an admin token"
         );
         assert!(
-            operation["responses"]["404"].is_object() || path == "/admin/v1/sites",
+            operation["responses"]["404"].is_object() || !path.contains('{'),
             "{method} {path} lacks 404"
+        );
+    }
+    for (path, method, status) in [
+        ("/admin/v1/resource-servers", "post", "422"),
+        ("/admin/v1/admins", "post", "422"),
+        ("/admin/v1/admins/{client_id}", "patch", "409"),
+    ] {
+        assert!(
+            document["paths"][path][method]["responses"][status].is_object(),
+            "{method} {path} lacks {status}"
         );
     }
     let create = &document["paths"]["/admin/v1/sites/{site_key}/tokens"]["post"];
