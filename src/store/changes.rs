@@ -66,8 +66,9 @@ const SLOTS: usize = 1 << 16;
 const MAX_TAGS: usize = 400;
 /// Recorded for a change that names no tags: every cached answer is invalidated.
 const EVERYTHING: &str = "*";
-/// How often the listener looks for notifications.
-const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How often the listener looks for notifications: every wake-up takes the CPU from a request, and
+/// a change's answer waits up to this long once per node.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// How often a waiting write asks again whether every node has applied its change.
 const CONFIRMATION_POLL: Duration = Duration::from_millis(1);
