@@ -100,7 +100,9 @@ where
             // A request that failed outside any handler has no response to carry its id or to
             // log; every handler's own errors are responses by now.
             if let Ok(response) = &mut response {
-                response.headers_mut().insert(X_REQUEST_ID, id.into_header());
+                response
+                    .headers_mut()
+                    .insert(X_REQUEST_ID, id.into_header());
                 if access_log::enabled() {
                     let request = response.request();
                     let client = match request.app_data::<web::Data<AppState>>() {
