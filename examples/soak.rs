@@ -1051,8 +1051,8 @@ fn report(
     // Connections: the pool's own gauge, and what the database (or the file table) sees.
     let (what, allowed) = match options.database {
         Database::Sqlite(_) => (
-            "open files on the database (pool + data_version probe)",
-            options.pool_size + 1,
+            "open files on the database (pool + data_version probe + change-log reader)",
+            options.pool_size + 2,
         ),
         Database::Postgres { .. } => (
             "backends in pg_stat_activity (pool + change listener)",
