@@ -72,7 +72,7 @@ const EVERYTHING: &str = "*";
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// How often a waiting write asks again whether every node has applied its change.
-const CONFIRMATION_POLL: Duration = Duration::from_millis(1);
+pub(crate) const CONFIRMATION_POLL: Duration = Duration::from_millis(1);
 /// How long `change_log` rows are kept (SQLite): a process that has not looked for this long
 /// finds a gap and empties its caches.
 pub(crate) const CHANGE_LOG_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
@@ -463,7 +463,7 @@ impl ChangeFeed {
     /// Applies the log rows after the last one applied; the first time, or after a gap (rows
     /// pruned before this process read them), empties everything instead.
     fn apply_log(&self, probe: &mut SqliteProbe) -> Result<(), StoreError> {
-        let reader = match probe.log_reader.take() {
+        let mut reader = match probe.log_reader.take() {
             Some(reader) => reader,
             None => {
                 // No busy timeout, as the probe's: this runs on the HTTP worker. Readers of a WAL
@@ -475,7 +475,6 @@ impl ChangeFeed {
                 reader
             }
         };
-        let mut reader = reader;
         let rows = match probe.last_applied {
             None => {
                 let last = change_log::table
@@ -731,11 +730,6 @@ pub(crate) fn nodes_behind(
             .sql(")"),
     )
     .get_result::<i64>(conn)?)
-}
-
-/// How often a write asks whether other nodes have applied it, and the longest it waits.
-pub(crate) fn confirmation_schedule(lease: Duration) -> (Duration, Duration) {
-    (CONFIRMATION_POLL, lease * 2)
 }
 
 /// `url` with [`LISTENER_TCP_USER_TIMEOUT_MS`] as libpq's `tcp_user_timeout`, unless the operator

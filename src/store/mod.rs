@@ -492,7 +492,7 @@ impl Store {
         else {
             return Ok(());
         };
-        let (poll, longest) = changes::confirmation_schedule(lease);
+        let (poll, longest) = (changes::CONFIRMATION_POLL, lease * 2);
         let started = std::time::Instant::now();
         let waited_too_long = || started.elapsed() > longest;
         while let Some(applied) = self.changes.own_applied() {

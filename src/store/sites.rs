@@ -222,14 +222,14 @@ impl Store {
                 return Ok(None);
             };
             let current = Site::from(current);
-            // The name is part of every introspection answer about the site's tokens.
-            if name.is_some_and(|name| name != current.name)
-                || enabled.is_some_and(|enabled| enabled != current.enabled)
-            {
+            // Both change answers: the name is part of every introspection answer about the
+            // site's tokens, the enabled flag of those and of its authentication.
+            let mut touched = || {
                 changed.tag(ChangeTag::site(current.id));
                 changed.tag(ChangeTag::site_key(site_key));
-            }
+            };
             if let Some(name) = name.filter(|name| *name != current.name) {
+                touched();
                 diesel::update(this_site)
                     .set(sites::name.eq(name))
                     .execute(conn)?;
@@ -239,6 +239,7 @@ impl Store {
                 insert_audit!(conn, &event)?;
             }
             if let Some(enabled) = enabled.filter(|enabled| *enabled != current.enabled) {
+                touched();
                 diesel::update(this_site)
                     .set(sites::enabled.eq(enabled))
                     .execute(conn)?;
