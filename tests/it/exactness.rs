@@ -318,6 +318,15 @@ fn a_node_with_a_dead_listener_never_answers_from_its_cache() {
                  WHERE application_name = 'tokenwarden-listener {node_id}'"
             ))
             .expect("terminate the listener");
+        // Noticed by the listener itself, long before its lease (0.9 s) would run out.
+        let terminated = Instant::now();
+        while other.context.store.changes().is_live() {
+            assert!(
+                terminated.elapsed() < Duration::from_millis(300),
+                "a dead listener left the caches answering"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
         assert_eq!(app.invalidate(&site, &token).status(), 200);
         assert_eq!(other.introspect(&api, &token)["active"], false);
         wait_for_live_change_feed(&other);
