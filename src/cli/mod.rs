@@ -16,8 +16,8 @@ use crate::domain::admin::AdminWithSites;
 use crate::domain::admin::Role;
 use crate::domain::audience::ResourceServer;
 use crate::domain::audit::{self, Action, AuditQuery, Requester};
-use crate::domain::auth_key::Overlap;
 use crate::domain::client_address::{parse_trusted_proxy, ForwardedHeaders, TrustedProxies};
+use crate::domain::rotation::{overlap_end, Overlap};
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
 use crate::domain::throttle::{self, ThrottleLimits};
@@ -308,6 +308,9 @@ enum ResourceServerCommand {
     Unassign(SiteAssignment),
     /// Delete a resource server: its credentials stop working at once
     Delete { client_id: String },
+    /// Replace a resource server's secret; prints the new one. The old one stops working at once,
+    /// or when --overlap has passed; a secret an earlier rotation replaced stops at once
+    RotateSecret(SecretRotation),
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,6 +335,19 @@ enum AdminCommand {
     Disable { client_id: String },
     /// Enable a disabled admin again (old admin tokens stay revoked)
     Enable { client_id: String },
+    /// Replace an admin's secret; prints the new one. The old one stops working at once, or when
+    /// --overlap has passed; admin tokens already issued keep working until they expire
+    RotateSecret(SecretRotation),
+}
+
+/// A client whose secret is replaced, and how long the replaced one keeps working.
+#[derive(Debug, Args)]
+struct SecretRotation {
+    client_id: String,
+    /// How long the old secret keeps working: seconds, or a number with s, m, h or d (90s, 30m,
+    /// 24h, 7d); at most 7d
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_overlap)]
+    overlap: Overlap,
 }
 
 /// A client (resource server or site manager) and the sites given to it or taken from it.
@@ -718,7 +734,8 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
         SiteCommand::List => {
             let summaries = sites::list(context)?;
             let now = crate::clock::now();
-            let previous_until = |site: &Site| site.previous_auth_key_end(now).map(utc_seconds);
+            let previous_until =
+                |site: &Site| overlap_end(site.previous_auth_key_valid_until, now).map(utc_seconds);
             let rows: Vec<Value> = summaries
                 .iter()
                 .map(|summary| {
@@ -758,22 +775,12 @@ fn site(config: &Config, command: SiteCommand, json: bool) -> CliResult {
                 overlap,
                 crate::clock::now(),
             )?;
-            let previous_valid_until = rotated.site.previous_auth_key_valid_until.map(utc_seconds);
-            let output = json!({
-                "site_key": site_key,
-                "auth_key": rotated.auth_key.expose(),
-                "previous_valid_until": previous_valid_until,
-            });
-            print_output(json, &output, || {
-                let old = match &previous_valid_until {
-                    Some(until) => format!("the old auth key works until {until}"),
-                    None => "the old auth key no longer works".to_string(),
-                };
-                format!(
-                    "New auth key for {site_key}: {}\n({old})",
-                    rotated.auth_key.expose()
-                )
-            });
+            print_rotated(
+                json,
+                ("site_key", &site_key),
+                ("auth_key", &rotated.auth_key),
+                rotated.site.previous_auth_key_valid_until,
+            );
         }
         SiteCommand::Disable { site_key } => {
             sites::set_enabled(context, &operator(), &site_key, false, crate::clock::now())?;
@@ -863,8 +870,50 @@ fn resource_server(config: &Config, command: ResourceServerCommand, json: bool) 
                 format!("Resource server {client_id} deleted")
             });
         }
+        ResourceServerCommand::RotateSecret(SecretRotation { client_id, overlap }) => {
+            let (rotated, secret) = resource_servers::rotate_secret(
+                context,
+                &operator(),
+                &client_id,
+                overlap,
+                crate::clock::now(),
+            )?;
+            print_rotated(
+                json,
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+                rotated.previous_secret_valid_until,
+            );
+        }
     }
     Ok(())
+}
+
+/// What a rotation prints: the client, its new secret (shown this once) and until when the
+/// replaced one works.
+fn print_rotated(
+    json: bool,
+    (id_name, id): (&str, &str),
+    (secret_name, secret): (&str, &Secret),
+    previous_valid_until: Option<chrono::NaiveDateTime>,
+) {
+    let previous_valid_until = previous_valid_until.map(utc_seconds);
+    let output = json!({
+        id_name: id,
+        secret_name: secret.expose(),
+        "previous_valid_until": previous_valid_until,
+    });
+    let what = secret_name.replace('_', " ");
+    print_output(json, &output, || {
+        let old = match &previous_valid_until {
+            Some(until) => format!("the old {what} works until {until}"),
+            None => format!("the old {what} no longer works"),
+        };
+        format!(
+            "New {what} for {id}: {}\n({old}; shown this once only, store it now)",
+            secret.expose()
+        )
+    });
 }
 
 /// `sites` is `null` for a resource server that sees every site, else the site keys it may see.
@@ -951,6 +1000,22 @@ fn admin(config: &Config, command: AdminCommand, json: bool) -> CliResult {
         }
         AdminCommand::Enable { client_id } => {
             admins::set_enabled(context, &operator(), &client_id, true, crate::clock::now())?
+        }
+        AdminCommand::RotateSecret(SecretRotation { client_id, overlap }) => {
+            let (rotated, secret) = admins::rotate_secret(
+                context,
+                &operator(),
+                &client_id,
+                overlap,
+                crate::clock::now(),
+            )?;
+            print_rotated(
+                json,
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+                rotated.admin.previous_secret_valid_until,
+            );
+            return Ok(());
         }
     };
     print_output(json, &admin_json(&changed), || {

@@ -46,6 +46,9 @@ pub struct Admin {
     pub role: Role,
     pub enabled: bool,
     pub created_at: NaiveDateTime,
+    /// When the secret its last rotation replaced stops (or stopped) working; `None` when that
+    /// rotation had no overlap, or there was none.
+    pub previous_secret_valid_until: Option<NaiveDateTime>,
 }
 
 impl Admin {

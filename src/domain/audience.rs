@@ -20,6 +20,9 @@ pub struct ResourceServer {
     pub created_at: chrono::NaiveDateTime,
     /// The keys of the sites whose tokens it may introspect, in order; `None`: every site.
     pub site_keys: Option<Vec<String>>,
+    /// When the secret its last rotation replaced stops (or stopped) working; `None` when that
+    /// rotation had no overlap, or there was none.
+    pub previous_secret_valid_until: Option<chrono::NaiveDateTime>,
 }
 
 impl ResourceServer {

@@ -115,6 +115,7 @@ pub enum Action {
     AdminSitesUnassigned,
     /// A platform admin made an admin a site manager, or a site manager a platform admin.
     AdminRoleChanged,
+    AdminSecretRotated,
     SiteCreated,
     SiteRenamed,
     SiteEnabled,
@@ -126,6 +127,7 @@ pub enum Action {
     ResourceServerDeleted,
     ResourceServerSitesAssigned,
     ResourceServerSitesUnassigned,
+    ResourceServerSecretRotated,
     TokenCreated,
     TokenRegenerated,
     TokenValidated,
@@ -142,7 +144,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 29] = [
         Action::AdminSignedIn,
         Action::AdminTokenRevoked,
         Action::AdminCreated,
@@ -151,6 +153,7 @@ impl Action {
         Action::AdminSitesAssigned,
         Action::AdminSitesUnassigned,
         Action::AdminRoleChanged,
+        Action::AdminSecretRotated,
         Action::SiteCreated,
         Action::SiteRenamed,
         Action::SiteEnabled,
@@ -161,6 +164,7 @@ impl Action {
         Action::ResourceServerDeleted,
         Action::ResourceServerSitesAssigned,
         Action::ResourceServerSitesUnassigned,
+        Action::ResourceServerSecretRotated,
         Action::TokenCreated,
         Action::TokenRegenerated,
         Action::TokenValidated,
@@ -182,6 +186,7 @@ impl Action {
             Action::AdminSitesAssigned => "admin_sites_assigned",
             Action::AdminSitesUnassigned => "admin_sites_unassigned",
             Action::AdminRoleChanged => "admin_role_changed",
+            Action::AdminSecretRotated => "admin_secret_rotated",
             Action::SiteCreated => "site_created",
             Action::SiteRenamed => "site_renamed",
             Action::SiteEnabled => "site_enabled",
@@ -192,6 +197,7 @@ impl Action {
             Action::ResourceServerDeleted => "resource_server_deleted",
             Action::ResourceServerSitesAssigned => "resource_server_sites_assigned",
             Action::ResourceServerSitesUnassigned => "resource_server_sites_unassigned",
+            Action::ResourceServerSecretRotated => "resource_server_secret_rotated",
             Action::TokenCreated => "token_created",
             Action::TokenRegenerated => "token_regenerated",
             Action::TokenValidated => "token_validated",

@@ -16,19 +16,8 @@ pub struct Site {
     pub enabled: bool,
     pub created_at: chrono::NaiveDateTime,
     /// When the auth key the last rotation replaced stops (or stopped) working; `None` when that
-    /// rotation had no overlap, or there was none. See [`Site::previous_auth_key_end`].
+    /// rotation had no overlap, or there was none. See [`crate::domain::rotation::overlap_end`].
     pub previous_auth_key_valid_until: Option<chrono::NaiveDateTime>,
-}
-
-impl Site {
-    /// When the replaced auth key stops working, if it still works at `now`.
-    pub fn previous_auth_key_end(
-        &self,
-        now: chrono::NaiveDateTime,
-    ) -> Option<chrono::NaiveDateTime> {
-        self.previous_auth_key_valid_until
-            .filter(|valid_until| now < *valid_until)
-    }
 }
 
 /// A new site's credentials, shown to the operator once.

@@ -23,6 +23,7 @@ use crate::domain::audience::RequestedAudience;
 use crate::domain::history::HistoryEntry;
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{bearer_token, Params};
+use crate::domain::rotation::overlap_end;
 use crate::domain::secret::Secret;
 use crate::domain::site::{SiteQuery, SiteSummary};
 use crate::service::site_tokens::{self, Acting, TokenAction, TokenOrder};
@@ -687,7 +688,11 @@ impl SiteView {
     /// The site as shown at `now`.
     pub(super) fn new(summary: SiteSummary, now: NaiveDateTime) -> Self {
         SiteView {
-            previous_auth_key_valid_until: summary.site.previous_auth_key_end(now).map(rfc3339),
+            previous_auth_key_valid_until: overlap_end(
+                summary.site.previous_auth_key_valid_until,
+                now,
+            )
+            .map(rfc3339),
             site_key: summary.site.site_key,
             name: summary.site.name,
             enabled: summary.site.enabled,

@@ -94,6 +94,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
             platform::rotate_auth_key,
         ))
         .service(only(
+            Method::POST,
+            "/admin/v1/resource-servers/{client_id}/secret",
+            platform_resource_servers::rotate_secret,
+        ))
+        .service(only(
+            Method::POST,
+            "/admin/v1/admins/{client_id}/secret",
+            platform_admins::rotate_secret,
+        ))
+        .service(only(
             Method::DELETE,
             "/admin/v1/sessions/current",
             revocation::end_session,

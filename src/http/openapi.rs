@@ -18,7 +18,8 @@ use super::oauth::{
     self, InvalidateForm, InvalidatedResponse, RevokeForm, TokenForm, TokenResponse,
 };
 use super::platform::{
-    self, CreateSiteBody, CreatedSiteView, RotateAuthKeyBody, RotatedAuthKeyView, UpdateSiteBody,
+    self, CreateSiteBody, CreatedSiteView, RotatedAuthKeyView, RotatedSecretView, RotationBody,
+    UpdateSiteBody,
 };
 use super::platform_admins::{
     self, AdminView, AdminsResponse, CreateAdminBody, CreatedAdminView, UpdateAdminBody,
@@ -67,10 +68,12 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         platform_resource_servers::create,
         platform_resource_servers::get,
         platform_resource_servers::delete,
+        platform_resource_servers::rotate_secret,
         platform_admins::list,
         platform_admins::create,
         platform_admins::get,
-        platform_admins::update
+        platform_admins::update,
+        platform_admins::rotate_secret
     ),
     components(schemas(
         TokenForm,
@@ -100,8 +103,9 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         CreateSiteBody,
         UpdateSiteBody,
         CreatedSiteView,
-        RotateAuthKeyBody,
+        RotationBody,
         RotatedAuthKeyView,
+        RotatedSecretView,
         CreateResourceServerBody,
         ResourceServerView,
         ResourceServersResponse,

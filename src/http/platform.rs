@@ -1,6 +1,7 @@
 //! The platform API: what platform admins provision over HTTP instead of with the CLI. Sites:
 //! `POST /admin/v1/sites`, `PATCH /admin/v1/sites/{site_key}` and
-//! `POST /admin/v1/sites/{site_key}/auth-key`. Site managers may rotate the auth keys of the sites
+//! `POST /admin/v1/sites/{site_key}/auth-key`, and the body and answer every secret rotation shares
+//! (a site's auth key here, a resource server's or an admin's client secret in their files). Site managers may rotate the auth keys of the sites
 //! they manage (others are not found, as everywhere in the admin API); everything else gets them
 //! 403 `forbidden`.
 
@@ -12,7 +13,7 @@ use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals, SiteView};
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
 use super::AppState;
-use crate::domain::auth_key::RequestedOverlap;
+use crate::domain::rotation::RequestedOverlap;
 use crate::service::sites;
 
 /// Body of `POST /admin/v1/sites`.
@@ -36,12 +37,13 @@ pub struct UpdateSiteBody {
     pub enabled: Option<bool>,
 }
 
-/// Body of `POST /admin/v1/sites/{site_key}/auth-key`; optional.
+/// Body of a rotation (`POST …/sites/{site_key}/auth-key`, `POST …/resource-servers/{client_id}/secret`,
+/// `POST …/admins/{client_id}/secret`); optional.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RotateAuthKeyBody {
-    /// Seconds the replaced auth key keeps working, 0 to 604800 (7 days). Absent, `null` or 0: it
-    /// stops at once. A key an earlier rotation replaced stops at once either way.
+pub struct RotationBody {
+    /// Seconds the replaced auth key or secret keeps working, 0 to 604800 (7 days). Absent, `null`
+    /// or 0: it stops at once. One an earlier rotation replaced stops at once either way.
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 604800)]
     pub overlap_seconds: Option<RequestedOverlap>,
 }
@@ -54,6 +56,17 @@ pub struct RotatedAuthKeyView {
     pub auth_key: String,
     /// RFC 3339, UTC: until when the replaced auth key also works; `null` when it stopped with
     /// the rotation.
+    pub previous_valid_until: Option<String>,
+}
+
+/// A resource server's or an admin's new client secret, shown in this answer only.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RotatedSecretView {
+    pub client_id: String,
+    /// The new client secret, shown this once only: store it now.
+    pub client_secret: String,
+    /// RFC 3339, UTC: until when the replaced secret also works; `null` when it stopped with the
+    /// rotation.
     pub previous_valid_until: Option<String>,
 }
 
@@ -169,7 +182,7 @@ pub async fn update_site(
     path = "/admin/v1/sites/{site_key}/auth-key",
     tag = "admin",
     params(("site_key" = String, Path, description = "The site key")),
-    request_body(content = Option<RotateAuthKeyBody>, content_type = "application/json"),
+    request_body(content = Option<RotationBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "Rotated; `auth_key` is shown this once only", body = RotatedAuthKeyView),
         (status = 403, description = "`insufficient_scope` for a site token", body = ErrorBody),
@@ -185,8 +198,7 @@ pub async fn rotate_auth_key(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, body): (_, RotateAuthKeyBody) =
-        Caller::with_json(&state, &request, payload).await?;
+    let (caller, body): (_, RotationBody) = Caller::with_json(&state, &request, payload).await?;
     let site_key = path.into_inner();
     let address = caller.address;
     let rotated = caller

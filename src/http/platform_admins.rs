@@ -1,5 +1,5 @@
-//! The platform API's admins: `GET`/`POST /admin/v1/admins` and `GET`/`PATCH
-//! /admin/v1/admins/{client_id}`, the HTTP face of `tokenwarden admin …` (the use cases in
+//! The platform API's admins: `GET`/`POST /admin/v1/admins`, `GET`/`PATCH
+//! /admin/v1/admins/{client_id}` and `POST /admin/v1/admins/{client_id}/secret`, the HTTP face of `tokenwarden admin …` (the use cases in
 //! `service::admins`, recorded with the calling admin as actor). Platform admins only; site
 //! managers get 403 `forbidden`. Kept apart from `platform.rs` (sites) so that each subject's
 //! handlers and views live in one file.
@@ -8,12 +8,16 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{answer, rfc3339, Caller};
+use chrono::NaiveDateTime;
+
+use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals};
 use super::body::read_json;
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
+use super::platform::{RotatedSecretView, RotationBody};
 use super::AppState;
 use crate::domain::admin::AdminWithSites;
+use crate::domain::rotation::overlap_end;
 use crate::service::admins;
 
 /// Body of `POST /admin/v1/admins`.
@@ -61,6 +65,9 @@ pub struct AdminView {
     pub site_keys: Option<Vec<String>>,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// RFC 3339, UTC: until when the secret its last rotation replaced also works; `null` when
+    /// only the current secret works.
+    pub previous_secret_valid_until: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -102,11 +109,15 @@ pub async fn list(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
+    let now = caller.now;
     let listed = caller
         .run(|context, admin, _| admins::list_as_admin(context, admin))
         .await?;
     Ok(answer(AdminsResponse {
-        admins: listed.into_iter().map(AdminView::from).collect(),
+        admins: listed
+            .into_iter()
+            .map(|entry| AdminView::new(entry, now))
+            .collect(),
     }))
 }
 
@@ -137,6 +148,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
+    let now = caller.now;
     let body: CreateAdminBody =
         read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let address = caller.address;
@@ -153,7 +165,7 @@ pub async fn create(
             )
         })
         .await?;
-    let view = AdminView::from(created);
+    let view = AdminView::new(created, now);
     Ok(no_store(HttpResponse::Created())
         .insert_header((
             header::LOCATION,
@@ -190,11 +202,12 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
+    let now = caller.now;
     let client_id = path.into_inner();
     let found = caller
         .run(move |context, admin, _| admins::get_as_admin(context, admin, &client_id))
         .await?;
-    Ok(answer(AdminView::from(found)))
+    Ok(answer(AdminView::new(found, now)))
 }
 
 /// Enable or disable an admin, change its role, or give a site manager a new set of sites
@@ -229,6 +242,7 @@ pub async fn update(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
+    let now = caller.now;
     let client_id = path.into_inner();
     let body: UpdateAdminBody =
         read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
@@ -249,13 +263,65 @@ pub async fn update(
             )
         })
         .await?;
-    Ok(answer(AdminView::from(updated)))
+    Ok(answer(AdminView::new(updated, now)))
 }
 
-impl From<AdminWithSites> for AdminView {
-    fn from(entry: AdminWithSites) -> Self {
+/// Replace an admin's client secret, optionally keeping the old one working for a while (platform
+/// admins only; an admin's own secret included).
+///
+/// During the overlap both secrets get admin tokens; after it only the new one. A rotation during
+/// an overlap ends that older overlap at once, so at most two secrets are ever valid. Admin tokens
+/// already issued keep working until they expire; disabling the admin ends them at once. Recorded
+/// in the audit trail with the overlap (never a secret).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/admins/{client_id}/secret",
+    tag = "admin",
+    params(("client_id" = String, Path, description = "The admin's client id")),
+    request_body(content = Option<RotationBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rotated; `client_secret` is shown this once only", body = RotatedSecretView),
+        (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
+        (status = 404, description = "No such admin", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown field, or `overlap_seconds` not a whole number from 0 to 604800", body = ErrorBody),
+        JsonBodyRefusals,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn rotate_secret(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, body): (_, RotationBody) = Caller::with_json(&state, &request, payload).await?;
+    let client_id = path.into_inner();
+    let address = caller.address;
+    let (rotated, secret) = caller
+        .run(move |context, admin, now| {
+            admins::rotate_secret_as_admin(
+                context,
+                admin,
+                address,
+                &client_id,
+                body.overlap_seconds.as_ref(),
+                now,
+            )
+        })
+        .await?;
+    Ok(answer(RotatedSecretView {
+        client_secret: secret.expose().to_string(),
+        previous_valid_until: rotated.admin.previous_secret_valid_until.map(rfc3339),
+        client_id: rotated.admin.client_id,
+    }))
+}
+
+impl AdminView {
+    fn new(entry: AdminWithSites, now: NaiveDateTime) -> Self {
         let every_site = entry.admin.manages_every_site();
         AdminView {
+            previous_secret_valid_until: overlap_end(entry.admin.previous_secret_valid_until, now)
+                .map(rfc3339),
             role: entry.admin.role.as_str(),
             enabled: entry.admin.enabled,
             site_keys: (!every_site).then_some(entry.site_keys),

@@ -1,5 +1,6 @@
-//! The platform API's resource servers: `GET`/`POST /admin/v1/resource-servers` and `GET`/`DELETE
-//! /admin/v1/resource-servers/{client_id}`, the HTTP face of `tokenwarden resource-server …`
+//! The platform API's resource servers: `GET`/`POST /admin/v1/resource-servers`, `GET`/`DELETE
+//! /admin/v1/resource-servers/{client_id}` and `POST /admin/v1/resource-servers/{client_id}/secret`,
+//! the HTTP face of `tokenwarden resource-server …`
 //! (the same use cases in `service::resource_servers`, recorded with the calling admin as actor).
 //! Platform admins only; site managers get 403 `forbidden`. Kept apart from `platform.rs` (sites)
 //! so that each subject's handlers and views live in one file.
@@ -8,12 +9,16 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::admin::{answer, rfc3339, Caller};
+use chrono::NaiveDateTime;
+
+use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals};
 use super::body::read_json;
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
+use super::platform::{RotatedSecretView, RotationBody};
 use super::AppState;
 use crate::domain::audience::ResourceServer;
+use crate::domain::rotation::overlap_end;
 use crate::service::resource_servers;
 
 /// Body of `POST /admin/v1/resource-servers`.
@@ -39,6 +44,9 @@ pub struct ResourceServerView {
     pub created_at: String,
     /// The keys of the sites whose tokens it may introspect, sorted; `null`: every site's.
     pub site_keys: Option<Vec<String>>,
+    /// RFC 3339, UTC: until when the secret its last rotation replaced also works; `null` when
+    /// only the current secret works.
+    pub previous_secret_valid_until: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -77,11 +85,15 @@ pub async fn list(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
+    let now = caller.now;
     let servers = caller
         .run(|context, admin, _| resource_servers::list_as_admin(context, admin))
         .await?;
     Ok(answer(ResourceServersResponse {
-        resource_servers: servers.into_iter().map(ResourceServerView::from).collect(),
+        resource_servers: servers
+            .into_iter()
+            .map(|server| ResourceServerView::new(server, now))
+            .collect(),
     }))
 }
 
@@ -160,10 +172,60 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let client_id = path.into_inner();
+    let now = caller.now;
     let server = caller
         .run(move |context, admin, _| resource_servers::get_as_admin(context, admin, &client_id))
         .await?;
-    Ok(answer(ResourceServerView::from(server)))
+    Ok(answer(ResourceServerView::new(server, now)))
+}
+
+/// Replace a resource server's client secret, optionally keeping the old one working for a while
+/// (platform admins only).
+///
+/// During the overlap both secrets authenticate at `/oauth2/introspect`; after it, on every node,
+/// only the new one. A rotation during an overlap ends that older overlap at once, so at most two
+/// secrets are ever valid. Recorded in the audit trail with the overlap (never a secret).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/resource-servers/{client_id}/secret",
+    tag = "admin",
+    params(("client_id" = String, Path, description = "The resource server's client id")),
+    request_body(content = Option<RotationBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Rotated; `client_secret` is shown this once only", body = RotatedSecretView),
+        (status = 403, description = "`forbidden` for site managers; `insufficient_scope` for a site token", body = ErrorBody),
+        (status = 404, description = "No such resource server", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown field, or `overlap_seconds` not a whole number from 0 to 604800", body = ErrorBody),
+        JsonBodyRefusals,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn rotate_secret(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, body): (_, RotationBody) = Caller::with_json(&state, &request, payload).await?;
+    let client_id = path.into_inner();
+    let address = caller.address;
+    let (server, secret) = caller
+        .run(move |context, admin, now| {
+            resource_servers::rotate_secret_as_admin(
+                context,
+                admin,
+                address,
+                &client_id,
+                body.overlap_seconds.as_ref(),
+                now,
+            )
+        })
+        .await?;
+    Ok(answer(RotatedSecretView {
+        client_secret: secret.expose().to_string(),
+        previous_valid_until: server.previous_secret_valid_until.map(rfc3339),
+        client_id: server.client_id,
+    }))
 }
 
 /// Delete a resource server (platform admins only).
@@ -203,9 +265,11 @@ fn resource_server_path(client_id: &str) -> String {
     format!("/admin/v1/resource-servers/{client_id}")
 }
 
-impl From<ResourceServer> for ResourceServerView {
-    fn from(server: ResourceServer) -> Self {
+impl ResourceServerView {
+    fn new(server: ResourceServer, now: NaiveDateTime) -> Self {
         ResourceServerView {
+            previous_secret_valid_until: overlap_end(server.previous_secret_valid_until, now)
+                .map(rfc3339),
             client_id: server.client_id,
             name: server.name,
             created_at: rfc3339(server.created_at),

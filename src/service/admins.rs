@@ -5,12 +5,16 @@ use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
-use super::sites::{check_requested_sites, platform_admin_only, refused_name, unknown_site};
+use super::client_auth::{secret_matches, UNKNOWN_CLIENT_DIGEST};
+use super::sites::{
+    check_requested_sites, platform_admin_only, refused_name, requested_overlap, unknown_site,
+};
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{Admin, AdminRefusal, AdminWithSites, Role, ADMIN_CLIENT_ID_PREFIX};
 use crate::domain::audit::Requester;
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
+use crate::domain::rotation::{Overlap, RequestedOverlap};
 use crate::domain::secret::Secret;
 use crate::domain::site::{encode_identifier, validate_name};
 use crate::domain::token::{self, SecretKind};
@@ -91,7 +95,8 @@ pub fn change_sites(
     Ok(changed)
 }
 
-/// Disabling an admin stops their admin tokens at once and deletes them.
+/// Disabling an admin stops their admin tokens at once and deletes them. The last enabled platform
+/// admin cannot be disabled (as over the API): the admin API would be left without one.
 pub fn set_enabled(
     context: &Context,
     by: &Requester,
@@ -99,15 +104,61 @@ pub fn set_enabled(
     enabled: bool,
     now: NaiveDateTime,
 ) -> Result<AdminWithSites, ServiceError> {
-    let change = context
-        .store
-        .set_admin_enabled(client_id, enabled, by, now)?;
+    let update = AdminUpdate {
+        enabled: Some(enabled),
+        ..AdminUpdate::default()
+    };
+    let change = context.store.update_admin(client_id, &update, by, now)?;
     let changed = admin_changed(change, client_id)?;
     log::info!(
         "{} admin {client_id}",
         if enabled { "enabled" } else { "disabled" }
     );
     Ok(changed)
+}
+
+/// Replaces an admin's secret; the new one exists in clear only in the return value. The replaced
+/// secret keeps working for `overlap` (not at all without one); a secret an earlier rotation
+/// replaced stops at once. Admin tokens already issued keep working until they expire (disabling
+/// the admin ends them).
+pub fn rotate_secret(
+    context: &Context,
+    by: &Requester,
+    client_id: &str,
+    overlap: Overlap,
+    now: NaiveDateTime,
+) -> Result<(AdminWithSites, Secret), ServiceError> {
+    let secret = token::mint(SecretKind::AdminSecret, &crypto::random_bytes()?);
+    let digest = context.keys.client_secret_digest(secret.expose());
+    let change = context
+        .store
+        .rotate_admin_secret(client_id, &digest, overlap, by, now)?;
+    let rotated = admin_changed(change, client_id)?;
+    log::info!(
+        "rotated the secret of admin {client_id} (overlap {} s)",
+        overlap.secs()
+    );
+    Ok((rotated, secret))
+}
+
+/// `POST /admin/v1/admins/{client_id}/secret`: a platform admin rotates an admin's secret (its own
+/// included), as [`rotate_secret`], recorded as theirs. Without `overlap`, the replaced secret
+/// stops at once.
+pub fn rotate_secret_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    client_id: &str,
+    overlap: Option<&RequestedOverlap>,
+    now: NaiveDateTime,
+) -> Result<(AdminWithSites, Secret), ServiceError> {
+    platform_admin_only(admin)?;
+    let overlap = requested_overlap(overlap)?;
+    let by = Requester::admin(admin, address);
+    rotate_secret(context, &by, client_id, overlap, now).map_err(|error| match error {
+        ServiceError::UnknownAdmin(_) => AdminRefusal::AdminNotFound.into(),
+        other => other,
+    })
 }
 
 /// `GET /admin/v1/admins`: every admin, for platform admins.
@@ -285,10 +336,11 @@ fn admin_changed(change: AdminChange, client_id: &str) -> Result<AdminWithSites,
         AdminChange::NotASiteManager => Err(ServiceError::AdminSetup(
             "a platform admin manages every site; only site managers are assigned sites",
         )),
-        // Only `update_admin` answers these, and it is not called through here.
-        AdminChange::SitesRequired | AdminChange::LastPlatformAdmin => {
-            Err(ServiceError::Invariant("an outcome of update_admin"))
-        }
+        AdminChange::LastPlatformAdmin => Err(ServiceError::AdminSetup(
+            "this is the last enabled platform admin; enable or create another one first",
+        )),
+        // Only a change of role answers this, and none is made through here.
+        AdminChange::SitesRequired => Err(ServiceError::Invariant("a change of role")),
     }
 }
 
@@ -364,37 +416,36 @@ pub fn admin_for_bearer(
     }
 }
 
-/// Checks an admin's client id and secret (RFC 6749 2.3.1). Unknown id, wrong secret and disabled
-/// admin fail alike, after the same keyed-hash check.
+/// Checks an admin's client id and secret at `now` (RFC 6749 2.3.1): the current secret, or while
+/// an overlap runs the one the last rotation replaced. Unknown id, wrong secret and disabled admin
+/// fail alike, after the same keyed-hash check.
 pub fn authenticate_admin(
     context: &Context,
     client_id: &str,
     secret: &Secret,
+    now: NaiveDateTime,
 ) -> Result<Admin, ServiceError> {
     let found = context.store.admin_authentication(client_id)?;
-    let stored_digest = found.as_ref().map_or(
-        &super::client_auth::UNKNOWN_CLIENT_DIGEST[..],
-        |(_, digest)| digest,
-    );
-    let secret_matches = context
-        .keys
-        .verify_client_secret(secret.expose(), stored_digest);
-    match found {
-        Some((admin, _)) if secret_matches && admin.enabled => Ok(admin),
-        Some((admin, _)) => {
-            log::info!(
-                "client authentication failed for admin {} ({})",
-                admin.client_id,
-                if secret_matches {
-                    "admin disabled"
-                } else {
-                    "wrong secret"
-                }
-            );
-            Err(OAuthError::invalid_client().into())
-        }
-        None => Err(OAuthError::invalid_client().into()),
+    let Some((admin, secrets)) = found else {
+        context
+            .keys
+            .verify_client_secret(secret.expose(), &UNKNOWN_CLIENT_DIGEST);
+        return Err(OAuthError::invalid_client().into());
+    };
+    let secret_matches = secret_matches(context, secret, &secrets, now);
+    if secret_matches && admin.enabled {
+        return Ok(admin);
     }
+    log::info!(
+        "client authentication failed for admin {} ({})",
+        admin.client_id,
+        if secret_matches {
+            "admin disabled"
+        } else {
+            "wrong secret"
+        }
+    );
+    Err(OAuthError::invalid_client().into())
 }
 
 /// Ends one of `admin`'s own admin tokens (RFC 7009 through `/oauth2/revoke`, or `DELETE

@@ -1,5 +1,7 @@
-//! Client authentication of sites (RFC 6749 2.3.1), and [`throttled`], which puts every client
-//! authentication (sites, admins, resource servers) behind the brute-force throttle.
+//! Client authentication of sites (RFC 6749 2.3.1), the secret check every client authentication
+//! shares ([`secret_matches`]: current secret, or the replaced one during a rotation's overlap),
+//! and [`throttled`], which puts every client authentication (sites, admins, resource servers)
+//! behind the brute-force throttle.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use crate::domain::audit::{
     looks_like_client_id, Action, ActorKind, AuditActor, AuditEvent, Outcome,
 };
 use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
+use crate::domain::rotation::SecretDigests;
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
 use crate::domain::throttle::Origin;
@@ -72,9 +75,7 @@ fn verify(
             .verify_client_secret(auth_key.expose(), &UNKNOWN_CLIENT_DIGEST);
         return Err(OAuthError::invalid_client().into());
     };
-    let matches = |digest: &[u8]| context.keys.verify_client_secret(auth_key.expose(), digest);
-    let secret_matches =
-        matches(&found.auth_key_digest) || previous_digest(&found, now).is_some_and(matches);
+    let secret_matches = secret_matches(context, auth_key, &found.auth_keys, now);
     if !secret_matches || !found.site.enabled {
         log::info!(
             "client authentication failed for site {} ({})",
@@ -90,10 +91,21 @@ fn verify(
     Ok(found)
 }
 
-/// The digest of the key the site's last rotation replaced, while it still works at `now`.
-fn previous_digest(found: &SiteAuthentication, now: NaiveDateTime) -> Option<&[u8]> {
-    found.site.previous_auth_key_end(now)?;
-    found.previous_auth_key_digest.as_deref()
+/// Whether `presented` is the client's current secret or, during a rotation's overlap, the one it
+/// replaced: one constant-time keyed-hash check, a second only while the replaced secret still
+/// works at `now` and the first did not match.
+pub(super) fn secret_matches(
+    context: &Context,
+    presented: &Secret,
+    digests: &SecretDigests,
+    now: NaiveDateTime,
+) -> bool {
+    let matches = |digest: &[u8]| {
+        context
+            .keys
+            .verify_client_secret(presented.expose(), digest)
+    };
+    matches(&digests.current) || digests.previous_at(now).is_some_and(matches)
 }
 
 /// A digest no secret matches, checked against when the client id is unknown.

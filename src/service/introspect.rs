@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{NaiveDateTime, TimeDelta};
 
 use super::cache::{cached, observe_changes, ByDigestPrefix, Reach, StampedCache};
-use super::client_auth::throttled;
+use super::client_auth::{secret_matches, throttled, UNKNOWN_CLIENT_DIGEST};
 use super::usage::UsageRecorder;
 use super::{Context, ServiceError};
 use crate::crypto::Digest;
@@ -21,6 +21,7 @@ use crate::domain::audit::ActorKind;
 use crate::domain::introspection::{judge, Introspector, KnownToken, Verdict};
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::IntrospectionRequest;
+use crate::domain::rotation::SecretDigests;
 use crate::domain::secret::Secret;
 use crate::domain::throttle::Origin;
 use crate::domain::token::{self, SecretKind};
@@ -38,7 +39,7 @@ pub struct Introspection {
 /// A resource server as introspection keeps it: what authenticates it, and what it may see.
 #[derive(Debug)]
 struct KnownResourceServer {
-    secret_digest: Box<[u8]>,
+    secrets: SecretDigests,
     introspector: Introspector,
 }
 
@@ -131,7 +132,7 @@ fn judge_request(
                 .resource_server_access(&credentials.client_id)?;
             Ok(access.map(|access| {
                 Arc::new(KnownResourceServer {
-                    secret_digest: access.secret_digest.into_boxed_slice(),
+                    secrets: access.secrets,
                     introspector: Introspector::new(access.id, access.site_ids),
                 })
             }))
@@ -140,7 +141,12 @@ fn judge_request(
     else {
         return Ok(None);
     };
-    let resource_server = authenticate(context, resource_server.as_deref(), &credentials.secret)?;
+    let resource_server = authenticate(
+        context,
+        resource_server.as_deref(),
+        &credentials.secret,
+        now,
+    )?;
 
     match token::recognise(request.token.expose()) {
         Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {}
@@ -186,19 +192,23 @@ fn depends_on(digest: &[u8], known: Option<&KnownToken>) -> Vec<ChangeTag> {
 }
 
 /// Resource servers authenticate like sites do (RFC 6749 2.3.1): one answer for an unknown id and a
-/// wrong secret, after the same keyed-hash check. Site credentials are not resource-server
-/// credentials, so a site cannot introspect.
+/// wrong secret, after the same keyed-hash check; during a rotation's overlap the replaced secret
+/// works too. Site credentials are not resource-server credentials, so a site cannot introspect.
 fn authenticate<'a>(
     context: &Context,
     known: Option<&'a KnownResourceServer>,
     secret: &Secret,
+    now: NaiveDateTime,
 ) -> Result<&'a KnownResourceServer, ServiceError> {
-    let digest = known.map_or(&super::client_auth::UNKNOWN_CLIENT_DIGEST[..], |known| {
-        &known.secret_digest
-    });
-    let verified = context.keys.verify_client_secret(secret.expose(), digest);
-    match known {
-        Some(known) if verified => Ok(known),
-        _ => Err(OAuthError::invalid_client().into()),
+    let Some(known) = known else {
+        context
+            .keys
+            .verify_client_secret(secret.expose(), &UNKNOWN_CLIENT_DIGEST);
+        return Err(OAuthError::invalid_client().into());
+    };
+    if secret_matches(context, secret, &known.secrets, now) {
+        Ok(known)
+    } else {
+        Err(OAuthError::invalid_client().into())
     }
 }

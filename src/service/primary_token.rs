@@ -139,7 +139,7 @@ pub fn revoke(
             &credentials.client_id,
             origin,
             now,
-            || authenticate_admin(context, &credentials.client_id, &credentials.secret),
+            || authenticate_admin(context, &credentials.client_id, &credentials.secret, now),
         )?;
         return admins::revoke_own_token(context, &admin, &request.token, origin.address, now)
             .map(drop);

@@ -5,12 +5,15 @@ use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
-use super::sites::{check_requested_sites, platform_admin_only, refused_name, unknown_site};
+use super::sites::{
+    check_requested_sites, platform_admin_only, refused_name, requested_overlap, unknown_site,
+};
 use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{Admin, AdminRefusal};
 use crate::domain::audience::{ResourceServer, RESOURCE_SERVER_ID_PREFIX};
 use crate::domain::audit::Requester;
+use crate::domain::rotation::{Overlap, RequestedOverlap};
 use crate::domain::secret::Secret;
 use crate::domain::site::validate_name;
 use crate::domain::token::{self, SecretKind};
@@ -73,6 +76,29 @@ pub fn change_sites(
     Ok(changed)
 }
 
+/// Replaces a resource server's secret; the new one exists in clear only in the return value. The
+/// replaced secret keeps working for `overlap` (not at all without one), from the next request on
+/// and on every node; a secret an earlier rotation replaced stops at once.
+pub fn rotate_secret(
+    context: &Context,
+    by: &Requester,
+    client_id: &str,
+    overlap: Overlap,
+    now: NaiveDateTime,
+) -> Result<(ResourceServer, Secret), ServiceError> {
+    let secret = token::mint(SecretKind::ResourceServerSecret, &crypto::random_bytes()?);
+    let digest = context.keys.client_secret_digest(secret.expose());
+    let rotated = context
+        .store
+        .rotate_resource_server_secret(client_id, &digest, overlap, by, now)?
+        .ok_or_else(|| ServiceError::UnknownResourceServer(client_id.to_string()))?;
+    log::info!(
+        "rotated the secret of resource server {client_id} (overlap {} s)",
+        overlap.secs()
+    );
+    Ok((rotated, secret))
+}
+
 pub fn delete(
     context: &Context,
     by: &Requester,
@@ -125,6 +151,23 @@ pub fn create_as_admin(
     create(context, &by, &name, site_keys.unwrap_or_default(), now).map_err(unknown_site)
 }
 
+/// `POST /admin/v1/resource-servers/{client_id}/secret`: a platform admin rotates a resource
+/// server's secret (as [`rotate_secret`], recorded as theirs). Without `overlap`, the replaced
+/// secret stops at once.
+pub fn rotate_secret_as_admin(
+    context: &Context,
+    admin: &Admin,
+    address: Option<IpAddr>,
+    client_id: &str,
+    overlap: Option<&RequestedOverlap>,
+    now: NaiveDateTime,
+) -> Result<(ResourceServer, Secret), ServiceError> {
+    platform_admin_only(admin)?;
+    let overlap = requested_overlap(overlap)?;
+    let by = Requester::admin(admin, address);
+    rotate_secret(context, &by, client_id, overlap, now).map_err(unknown_resource_server)
+}
+
 /// `DELETE /admin/v1/resource-servers/{client_id}`: as [`delete`], recorded as the admin's.
 pub fn delete_as_admin(
     context: &Context,
@@ -134,12 +177,16 @@ pub fn delete_as_admin(
     now: NaiveDateTime,
 ) -> Result<(), ServiceError> {
     platform_admin_only(admin)?;
-    delete(context, &Requester::admin(admin, address), client_id, now).map_err(
-        |error| match error {
-            ServiceError::UnknownResourceServer(_) => AdminRefusal::ResourceServerNotFound.into(),
-            other => other,
-        },
-    )
+    delete(context, &Requester::admin(admin, address), client_id, now)
+        .map_err(unknown_resource_server)
+}
+
+/// The admin API's answer for an unknown resource server: 404 like every other.
+fn unknown_resource_server(error: ServiceError) -> ServiceError {
+    match error {
+        ServiceError::UnknownResourceServer(_) => AdminRefusal::ResourceServerNotFound.into(),
+        other => other,
+    }
 }
 
 fn changed(change: ResourceServerChange, client_id: &str) -> Result<ResourceServer, ServiceError> {

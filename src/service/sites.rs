@@ -10,7 +10,7 @@ use super::{Context, ServiceError};
 use crate::crypto;
 use crate::domain::admin::{Admin, AdminRefusal};
 use crate::domain::audit::Requester;
-use crate::domain::auth_key::{
+use crate::domain::rotation::{
     checked_overlap, Overlap, OverlapError, RequestedOverlap, MAX_OVERLAP_SECS,
 };
 use crate::domain::secret::Secret;
@@ -124,11 +124,7 @@ pub fn rotate_auth_key_as_admin(
     now: NaiveDateTime,
 ) -> Result<RotatedAuthKey, ServiceError> {
     managed_site(context, admin, site_key)?;
-    let overlap = overlap
-        .map(checked_overlap)
-        .transpose()
-        .map_err(refused_overlap)?
-        .unwrap_or_default();
+    let overlap = requested_overlap(overlap)?;
     let by = Requester::admin(admin, address);
     match rotate_auth_key(context, &by, site_key, overlap, now) {
         Err(ServiceError::UnknownSite(_)) => Err(AdminRefusal::SiteNotFound.into()),
@@ -181,12 +177,24 @@ pub(super) fn platform_admin_only(admin: &Admin) -> Result<(), AdminRefusal> {
     }
 }
 
-/// One message for every refused overlap: the API takes whole seconds only.
-fn refused_overlap(_: OverlapError) -> AdminRefusal {
-    AdminRefusal::invalid_field(
-        "overlap_seconds",
-        format!("overlap_seconds must be a whole number of seconds from 0 to {MAX_OVERLAP_SECS}"),
-    )
+/// The overlap of a rotation body (absent: none). One message for every refused value: the API
+/// takes whole seconds only.
+pub(super) fn requested_overlap(
+    requested: Option<&RequestedOverlap>,
+) -> Result<Overlap, AdminRefusal> {
+    let refused = |_: OverlapError| {
+        AdminRefusal::invalid_field(
+            "overlap_seconds",
+            format!(
+                "overlap_seconds must be a whole number of seconds from 0 to {MAX_OVERLAP_SECS}"
+            ),
+        )
+    };
+    Ok(requested
+        .map(checked_overlap)
+        .transpose()
+        .map_err(refused)?
+        .unwrap_or_default())
 }
 
 pub(super) fn refused_name(error: NameError) -> AdminRefusal {

@@ -360,7 +360,7 @@ impl Registrar for ClientRegistrar<'_> {
         let authenticated = if client_id.starts_with(ADMIN_CLIENT_ID_PREFIX) {
             match self.reach {
                 Reach::MemoryOnly => Ok(None),
-                Reach::Database => authenticate_admin(self.context, client_id, &secret)
+                Reach::Database => authenticate_admin(self.context, client_id, &secret, self.now)
                     .map(|a| Some(Client::Admin(a))),
             }
         } else {

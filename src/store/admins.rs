@@ -8,9 +8,10 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use super::audit::insert_audit;
 use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
 use super::sites::{SiteLookups, SiteRow};
-use super::{with_connection, write_transaction, Store, StoreError};
+use super::{secret_rotation, with_connection, write_transaction, Store, StoreError};
 use crate::domain::admin::{Admin, AdminWithSites, Role};
 use crate::domain::audit::{Action, Requester};
+use crate::domain::rotation::{Overlap, SecretDigests};
 use crate::domain::site::Site;
 use crate::domain::site::{SiteQuery, SiteSummary};
 
@@ -23,6 +24,7 @@ struct AdminRow {
     role: String,
     enabled: bool,
     created_at: NaiveDateTime,
+    previous_secret_valid_until: Option<NaiveDateTime>,
 }
 
 impl TryFrom<AdminRow> for Admin {
@@ -37,6 +39,7 @@ impl TryFrom<AdminRow> for Admin {
             role,
             enabled: row.enabled,
             created_at: row.created_at,
+            previous_secret_valid_until: row.previous_secret_valid_until,
         })
     }
 }
@@ -211,35 +214,9 @@ impl Store {
         })
     }
 
-    /// Enables or disables an admin. Disabling also deletes their admin tokens, so enabling them
-    /// again does not bring old tokens back.
-    pub fn set_admin_enabled(
-        &self,
-        client_id: &str,
-        enabled: bool,
-        by: &Requester,
-        now: NaiveDateTime,
-    ) -> Result<AdminChange, StoreError> {
-        let action = if enabled {
-            Action::AdminEnabled
-        } else {
-            Action::AdminDisabled
-        };
-        write_transaction!(self, |conn, changed| {
-            // No answer about admins or their sessions is cached.
-            changed.nothing();
-            let Some(mut admin) = conn.lock_admin(client_id)? else {
-                return Ok(AdminChange::UnknownAdmin);
-            };
-            conn.set_enabled(admin.id, enabled)?;
-            admin.enabled = enabled;
-            insert_audit!(conn, &by.event(now, action, client_id))?;
-            Ok(AdminChange::Done(conn.with_sites(admin)?))
-        })
-    }
-
     /// Changes an admin's enabled flag, role and (for a site manager) whole set of sites in one
-    /// transaction, recording each effective change as the CLI's commands do. A change that
+    /// transaction, recording each effective change as the CLI's commands do. Disabling also
+    /// deletes the admin's tokens, so enabling them again does not bring old tokens back. A change that
     /// would leave no enabled platform admin changes nothing (`LastPlatformAdmin`).
     ///
     /// That rule is checked here, not before: when the change may take a platform admin away,
@@ -320,20 +297,64 @@ impl Store {
         })
     }
 
-    /// What admin authentication needs: the admin and their secret digest.
+    /// What admin authentication needs: the admin and their secret digests.
     pub fn admin_authentication(
         &self,
         client_id: &str,
-    ) -> Result<Option<(Admin, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<(Admin, SecretDigests)>, StoreError> {
         with_connection!(self, |conn| {
             let found = admins::table
                 .filter(admins::client_id.eq(client_id))
-                .select((AdminRow::as_select(), admins::secret_digest))
-                .get_result::<(AdminRow, Vec<u8>)>(conn)
+                .select((
+                    AdminRow::as_select(),
+                    admins::secret_digest,
+                    admins::previous_secret_digest,
+                ))
+                .get_result::<(AdminRow, Vec<u8>, Option<Vec<u8>>)>(conn)
                 .optional()?;
             found
-                .map(|(row, digest)| Ok((Admin::try_from(row)?, digest)))
+                .map(|(row, current, previous)| {
+                    let secrets =
+                        SecretDigests::new(current, previous, row.previous_secret_valid_until);
+                    Ok((Admin::try_from(row)?, secrets))
+                })
                 .transpose()
+        })
+    }
+
+    /// Gives an admin a new secret digest (see [`secret_rotation!`]) and records the rotation with
+    /// the overlap (never a secret). Admin tokens already issued keep working until they expire.
+    pub fn rotate_admin_secret(
+        &self,
+        client_id: &str,
+        secret_digest: &[u8],
+        overlap: Overlap,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<AdminChange, StoreError> {
+        let previous_valid_until = overlap.previous_valid_until(now);
+        write_transaction!(self, |conn, changed| {
+            // No answer about admins or their sessions is cached.
+            changed.nothing();
+            let Some(row) = diesel::update(admins::table.filter(admins::client_id.eq(client_id)))
+                .set(secret_rotation!(
+                    admins::secret_digest,
+                    admins::previous_secret_digest,
+                    admins::previous_secret_valid_until,
+                    secret_digest,
+                    previous_valid_until
+                ))
+                .returning(AdminRow::as_returning())
+                .get_result(conn)
+                .optional()?
+            else {
+                return Ok(AdminChange::UnknownAdmin);
+            };
+            let event = by
+                .event(now, Action::AdminSecretRotated, client_id)
+                .with_detail(format!("overlap {} s", overlap.secs()));
+            insert_audit!(conn, &event)?;
+            Ok(AdminChange::Done(conn.with_sites(Admin::try_from(row)?)?))
         })
     }
 

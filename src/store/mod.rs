@@ -299,7 +299,26 @@ macro_rules! write_transaction {
     };
 }
 
-pub(crate) use {with_connection, write_transaction};
+/// The assignments of a secret rotation's one `UPDATE` (a site's auth key, a resource server's or an
+/// admin's client secret): `$digest` becomes the current digest; the current one moves to
+/// `$previous` until `$valid_until` when the rotation has an overlap (`Some`), and `$previous` is
+/// cleared when it has none. The database reads the current digest from the row it updates, so
+/// concurrent rotations of one client queue on its row lock (SQLite: one writer at a time) and
+/// leave one current digest and at most one previous, never one that no rotation returned.
+macro_rules! secret_rotation {
+    ($current:expr, $previous:expr, $previous_valid_until:expr, $digest:expr, $valid_until:expr) => {
+        (
+            $previous.eq(diesel::dsl::case_when(
+                diesel::IntoSql::into_sql::<diesel::sql_types::Bool>($valid_until.is_some()),
+                $current,
+            )),
+            $previous_valid_until.eq($valid_until),
+            $current.eq($digest),
+        )
+    };
+}
+
+pub(crate) use {secret_rotation, with_connection, write_transaction};
 
 /// Runs a [`write_transaction!`] body as a closure of its own, so that an early `return` in the
 /// body leaves only the body and the change is still recorded.

@@ -7,9 +7,10 @@ use diesel::prelude::*;
 use super::audit::insert_audit;
 use super::schema::{resource_server_sites, resource_servers, sites};
 use super::sites::SiteLookups;
-use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
+use super::{secret_rotation, with_connection, write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::audience::ResourceServer;
 use crate::domain::audit::{Action, Requester};
+use crate::domain::rotation::{Overlap, SecretDigests};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = resource_servers)]
@@ -19,13 +20,14 @@ struct ResourceServerRow {
     name: String,
     created_at: NaiveDateTime,
     site_limited: bool,
+    previous_secret_valid_until: Option<NaiveDateTime>,
 }
 
 /// What introspection needs to know about a resource server.
 #[derive(Debug)]
 pub struct ResourceServerAccess {
     pub id: i64,
-    pub secret_digest: Vec<u8>,
+    pub secrets: SecretDigests,
     /// The ids of the sites whose tokens it may introspect; `None`: every site.
     pub site_ids: Option<Vec<i64>>,
 }
@@ -118,12 +120,14 @@ impl Store {
                 .filter(resource_servers::client_id.eq(client_id))
                 .select((
                     resource_servers::id,
-                    resource_servers::secret_digest,
                     resource_servers::site_limited,
+                    resource_servers::secret_digest,
+                    resource_servers::previous_secret_digest,
+                    resource_servers::previous_secret_valid_until,
                 ))
-                .get_result::<(i64, Vec<u8>, bool)>(conn)
+                .get_result::<(i64, bool, Vec<u8>, Option<Vec<u8>>, Option<NaiveDateTime>)>(conn)
                 .optional()?;
-            let Some((id, secret_digest, site_limited)) = found else {
+            let Some((id, site_limited, current, previous, previous_valid_until)) = found else {
                 return Ok(None);
             };
             // A second read, only for limited resource servers. `site_limited` never goes back
@@ -141,7 +145,7 @@ impl Store {
             };
             Ok(Some(ResourceServerAccess {
                 id,
-                secret_digest,
+                secrets: SecretDigests::new(current, previous, previous_valid_until),
                 site_ids,
             }))
         })
@@ -201,6 +205,43 @@ impl Store {
                 .with_detail(format!("sites {}", site_keys.join(", ")));
             insert_audit!(conn, &event)?;
             Ok(ResourceServerChange::Done(changed))
+        })
+    }
+
+    /// Gives a resource server a new secret digest (see [`secret_rotation!`]) and records the
+    /// rotation with the overlap (never a secret). `None` when no resource server has this id.
+    pub fn rotate_resource_server_secret(
+        &self,
+        client_id: &str,
+        secret_digest: &[u8],
+        overlap: Overlap,
+        by: &Requester,
+        now: NaiveDateTime,
+    ) -> Result<Option<ResourceServer>, StoreError> {
+        let previous_valid_until = overlap.previous_valid_until(now);
+        write_transaction!(self, |conn, changed| {
+            changed.tag(ChangeTag::resource_server(client_id));
+            let this_server =
+                resource_servers::table.filter(resource_servers::client_id.eq(client_id));
+            let Some(row) = diesel::update(this_server)
+                .set(secret_rotation!(
+                    resource_servers::secret_digest,
+                    resource_servers::previous_secret_digest,
+                    resource_servers::previous_secret_valid_until,
+                    secret_digest,
+                    previous_valid_until
+                ))
+                .returning(ResourceServerRow::as_returning())
+                .get_result(conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let event = by
+                .event(now, Action::ResourceServerSecretRotated, client_id)
+                .with_detail(format!("overlap {} s", overlap.secs()));
+            insert_audit!(conn, &event)?;
+            Ok(Some(conn.with_site_keys(row)?))
         })
     }
 
@@ -274,6 +315,7 @@ macro_rules! impl_resource_server_lookups {
                     name: row.name,
                     created_at: row.created_at,
                     site_keys,
+                    previous_secret_valid_until: row.previous_secret_valid_until,
                 })
             }
         }

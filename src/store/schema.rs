@@ -56,6 +56,8 @@ diesel::table! {
         secret_digest -> Binary,
         created_at -> Timestamp,
         site_limited -> Bool,
+        previous_secret_digest -> Nullable<Binary>,
+        previous_secret_valid_until -> Nullable<Timestamp>,
     }
 }
 
@@ -87,6 +89,8 @@ diesel::table! {
         secret_digest -> Binary,
         enabled -> Bool,
         created_at -> Timestamp,
+        previous_secret_digest -> Nullable<Binary>,
+        previous_secret_valid_until -> Nullable<Timestamp>,
     }
 }
 

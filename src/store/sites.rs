@@ -7,9 +7,9 @@ use diesel::prelude::*;
 
 use super::audit::insert_audit;
 use super::schema::{sites, tokens};
-use super::{with_connection, write_transaction, ChangeTag, Store, StoreError};
+use super::{secret_rotation, with_connection, write_transaction, ChangeTag, Store, StoreError};
 use crate::domain::audit::{Action, Requester};
-use crate::domain::auth_key::Overlap;
+use crate::domain::rotation::{Overlap, SecretDigests};
 use crate::domain::site::{Site, SiteSummary};
 
 #[derive(Queryable, Selectable)]
@@ -50,10 +50,7 @@ struct NewSiteRow<'a> {
 #[derive(Debug, Clone)]
 pub struct SiteAuthentication {
     pub site: Site,
-    pub auth_key_digest: Vec<u8>,
-    /// The digest of the auth key the last rotation replaced, which works while `now` is before
-    /// `site.previous_auth_key_valid_until`; `None` when that rotation had no overlap.
-    pub previous_auth_key_digest: Option<Vec<u8>>,
+    pub auth_keys: SecretDigests,
 }
 
 impl Store {
@@ -100,13 +97,14 @@ impl Store {
                 ))
                 .get_result::<(SiteRow, Vec<u8>, Option<Vec<u8>>)>(conn)
                 .optional()?;
-            Ok(found.map(
-                |(row, auth_key_digest, previous_auth_key_digest)| SiteAuthentication {
+            Ok(found.map(|(row, current, previous)| {
+                let auth_keys =
+                    SecretDigests::new(current, previous, row.previous_auth_key_valid_until);
+                SiteAuthentication {
                     site: row.into(),
-                    auth_key_digest,
-                    previous_auth_key_digest,
-                },
-            ))
+                    auth_keys,
+                }
+            }))
         })
     }
 
@@ -144,15 +142,8 @@ impl Store {
         })
     }
 
-    /// Gives the site a new auth key digest in one `UPDATE`, which moves the current digest to
-    /// `previous_auth_key_digest` until `overlap` has passed (or clears it when there is no
-    /// overlap), and records the rotation with the overlap (never a key). `None` when no site has
-    /// this key.
-    ///
-    /// The database computes the previous digest from the row it updates: a concurrent rotation
-    /// of the same site waits for this one's row lock (PostgreSQL re-reads the row it then
-    /// updates; SQLite writes one transaction at a time), so any number of concurrent rotations
-    /// leave one current digest and at most one previous, never a key that no rotation returned.
+    /// Gives the site a new auth key digest (see [`secret_rotation!`]) and records the rotation
+    /// with the overlap (never a key). `None` when no site has this key.
     pub fn rotate_auth_key_digest(
         &self,
         site_key: &str,
@@ -163,27 +154,17 @@ impl Store {
     ) -> Result<Option<Site>, StoreError> {
         let previous_valid_until = overlap.previous_valid_until(now);
         write_transaction!(self, |conn, changed| {
-            let this_site = sites::table.filter(sites::site_key.eq(site_key));
-            let rotated = match previous_valid_until {
-                Some(valid_until) => diesel::update(this_site)
-                    .set((
-                        sites::previous_auth_key_digest.eq(sites::auth_key_digest.nullable()),
-                        sites::previous_auth_key_valid_until.eq(Some(valid_until)),
-                        sites::auth_key_digest.eq(auth_key_digest),
-                    ))
-                    .returning(SiteRow::as_returning())
-                    .get_result(conn)
-                    .optional()?,
-                None => diesel::update(this_site)
-                    .set((
-                        sites::previous_auth_key_digest.eq(None::<Vec<u8>>),
-                        sites::previous_auth_key_valid_until.eq(None::<NaiveDateTime>),
-                        sites::auth_key_digest.eq(auth_key_digest),
-                    ))
-                    .returning(SiteRow::as_returning())
-                    .get_result(conn)
-                    .optional()?,
-            };
+            let rotated = diesel::update(sites::table.filter(sites::site_key.eq(site_key)))
+                .set(secret_rotation!(
+                    sites::auth_key_digest,
+                    sites::previous_auth_key_digest,
+                    sites::previous_auth_key_valid_until,
+                    auth_key_digest,
+                    previous_valid_until
+                ))
+                .returning(SiteRow::as_returning())
+                .get_result(conn)
+                .optional()?;
             let Some(rotated) = rotated else {
                 changed.nothing();
                 return Ok(None);

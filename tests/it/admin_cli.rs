@@ -545,6 +545,8 @@ fn disabling_an_admin_refuses_its_tokens_at_once_and_enable_restores_it(backend:
     };
     let site = app.create_site("Watched Store");
     let admin = app.create_platform_admin("Soon Disabled");
+    // Another platform admin stays enabled: the last one cannot be disabled.
+    app.create_platform_admin("Keeper");
     let bystander = app.create_site_manager("Bystander", &[&site]);
     let token = app.admin_token(&admin);
     let bystander_token = app.admin_token(&bystander);

@@ -64,6 +64,13 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
     let other_key = other_site["site_key"].as_str().unwrap();
     cli(&["resource-server", "assign", &api_id, "--site", other_key]);
     cli(&["resource-server", "unassign", &api_id, "--site", other_key]);
+    cli(&[
+        "resource-server",
+        "rotate-secret",
+        &api_id,
+        "--overlap",
+        "1h",
+    ]);
     cli(&["resource-server", "delete", &api_id]);
     let admin = cli(&[
         "admin",
@@ -82,6 +89,7 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
     cli(&["admin", "unassign", &admin_id, "--site", second_key]);
     cli(&["admin", "disable", &admin_id]);
     cli(&["admin", "enable", &admin_id]);
+    cli(&["admin", "rotate-secret", &admin_id]);
 
     let events = audit_cli(&app, &["--actor", "ops-ana"]);
     let mut listed = actions(&events);
@@ -97,6 +105,7 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
             "site_created",
             "resource_server_sites_assigned",
             "resource_server_sites_unassigned",
+            "resource_server_secret_rotated",
             "resource_server_deleted",
             "admin_created",
             "site_created",
@@ -104,6 +113,7 @@ fn every_cli_change_is_recorded_with_the_operator_and_no_secret(app: TestApp) {
             "admin_sites_unassigned",
             "admin_disabled",
             "admin_enabled",
+            "admin_secret_rotated",
         ],
         "newest first, every change (invalidate-primary found no active token)"
     );

@@ -27,6 +27,7 @@ mod platform_resource_servers;
 mod request_id;
 mod resource_server_limits;
 mod revocation;
+mod secret_rotation;
 mod secrets_at_rest;
 mod shutdown;
 mod throttle;

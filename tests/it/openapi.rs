@@ -168,21 +168,31 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         "{regenerate}"
     );
     assert!(schemas["TokenView"]["properties"]["audience"].is_object());
-    let rotate = &document["paths"]["/admin/v1/sites/{site_key}/auth-key"]["post"];
-    assert!(rotate["requestBody"]["content"]["application/json"].is_object());
-    for status in ["200", "415", "422"] {
-        assert!(
-            rotate["responses"][status].is_object(),
-            "rotate lacks {status}"
-        );
+    for path in [
+        "/admin/v1/sites/{site_key}/auth-key",
+        "/admin/v1/resource-servers/{client_id}/secret",
+        "/admin/v1/admins/{client_id}/secret",
+    ] {
+        let rotate = &document["paths"][path]["post"];
+        assert!(rotate["requestBody"]["content"]["application/json"].is_object());
+        for status in ["200", "404", "415", "422"] {
+            assert!(
+                rotate["responses"][status].is_object(),
+                "{path} lacks {status}"
+            );
+        }
     }
-    let overlap = &schemas["RotateAuthKeyBody"]["properties"]["overlap_seconds"];
+    let overlap = &schemas["RotationBody"]["properties"]["overlap_seconds"];
     assert_eq!(overlap["minimum"], 0, "{overlap}");
     assert_eq!(overlap["maximum"], 604_800, "{overlap}");
     for (schema, member) in [
         ("RotatedAuthKeyView", "auth_key"),
         ("RotatedAuthKeyView", "previous_valid_until"),
         ("SiteView", "previous_auth_key_valid_until"),
+        ("RotatedSecretView", "client_secret"),
+        ("RotatedSecretView", "previous_valid_until"),
+        ("ResourceServerView", "previous_secret_valid_until"),
+        ("AdminView", "previous_secret_valid_until"),
     ] {
         assert!(
             schemas[schema]["properties"][member].is_object(),

@@ -114,7 +114,7 @@ fn exercise(app: &TestApp) -> Handed {
         &app.context,
         &crate::helpers::operator(),
         &second.site_key,
-        tokenwarden::domain::auth_key::Overlap::NONE,
+        tokenwarden::domain::rotation::Overlap::NONE,
         tokenwarden::clock::now(),
     )
     .expect("rotate");

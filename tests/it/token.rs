@@ -126,7 +126,7 @@ fn repeat_requests_are_answered_from_memory_and_stay_exact(app: TestApp) {
         &app.context,
         &crate::helpers::operator(),
         &site.site_key,
-        tokenwarden::domain::auth_key::Overlap::NONE,
+        tokenwarden::domain::rotation::Overlap::NONE,
         tokenwarden::clock::now(),
     )
     .unwrap();

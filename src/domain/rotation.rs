@@ -1,8 +1,10 @@
-//! Rotating a site's auth key with an overlap: how long the key a rotation replaces keeps working,
-//! as the admin API (`overlap_seconds`) and the CLI (`--overlap 24h`) take it.
+//! Rotating a client's secret (a site's auth key, a resource server's or an admin's client
+//! secret) with an overlap: how long the secret a rotation replaces keeps working, as the admin API
+//! (`overlap_seconds`) and the CLI (`--overlap 24h`) take it, and which stored digests a presented
+//! secret may match at a given time ([`SecretDigests`]).
 //!
-//! Which keys authenticate at a given time is judged per request in `service::client_auth`; that
-//! a rotation leaves one current key and at most one previous is the store's single `UPDATE`.
+//! The keyed-hash check itself is `service::client_auth::secret_matches`; that a rotation leaves
+//! one current secret and at most one previous is the store's single `UPDATE` per rotation.
 
 use chrono::{NaiveDateTime, Timelike};
 use serde::de::IgnoredAny;
@@ -80,6 +82,46 @@ impl Overlap {
     }
 }
 
+/// A client's stored secret digests (keyed hashes, never the secret): the current one and, while
+/// the last rotation's overlap lasts, the one it replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretDigests {
+    pub current: Vec<u8>,
+    /// The replaced secret's digest and when it stops working; `None` when the last rotation had
+    /// no overlap, or there was none.
+    pub previous: Option<(Vec<u8>, NaiveDateTime)>,
+}
+
+impl SecretDigests {
+    /// The store's columns: a previous digest counts only together with its end.
+    pub fn new(
+        current: Vec<u8>,
+        previous: Option<Vec<u8>>,
+        previous_valid_until: Option<NaiveDateTime>,
+    ) -> Self {
+        Self {
+            current,
+            previous: previous.zip(previous_valid_until),
+        }
+    }
+
+    /// The replaced secret's digest while it still works at `now` (before its end, not at it).
+    pub fn previous_at(&self, now: NaiveDateTime) -> Option<&[u8]> {
+        let (digest, valid_until) = self.previous.as_ref()?;
+        overlap_end(Some(*valid_until), now)?;
+        Some(digest)
+    }
+}
+
+/// When a replaced secret stops working (its stored `valid_until`), if it still works at `now`;
+/// `None` once it has stopped, which is what the views show.
+pub fn overlap_end(
+    valid_until: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> Option<NaiveDateTime> {
+    valid_until.filter(|end| now < *end)
+}
+
 /// The `overlap_seconds` member of the admin API's rotation body, as sent: any JSON value, so that
 /// a value of the wrong type is refused by [`checked_overlap`], naming the field, rather than by
 /// the JSON parser.
@@ -155,6 +197,20 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn the_replaced_digest_counts_until_its_end_only() {
+        let end = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let second = chrono::Duration::seconds(1);
+        let digests = SecretDigests::new(vec![1], Some(vec![2]), Some(end));
+        assert_eq!(digests.previous_at(end - second), Some(&[2u8][..]));
+        assert_eq!(digests.previous_at(end), None);
+        assert_eq!(digests.previous_at(end + second), None);
+        let without_end = SecretDigests::new(vec![1], Some(vec![2]), None);
+        assert_eq!(without_end.previous_at(end - second), None);
     }
 
     #[test]
