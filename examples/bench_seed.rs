@@ -207,7 +207,7 @@ impl BulkConnection {
                 BulkConnection::Sqlite(conn)
             }
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(url)?;
+                let mut conn = PgConnection::establish(url.as_str())?;
                 conn.batch_execute("SET synchronous_commit = off")?;
                 BulkConnection::Postgres(conn)
             }

@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn postgres_needs_an_explicit_secret() {
-        let mut config = Config::for_tests(DatabaseUrl::Postgres("postgres://h/db".into()));
+        let mut config = Config::for_tests(DatabaseUrl::parse("postgres://h/db").unwrap());
         config.secret = SecretSource::NextToDatabase;
         assert!(matches!(
             config.server_secret(),
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_derived_issuer_is_https_when_the_server_terminates_tls() {
-        let mut config = Config::for_tests(DatabaseUrl::Postgres("postgres://h/db".into()));
+        let mut config = Config::for_tests(DatabaseUrl::parse("postgres://h/db").unwrap());
         let bound: SocketAddr = "10.0.0.7:8443".parse().unwrap();
         assert_eq!(config.issuer(bound), "http://10.0.0.7:8443");
         config.tls = Some(TlsFiles {

@@ -121,7 +121,6 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     let background = BackgroundTasks {
         runner: Runner::start(
             &context,
-            &config.database,
             Schedule::new(config.usage_flush_interval, config.audit_flush_interval),
         )
         .map_err(StartError::Thread)?,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::usage::Flush;
 use super::Context;
 use crate::clock;
-use crate::store::{DatabaseUrl, StoreError};
+use crate::store::StoreError;
 
 /// How the runner is asked for work early, or to stop. Lives in the [`Context`], so use cases can
 /// reach it; in a CLI command nothing runs behind it and requests are simply dropped.
@@ -167,17 +167,11 @@ pub struct Runner {
 
 impl Runner {
     /// Starts the change listener (PostgreSQL, when caches are on) and the runner thread.
-    pub fn start(
-        context: &Context,
-        database: &DatabaseUrl,
-        schedule: Schedule,
-    ) -> std::io::Result<Self> {
+    pub fn start(context: &Context, schedule: Schedule) -> std::io::Result<Self> {
         let stop_listener = Arc::new(AtomicBool::new(false));
         // Without caches there is nothing to keep exact, and no lease for changes to wait for.
         if context.introspection.caches_on() {
-            context
-                .store
-                .start_change_listener(database, stop_listener.clone());
+            context.store.start_change_listener(stop_listener.clone());
         }
         let wakeup = Arc::clone(&context.background);
         let thread_context = context.clone();

@@ -76,10 +76,10 @@ pub(crate) const CONFIRMATION_POLL: Duration = Duration::from_millis(1);
 /// How long `change_log` rows are kept (SQLite): a process that has not looked for this long
 /// finds a gap and empties its caches.
 pub(crate) const CHANGE_LOG_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
-/// How long the listener's health check may stay unacknowledged by the network before the kernel
-/// drops its connection (libpq's `tcp_user_timeout`, milliseconds). Without it a network partition,
-/// which closes nothing, would leave the listener waiting until TCP gives up (minutes).
-const LISTENER_TCP_USER_TIMEOUT_MS: u32 = 2_000;
+/// The longest the listener's bounds may be (`conninfo::bounded_by`: `tcp_user_timeout`,
+/// keepalives), shorter than `--db-timeout-ms` when that is longer. Without them a network
+/// partition, which closes nothing, would leave the listener waiting until TCP gives up (minutes).
+pub(crate) const LISTENER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a cached answer depends on, and what a write changed: one number per thing, the same in
 /// every process and every version (the first eight bytes of a SHA-256 over a kind byte and the
@@ -276,6 +276,12 @@ impl Epochs {
 /// This node's cache lease (PostgreSQL).
 struct Lease {
     node_id: String,
+    /// Where the listener connects: the operator's connection string with its bounds (it may
+    /// hold a password: never logged).
+    conninfo: String,
+    /// Moved on when the listener loses its connection, which retires every pooled connection
+    /// opened before (`PgManager`).
+    pool_retirements: Arc<AtomicU64>,
     duration: Duration,
     origin: Instant,
     /// Nanoseconds after `origin` until which caches may answer; 0 while no lease is held.
@@ -352,8 +358,13 @@ impl ChangeFeed {
     }
 
     /// For PostgreSQL: not live until [`ChangeFeed::listen`] holds a lease; a lease lasts
-    /// `lease_duration` from each renewal.
-    pub(crate) fn postgres(lease_duration: Duration) -> Self {
+    /// `lease_duration` from each renewal. The listener connects with `conninfo`; when it loses
+    /// its connection it moves `pool_retirements` on.
+    pub(crate) fn postgres(
+        lease_duration: Duration,
+        conninfo: String,
+        pool_retirements: Arc<AtomicU64>,
+    ) -> Self {
         let random = crate::crypto::random_bytes::<6>().map_or_else(
             |_| String::from("unrandom"),
             |bytes| bytes.iter().map(|b| format!("{b:02x}")).collect(),
@@ -364,6 +375,8 @@ impl ChangeFeed {
             sqlite_probe: None,
             lease: Some(Lease {
                 node_id: format!("{}-{}", std::process::id(), random),
+                conninfo,
+                pool_retirements,
                 duration: lease_duration,
                 origin: Instant::now(),
                 valid_until: AtomicU64::new(0),
@@ -554,17 +567,23 @@ impl ChangeFeed {
     }
 
     /// Starts the PostgreSQL listener thread; it runs until `stop` is set, then gives up its lease.
-    pub(crate) fn listen(self: &Arc<Self>, url: String, stop: Arc<AtomicBool>) {
+    /// A listener that loses its connection presumes it missed notifications (every cache entry
+    /// is dropped and caches are bypassed until it is back) and that the database it reached may
+    /// be cut off: every pooled connection opened before is replaced at its next use.
+    pub(crate) fn listen(self: &Arc<Self>, stop: Arc<AtomicBool>) {
         let feed = Arc::clone(self);
         let spawned = thread::Builder::new()
             .name("tokenwarden-listen".into())
             .spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    if let Err(error) = feed.listen_once(&url, &stop) {
+                    if let Err(error) = feed.listen_once(&stop) {
                         log::warn!(
-                            "change listener disconnected ({error}); caches bypassed until it \
-                             reconnects"
+                            "change listener disconnected ({error}); caches bypassed and pooled \
+                             connections replaced until it reconnects"
                         );
+                        if let Some(lease) = &feed.lease {
+                            lease.pool_retirements.fetch_add(1, Ordering::AcqRel);
+                        }
                     }
                     feed.stop_caching();
                     if !stop.load(Ordering::Acquire) {
@@ -585,11 +604,11 @@ impl ChangeFeed {
         self.epochs.invalidate_everything();
     }
 
-    fn listen_once(&self, url: &str, stop: &AtomicBool) -> Result<(), StoreError> {
+    fn listen_once(&self, stop: &AtomicBool) -> Result<(), StoreError> {
         let Some(lease) = &self.lease else {
             return Ok(());
         };
-        let mut connection = PgConnection::establish(&with_tcp_user_timeout(url))
+        let mut connection = PgConnection::establish(&lease.conninfo)
             .map_err(|error| StoreError::Listener(error.to_string()))?;
         // Leases need no durability (the table is unlogged); a renewal must not wait for a flush.
         connection.batch_execute(&format!(
@@ -732,16 +751,6 @@ pub(crate) fn nodes_behind(
     .get_result::<i64>(conn)?)
 }
 
-/// `url` with [`LISTENER_TCP_USER_TIMEOUT_MS`] as libpq's `tcp_user_timeout`, unless the operator
-/// set one in the URL.
-fn with_tcp_user_timeout(url: &str) -> String {
-    if url.contains("tcp_user_timeout=") {
-        return url.to_string();
-    }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}tcp_user_timeout={LISTENER_TCP_USER_TIMEOUT_MS}")
-}
-
 /// A transaction for writes that change no cached answer (usage times, audit rows): it records no
 /// change, so no cache is invalidated and no node is waited for. One query body serves both
 /// backends (`with_connection!`).
@@ -872,20 +881,6 @@ mod tests {
 
     use super::*;
     use crate::store::tests::durability_pragmas;
-
-    #[test]
-    fn the_listener_bounds_how_long_its_health_check_may_go_unanswered() {
-        assert_eq!(
-            with_tcp_user_timeout("postgres://u@h/db"),
-            "postgres://u@h/db?tcp_user_timeout=2000"
-        );
-        assert_eq!(
-            with_tcp_user_timeout("postgres://u@h/db?sslmode=disable"),
-            "postgres://u@h/db?sslmode=disable&tcp_user_timeout=2000"
-        );
-        let chosen = "postgres://u@h/db?tcp_user_timeout=500";
-        assert_eq!(with_tcp_user_timeout(chosen), chosen);
-    }
 
     /// Tags are the same in every process (one node describes its writes to the others by them),
     /// and differ by kind even for the same identifier.

@@ -25,6 +25,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 mod admins;
 pub(crate) mod audit;
 mod changes;
+mod conninfo;
 mod introspection;
 mod resource_servers;
 pub mod schema;
@@ -35,6 +36,7 @@ mod tokens;
 
 pub use admins::{AdminChange, AdminUpdate, NewAdmin};
 pub use changes::{ChangeFeed, ChangeTag, Stamp};
+pub use conninfo::Conninfo;
 pub use resource_servers::{ResourceServerAccess, ResourceServerChange};
 pub use site_tokens::{
     Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
@@ -101,6 +103,12 @@ impl StoreError {
             StoreError::Query(Error::DatabaseError(_, info)) => [
                 "database is locked",
                 "no connection to the server",
+                "canceling statement due to statement timeout",
+                "server closed the connection unexpectedly",
+                "terminating connection",
+                "could not receive data from server",
+                "could not send data to server",
+                "in a read-only transaction",
                 "database or disk is full",
                 "attempt to write a readonly database",
             ]
@@ -115,23 +123,34 @@ impl StoreError {
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
-    Postgres(String),
+    Postgres(Conninfo),
 }
 
 impl DatabaseUrl {
-    /// `postgres://…` or `postgresql://…` is PostgreSQL; `sqlite://PATH`, `sqlite:PATH` or a bare
-    /// path is an SQLite file (created on first use).
+    /// `postgres://…`, `postgresql://…` or libpq's `keyword=value …` form is PostgreSQL;
+    /// `sqlite://PATH`, `sqlite:PATH` or a bare path (without `=`) is an SQLite file (created on
+    /// first use). Anything else is refused with a message, never taken for a file name.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(url.to_string()));
-        }
-        let path = url
+        let sqlite_path = url
             .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
-        if path.is_empty() || path == ":memory:" || path.contains("://") {
+            .or_else(|| url.strip_prefix("sqlite:"));
+        if sqlite_path.is_none()
+            && (url.starts_with("postgres") || Conninfo::looks_like_keywords(url))
+        {
+            return Conninfo::parse(url)
+                .map(Self::Postgres)
+                .map_err(StoreError::InvalidUrl);
+        }
+        let path = sqlite_path.unwrap_or(url);
+        if path.trim().is_empty()
+            || path == ":memory:"
+            || path.contains("://")
+            || path.chars().any(char::is_control)
+        {
             return Err(StoreError::InvalidUrl(
-                "expected postgres://…, sqlite://PATH or a file path".into(),
+                "expected postgres://…, a libpq connection string (host=… dbname=…), \
+                 sqlite://PATH or a file path"
+                    .into(),
             ));
         }
         Ok(Self::Sqlite(PathBuf::from(path)))
@@ -143,34 +162,8 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Postgres(url) => f.write_str(&redact_password(url)),
+            Self::Postgres(conninfo) => conninfo.fmt(f),
         }
-    }
-}
-
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "postgres://<unparsable>".into();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let tail = tail.split('?').next().unwrap_or_default();
-    // libpq ends the user part at the last `@` before the path, whatever precedes it (a `?` in a
-    // password included), so that is where everything before the host is cut off.
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let plain = !user.is_empty()
-                && user
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-%".contains(&b));
-            let user = if plain { user } else { "<redacted>" };
-            let host = host.split('?').next().unwrap_or_default();
-            format!("{scheme}://{user}:<redacted>@{host}{tail}")
-        }
-        None => format!(
-            "{scheme}://{}{tail}",
-            authority.split('?').next().unwrap_or_default()
-        ),
     }
 }
 
@@ -419,11 +412,22 @@ fn enter_wal_mode(path: &str, busy_timeout: Duration) -> Result<(), StoreError> 
 /// The price: a connection that dies silently while idle (a firewall forgetting the flow, a
 /// network partition: nothing arrives on its socket) fails the one request that takes it next,
 /// with 503 once TCP gives up; it is then replaced, and the others are checked.
+///
+/// Every connection is bounded: libpq's keepalives, `tcp_user_timeout` and `connect_timeout`
+/// from `--db-timeout-ms` (`conninfo::bounded_by`), and `statement_timeout` set when it opens,
+/// so no database call outlasts the timeout, not only the wait for a pooled connection. And when
+/// the change listener loses its connection (`retirements`), every connection opened before is
+/// replaced at its next checkout: after a failover none keeps talking to a primary that was cut
+/// off but not stopped.
 #[derive(Debug)]
 pub(crate) struct PgManager {
     diesel: ConnectionManager<PgConnection>,
+    /// `SET statement_timeout` for each new connection.
+    statement_timeout: Duration,
     /// Moves on whenever a connection of this pool comes back broken.
     losses: AtomicU64,
+    /// Moves on whenever the change listener loses its connection (`ChangeFeed`).
+    retirements: Arc<AtomicU64>,
 }
 
 /// A pooled PostgreSQL connection; dereferences to diesel's `PgConnection`.
@@ -431,6 +435,8 @@ pub(crate) struct PgSession {
     connection: PgConnection,
     /// `losses` when this connection last proved alive (was opened or answered a ping).
     alive_at: u64,
+    /// `retirements` when it was opened.
+    opened_at: u64,
 }
 
 impl std::ops::Deref for PgSession {
@@ -448,10 +454,12 @@ impl std::ops::DerefMut for PgSession {
 }
 
 impl PgManager {
-    fn new(url: &str) -> Self {
+    fn new(conninfo: String, statement_timeout: Duration, retirements: Arc<AtomicU64>) -> Self {
         Self {
-            diesel: ConnectionManager::new(url),
+            diesel: ConnectionManager::new(conninfo),
+            statement_timeout,
             losses: AtomicU64::new(0),
+            retirements,
         }
     }
 }
@@ -462,13 +470,29 @@ impl ManageConnection for PgManager {
 
     fn connect(&self) -> Result<PgSession, Self::Error> {
         let alive_at = self.losses.load(Ordering::Acquire);
+        let opened_at = self.retirements.load(Ordering::Acquire);
+        let mut connection = self.diesel.connect()?;
+        connection
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                self.statement_timeout.as_millis().max(1)
+            ))
+            .map_err(diesel::r2d2::Error::QueryError)?;
         Ok(PgSession {
-            connection: self.diesel.connect()?,
+            connection,
             alive_at,
+            opened_at,
         })
     }
 
     fn is_valid(&self, session: &mut PgSession) -> Result<(), Self::Error> {
+        if session.opened_at != self.retirements.load(Ordering::Acquire) {
+            return Err(diesel::r2d2::Error::ConnectionError(
+                diesel::ConnectionError::BadConnection(
+                    "opened before the change listener lost its connection".into(),
+                ),
+            ));
+        }
         let losses = self.losses.load(Ordering::Acquire);
         if session.alive_at != losses || is_gone(&mut session.connection) {
             self.diesel.is_valid(&mut session.connection)?;
@@ -558,9 +582,9 @@ impl Store {
 
     /// Starts listening for other nodes' writes (PostgreSQL); SQLite needs no listener. The
     /// listener stops when `stop` is set.
-    pub fn start_change_listener(&self, url: &DatabaseUrl, stop: Arc<AtomicBool>) {
-        if let DatabaseUrl::Postgres(url) = url {
-            self.changes.listen(url.clone(), stop);
+    pub fn start_change_listener(&self, stop: Arc<AtomicBool>) {
+        if let Pools::Postgres(_) = &self.pools {
+            self.changes.listen(stop);
         }
     }
 
@@ -597,17 +621,35 @@ impl Store {
                     changes: Arc::new(ChangeFeed::sqlite(path.to_string_lossy().into_owned())),
                 }
             }
-            DatabaseUrl::Postgres(url) => {
+            DatabaseUrl::Postgres(conninfo) => {
+                let timeout = settings.connection_timeout;
+                let retirements = Arc::new(AtomicU64::new(0));
+                // Named, unless the operator named them, so that operators (and the tests) can
+                // tell the pool's connections from the listener's in `pg_stat_activity`.
+                let mut pool_settings = conninfo::bounded_by(timeout);
+                pool_settings.push(("fallback_application_name", "tokenwarden".to_string()));
+                let manager = PgManager::new(
+                    conninfo.with_settings(&pool_settings),
+                    timeout,
+                    Arc::clone(&retirements),
+                );
                 // The checkout test is `PgManager::is_valid`, which pings only connections made
                 // suspect by a lost one (see `PgManager`).
                 let pool = Pool::builder()
                     .max_size(settings.max_connections)
-                    .connection_timeout(settings.connection_timeout)
+                    .connection_timeout(timeout)
                     .test_on_check_out(true)
-                    .build(PgManager::new(url))?;
+                    .build(manager)?;
+                let listener_conninfo = conninfo.with_settings(&conninfo::bounded_by(
+                    timeout.min(changes::LISTENER_TIMEOUT),
+                ));
                 Store {
                     pools: Pools::Postgres(pool),
-                    changes: Arc::new(ChangeFeed::postgres(settings.cache_lease)),
+                    changes: Arc::new(ChangeFeed::postgres(
+                        settings.cache_lease,
+                        listener_conninfo,
+                        retirements,
+                    )),
                 }
             }
         };
@@ -628,9 +670,11 @@ impl Store {
                     .map(drop)
                     .map_err(failed)
             }),
+            // A migration may take longer than a request's statement timeout.
             Pools::Postgres(pool) => pool.get()?.transaction(|conn| {
                 conn.batch_execute(&format!(
-                    "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                    "SET LOCAL statement_timeout = 0; \
+                     SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
                 ))?;
                 conn.run_pending_migrations(POSTGRES_MIGRATIONS)
                     .map(drop)
@@ -748,14 +792,18 @@ mod tests {
 
     #[test]
     fn urls_choose_the_backend_by_scheme() {
-        assert_eq!(
-            DatabaseUrl::parse("postgres://u@h/db").unwrap(),
-            DatabaseUrl::Postgres("postgres://u@h/db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("postgresql://h/db").unwrap(),
-            DatabaseUrl::Postgres("postgresql://h/db".into())
-        );
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://h/db",
+            "postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write",
+            "host=h1,h2 port=5432,5432 dbname=db target_session_attrs=read-write",
+        ] {
+            let parsed = DatabaseUrl::parse(url).unwrap();
+            assert!(
+                matches!(&parsed, DatabaseUrl::Postgres(conninfo) if conninfo.as_str() == url),
+                "{url}"
+            );
+        }
         for (url, path) in [
             ("sqlite://data/tw.db", "data/tw.db"),
             ("sqlite:///var/lib/tw.db", "/var/lib/tw.db"),
@@ -767,9 +815,22 @@ mod tests {
                 DatabaseUrl::Sqlite(path.into())
             );
         }
-        for bad in ["", "sqlite://", ":memory:", "mysql://h/db"] {
+        for bad in [
+            "",
+            "sqlite://",
+            ":memory:",
+            "mysql://h/db",
+            "hots=h1 dbname=db",
+            "host=h1 dbname",
+            "data/tw=1.db",
+            "tw\u{7}.db",
+        ] {
             assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://data/tw=1.db").unwrap(),
+            DatabaseUrl::Sqlite("data/tw=1.db".into())
+        );
     }
 
     #[test]

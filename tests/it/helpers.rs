@@ -123,7 +123,7 @@ impl TestDatabase {
                     .expect("open the SQLite test database")
                     .batch_execute(sql)
             }
-            DatabaseUrl::Postgres(url) => PgConnection::establish(&url)
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url.as_str())
                 .expect("connect to the test database")
                 .batch_execute(sql),
         };
@@ -145,7 +145,8 @@ impl TestDatabase {
                 diesel::RunQueryDsl::get_result::<Count>(query, &mut conn)
             }
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(&url).expect("connect to the test database");
+                let mut conn =
+                    PgConnection::establish(url.as_str()).expect("connect to the test database");
                 diesel::RunQueryDsl::get_result::<Count>(query, &mut conn)
             }
         };

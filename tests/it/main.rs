@@ -24,6 +24,7 @@ mod openapi;
 mod platform_admins;
 mod platform_api;
 mod platform_resource_servers;
+mod postgres_connections;
 mod request_id;
 mod resource_server_limits;
 mod revocation;
