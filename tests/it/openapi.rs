@@ -183,6 +183,7 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         ("RotatedAuthKeyView", "auth_key"),
         ("RotatedAuthKeyView", "previous_valid_until"),
         ("SiteView", "previous_auth_key_valid_until"),
+        ("SiteView", "created_at"),
     ] {
         assert!(
             schemas[schema]["properties"][member].is_object(),
