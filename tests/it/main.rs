@@ -4,6 +4,7 @@
 mod admin_api;
 mod admin_cli;
 mod admin_page;
+mod admin_page_platform;
 mod admin_session;
 mod audience;
 mod audit;
