@@ -40,6 +40,8 @@ pub struct SiteView {
     pub name: String,
     /// A disabled site cannot get tokens, and its tokens do not work.
     pub enabled: bool,
+    /// RFC 3339, UTC.
+    pub created_at: String,
     /// Tokens the site holds: its primary (once issued) and up to nine others.
     pub token_count: i64,
     /// RFC 3339, UTC: until when the auth key the last rotation replaced also works; `null` when
@@ -696,6 +698,7 @@ impl SiteView {
             site_key: summary.site.site_key,
             name: summary.site.name,
             enabled: summary.site.enabled,
+            created_at: rfc3339(summary.site.created_at),
             token_count: summary.token_count,
         }
     }

@@ -27,6 +27,7 @@ mod platform_admins;
 mod platform_resource_servers;
 mod request_id;
 mod revocation;
+mod session;
 
 use error::ApiError;
 use observe::Observe;
@@ -103,11 +104,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
             "/admin/v1/admins/{client_id}/secret",
             platform_admins::rotate_secret,
         ))
-        .service(only(
-            Method::DELETE,
-            "/admin/v1/sessions/current",
-            revocation::end_session,
-        ))
+        .service(
+            web::resource(CURRENT_SESSION)
+                .wrap(Observe::route(CURRENT_SESSION))
+                .route(web::get().to(session::current))
+                .route(web::delete().to(revocation::end_session))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                        allow: "GET, DELETE",
+                    })
+                })),
+        )
         .service(
             web::resource(SITE)
                 .wrap(Observe::route(SITE))
@@ -207,6 +214,7 @@ const RESOURCE_SERVERS: &str = "/admin/v1/resource-servers";
 const RESOURCE_SERVER: &str = "/admin/v1/resource-servers/{client_id}";
 const ADMINS: &str = "/admin/v1/admins";
 const ADMIN: &str = "/admin/v1/admins/{client_id}";
+const CURRENT_SESSION: &str = "/admin/v1/sessions/current";
 
 /// A resource answering one method, observed under its pattern; any other method gets 405 JSON
 /// with `Allow` (RFC 9110 15.5.6).

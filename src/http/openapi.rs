@@ -29,6 +29,7 @@ use super::platform_resource_servers::{
     ResourceServersResponse,
 };
 use super::revocation::{self, PrimaryInvalidatedResponse};
+use super::session::{self, SessionView};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +62,7 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         audit::list,
         revocation::invalidate_primary,
         revocation::end_session,
+        session::current,
         platform::create_site,
         platform::update_site,
         platform::rotate_auth_key,
@@ -114,7 +116,8 @@ use super::revocation::{self, PrimaryInvalidatedResponse};
         UpdateAdminBody,
         AdminView,
         AdminsResponse,
-        CreatedAdminView
+        CreatedAdminView,
+        SessionView
     )),
     modifiers(&ClientAuthentication),
     tags(

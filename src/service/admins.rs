@@ -388,18 +388,12 @@ pub fn admin_for_bearer(
     presented: &Secret,
     now: NaiveDateTime,
 ) -> Result<Admin, ServiceError> {
-    let invalid = || {
-        OAuthError::new(
-            OAuthErrorCode::InvalidToken,
-            "the admin token is unknown, expired or revoked; get a new one from /oauth2/token",
-        )
-    };
     let digest = || context.keys.token_digest(presented.expose());
     match token::recognise(presented.expose()) {
         Ok(SecretKind::AdminToken) => context
             .store
             .admin_for_token(&digest(), now)?
-            .ok_or_else(|| invalid().into()),
+            .ok_or_else(|| unusable_admin_token().into()),
         Ok(SecretKind::PrimaryToken | SecretKind::SecondaryToken) => {
             let facts = context.store.token_facts(&digest())?;
             if facts.is_some_and(|facts| facts.is_active(now)) {
@@ -409,11 +403,52 @@ pub fn admin_for_bearer(
                 )
                 .into())
             } else {
-                Err(invalid().into())
+                Err(unusable_admin_token().into())
             }
         }
-        _ => Err(invalid().into()),
+        _ => Err(unusable_admin_token().into()),
     }
+}
+
+/// RFC 6750 3.1 `invalid_token`: the refusal of an admin token that does not (or no longer) work.
+fn unusable_admin_token() -> OAuthError {
+    OAuthError::new(
+        OAuthErrorCode::InvalidToken,
+        "the admin token is unknown, expired or revoked; get a new one from /oauth2/token",
+    )
+}
+
+/// The session an admin token stands for: who holds it and until when it works.
+#[derive(Debug)]
+pub struct AdminSession {
+    /// The admin, with a site manager's sites.
+    pub admin: AdminWithSites,
+    pub expires_at: NaiveDateTime,
+}
+
+/// `GET /admin/v1/sessions/current`: the session of `presented`, an admin token of `admin`'s
+/// ([`admin_for_bearer`]). A token revoked, or an admin disabled, since that check is
+/// `invalid_token` like any token that does not work.
+pub fn current_session(
+    context: &Context,
+    admin: &Admin,
+    presented: &Secret,
+    now: NaiveDateTime,
+) -> Result<AdminSession, ServiceError> {
+    let digest = context.keys.token_digest(presented.expose());
+    let expires_at = context
+        .store
+        .admin_token_expiry(admin.id, &digest, now)?
+        .ok_or_else(unusable_admin_token)?;
+    let holder = context
+        .store
+        .admin(&admin.client_id)?
+        .filter(|found| found.admin.enabled)
+        .ok_or_else(unusable_admin_token)?;
+    Ok(AdminSession {
+        admin: holder,
+        expires_at,
+    })
 }
 
 /// Checks an admin's client id and secret at `now` (RFC 6749 2.3.1): the current secret, or while

@@ -22,6 +22,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+mod admin_sessions;
 mod admins;
 pub(crate) mod audit;
 mod changes;

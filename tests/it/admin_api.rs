@@ -841,6 +841,7 @@ fn assert_site_object(site: &Value, what: &str) {
     assert_eq!(
         keys,
         [
+            "created_at",
             "enabled",
             "name",
             "previous_auth_key_valid_until",
@@ -848,6 +849,11 @@ fn assert_site_object(site: &Value, what: &str) {
             "token_count"
         ],
         "{what}: {site}"
+    );
+    let created = rfc3339(&site["created_at"], what).with_timezone(&Utc);
+    assert!(
+        created <= now() && now() - created < TimeDelta::minutes(5),
+        "{what}: created just now, not {created}"
     );
     assert!(site["token_count"].is_i64(), "{what}: {site}");
     assert!(site["enabled"].is_boolean(), "{what}: {site}");
@@ -903,12 +909,14 @@ fn platform_admin_lists_every_site_sorted_by_name_with_token_counts(app: TestApp
         (&charlie, "Charlie Store", 0, false),
     ];
     for (site, (keys, name, count, enabled)) in sites.iter().zip(expected) {
+        assert_site_object(site, name);
         assert_eq!(
             *site,
             json!({
                 "site_key": keys.site_key,
                 "name": name,
                 "enabled": enabled,
+                "created_at": site["created_at"],
                 "token_count": count,
                 "previous_auth_key_valid_until": null,
             }),

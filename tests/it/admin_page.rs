@@ -39,8 +39,8 @@ const TOKYO_OFFSET_HOURS: i64 = 9;
 /// How long the page gets to show what a step expects.
 const WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(25);
-const DESKTOP: (u32, u32) = (1280, 800);
-const PHONE: (u32, u32) = (390, 844);
+pub(crate) const DESKTOP: (u32, u32) = (1280, 800);
+pub(crate) const PHONE: (u32, u32) = (390, 844);
 const SESSION_KEY: &str = "tokenwarden.admin-session";
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -224,7 +224,11 @@ fn an_admin_manages_a_token_from_sign_in_to_history(app: TestApp) {
     browser.type_into("#client-secret", &admin.client_secret);
     browser.click("#sign-in-button");
     browser.wait_text("#sites-count", "1 site");
-    browser.wait_text("#signed-in-as", &admin.client_id);
+    browser.wait_text("#signed-in-as", "Signed in as Ada Ops Platform admin");
+    assert!(
+        !browser.is_visible("#sections") || browser.texts("#sections a").len() == 3,
+        "the platform's sections"
+    );
     let listed = browser.texts("#site-list .site-name");
     assert_eq!(listed, ["Tea Shop"]);
 
@@ -960,6 +964,53 @@ fn screenshots_of_the_main_states() {
     browser.wait_rows("ten tokens on a phone", |rows| rows.len() == 10);
     browser.focus_nothing();
     shoot(&browser, "admin-phone.png");
+
+    // The platform's sections.
+    browser.resize(DESKTOP);
+    browser.goto("/admin/#sites");
+    browser.wait_text("#sites-count", "6 sites");
+    browser.click("#create-site");
+    browser.type_into("#site-name-name", "Lakeside Bakery");
+    browser.click("#site-name-submit");
+    browser.wait_visible("#secret-dialog");
+    browser.wait_text("#sites-count", "7 sites");
+    shoot(&browser, "admin-site-created.png");
+    browser.click("#secret-dialog [data-close]");
+    browser.wait_hidden("#secret-dialog");
+    let rotate = format!(
+        "#site-list button[data-key=\"{}\"][data-action=\"rotate\"]",
+        tea.site_key
+    );
+    browser.click(&rotate);
+    browser.wait_visible("#rotate-dialog");
+    shoot(&browser, "admin-rotate.png");
+    browser.click("#rotate-submit");
+    browser.wait_text("#secret-note", "The old auth key keeps working until");
+    shoot(&browser, "admin-rotated.png");
+    browser.click("#secret-dialog [data-close]");
+    browser.wait_hidden("#secret-dialog");
+
+    app.create_limited_resource_server("Stock API", &[&tea]);
+    app.create_resource_server("Analytics API");
+    browser.click("#sections a[data-section=\"resource-servers\"]");
+    browser.wait_text("#resource-servers-count", "3 resource servers");
+    browser.focus_nothing();
+    shoot(&browser, "admin-resource-servers.png");
+
+    let garden = app.create_site("Garden Centre");
+    let manager = app.create_site_manager("Tea Manager", &[&tea, &garden]);
+    let leaver = app.create_site_manager("Former Partner Desk", &[&garden]);
+    app.admin_cli(&["disable", &leaver.client_id]);
+    browser.click("#sections a[data-section=\"admins\"]");
+    browser.wait_text("#admins-count", "3 admins");
+    browser.focus_nothing();
+    shoot(&browser, "admin-admins.png");
+
+    browser.click("#sign-out");
+    sign_in(&browser, &manager);
+    browser.wait_text("#sites-count", "2 sites");
+    browser.focus_nothing();
+    shoot(&browser, "admin-site-manager.png");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -990,13 +1041,13 @@ fn action_button(token_id: i64, action: &str) -> String {
     format!("#tokens-body button[data-token-id=\"{token_id}\"][data-action=\"{action}\"]")
 }
 
-fn app_and_browser(backend: Backend, size: (u32, u32)) -> Option<(TestApp, Browser)> {
+pub(crate) fn app_and_browser(backend: Backend, size: (u32, u32)) -> Option<(TestApp, Browser)> {
     let app = TestApp::spawn(backend)?;
     let browser = Browser::open(&app, size)?;
     Some((app, browser))
 }
 
-fn sign_in(browser: &Browser, admin: &AdminKeys) {
+pub(crate) fn sign_in(browser: &Browser, admin: &AdminKeys) {
     browser.wait_visible("#sign-in-view");
     browser.type_into("#client-id", &admin.client_id);
     browser.type_into("#client-secret", &admin.client_secret);
@@ -1041,7 +1092,7 @@ fn browser_installed() -> bool {
 
 /// Headless Chromium in a fresh profile, driven through a chromedriver of its own on a free port.
 /// Dropping it ends the WebDriver session (which quits Chromium) and kills that chromedriver.
-struct Browser {
+pub(crate) struct Browser {
     client: Option<Client>,
     runtime: actix_web::rt::Runtime,
     driver: Child,
@@ -1050,7 +1101,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn open(app: &TestApp, (width, height): (u32, u32)) -> Option<Self> {
+    pub(crate) fn open(app: &TestApp, (width, height): (u32, u32)) -> Option<Self> {
         if !browser_installed() {
             return None;
         }
@@ -1129,7 +1180,7 @@ impl Browser {
     }
 
     /// Makes the viewport (not the window) `width` x `height`.
-    fn resize(&self, (width, height): (u32, u32)) {
+    pub(crate) fn resize(&self, (width, height): (u32, u32)) {
         let inner = self.js("return [window.innerWidth, window.innerHeight]");
         let (inner_w, inner_h) = (inner[0].as_u64().unwrap(), inner[1].as_u64().unwrap());
         let (outer_w, outer_h) = self.block(self.client().get_window_size()).unwrap();
@@ -1139,29 +1190,29 @@ impl Browser {
             .expect("resize the window");
     }
 
-    fn goto(&self, path: &str) {
+    pub(crate) fn goto(&self, path: &str) {
         let url = format!("{}{path}", self.base_url);
         self.block(self.client().goto(&url))
             .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
-    fn refresh(&self) {
+    pub(crate) fn refresh(&self) {
         self.block(self.client().refresh()).expect("reload");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.block(self.client().current_url())
             .expect("the URL")
             .to_string()
     }
 
     /// Runs `script` (a function body; `return` gives the result) in the page.
-    fn js(&self, script: &str) -> Value {
+    pub(crate) fn js(&self, script: &str) -> Value {
         self.block(self.client().execute(script, Vec::new()))
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
-    fn page_text(&self) -> String {
+    pub(crate) fn page_text(&self) -> String {
         self.js("return document.body.innerText")
             .as_str()
             .unwrap_or_default()
@@ -1169,7 +1220,7 @@ impl Browser {
     }
 
     /// Polls `probe` until it gives `Some`, for up to `WAIT`; fails with the page's text.
-    fn wait_until<T>(&self, what: &str, mut probe: impl FnMut(&Self) -> Option<T>) -> T {
+    pub(crate) fn wait_until<T>(&self, what: &str, mut probe: impl FnMut(&Self) -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(found) = probe(self) {
@@ -1186,7 +1237,7 @@ impl Browser {
     }
 
     /// The first element matching `css` that is displayed.
-    fn visible(&self, css: &str) -> Option<fantoccini::elements::Element> {
+    pub(crate) fn visible(&self, css: &str) -> Option<fantoccini::elements::Element> {
         self.block(async {
             for element in self.client().find_all(Locator::Css(css)).await.ok()? {
                 if element.is_displayed().await.unwrap_or(false) {
@@ -1197,22 +1248,22 @@ impl Browser {
         })
     }
 
-    fn is_visible(&self, css: &str) -> bool {
+    pub(crate) fn is_visible(&self, css: &str) -> bool {
         self.visible(css).is_some()
     }
 
-    fn wait_visible(&self, css: &str) -> fantoccini::elements::Element {
+    pub(crate) fn wait_visible(&self, css: &str) -> fantoccini::elements::Element {
         self.wait_until(&format!("{css} to show"), |browser| browser.visible(css))
     }
 
-    fn wait_hidden(&self, css: &str) {
+    pub(crate) fn wait_hidden(&self, css: &str) {
         self.wait_until(&format!("{css} to go away"), |browser| {
             (!browser.is_visible(css)).then_some(())
         });
     }
 
     /// Waits until a visible `css` element's text contains `expected`; returns the text.
-    fn wait_text(&self, css: &str, expected: &str) -> String {
+    pub(crate) fn wait_text(&self, css: &str, expected: &str) -> String {
         self.wait_until(&format!("{css} to read {expected:?}"), |browser| {
             let element = browser.visible(css)?;
             let text = browser.block(element.text()).ok()?;
@@ -1221,13 +1272,13 @@ impl Browser {
     }
 
     /// The visible text of the first visible `css` element.
-    fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         let element = self.wait_visible(css);
         self.block(element.text()).expect("the element's text")
     }
 
     /// The visible texts of every `css` element, in document order.
-    fn texts(&self, css: &str) -> Vec<String> {
+    pub(crate) fn texts(&self, css: &str) -> Vec<String> {
         self.block(async {
             let mut texts = Vec::new();
             for element in self.client().find_all(Locator::Css(css)).await.unwrap() {
@@ -1240,7 +1291,7 @@ impl Browser {
     }
 
     /// Clicks the first visible, enabled `css` element, retrying while something covers it.
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         self.wait_until(&format!("{css} to be clicked"), |browser| {
             let element = browser.visible(css)?;
             if !browser.block(element.is_enabled()).unwrap_or(false) {
@@ -1251,7 +1302,7 @@ impl Browser {
     }
 
     /// Replaces the text of the visible input `css` by `text`, as typed.
-    fn type_into(&self, css: &str, text: &str) {
+    pub(crate) fn type_into(&self, css: &str, text: &str) {
         let element = self.wait_visible(css);
         let handle = serde_json::to_value(&element).expect("an element reference");
         self.block(async {
@@ -1272,7 +1323,7 @@ impl Browser {
     }
 
     /// Sets an input's value directly (a datetime-local field's keyboard entry is locale-bound).
-    fn set_value(&self, css: &str, value: &str) {
+    pub(crate) fn set_value(&self, css: &str, value: &str) {
         let element = self.wait_visible(css);
         self.block(self.client().execute(
             "arguments[0].value = arguments[1];
@@ -1282,7 +1333,7 @@ impl Browser {
         .expect("set the value");
     }
 
-    fn press_escape(&self) {
+    pub(crate) fn press_escape(&self) {
         self.block(async {
             let focused = self.client().active_element().await?;
             focused.send_keys("\u{e00c}").await
@@ -1290,18 +1341,21 @@ impl Browser {
         .expect("press Escape");
     }
 
-    /// The focused element: its id, or the action and token of a table button.
-    fn focused(&self) -> Value {
-        self.js(
-            "const e = document.activeElement;
+    /// The focused element: its id, or the action and token (or other row key) of a table button.
+    pub(crate) fn focused(&self) -> Value {
+        self.js("const e = document.activeElement;
              if (!e) return null;
-             if (e.dataset && e.dataset.action) return {action: e.dataset.action, token: e.dataset.tokenId};
-             return e.id || e.tagName;",
-        )
+             if (e.dataset && e.dataset.action) {
+                 const button = {action: e.dataset.action};
+                 if (e.dataset.tokenId) button.token = e.dataset.tokenId;
+                 if (e.dataset.key) button.key = e.dataset.key;
+                 return button;
+             }
+             return e.id || e.tagName;")
     }
 
     /// For pictures: no focus ring, no hover highlight.
-    fn focus_nothing(&self) {
+    pub(crate) fn focus_nothing(&self) {
         self.js("document.activeElement && document.activeElement.blur()");
         let park = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
             duration: None,
@@ -1313,14 +1367,14 @@ impl Browser {
     }
 
     /// The admin token the page keeps in sessionStorage, if any.
-    fn admin_token(&self) -> Option<String> {
+    pub(crate) fn admin_token(&self) -> Option<String> {
         let stored = self.js(&format!("return sessionStorage.getItem('{SESSION_KEY}')"));
         let stored: Value = serde_json::from_str(stored.as_str()?).expect("stored JSON");
         stored["token"].as_str().map(str::to_string)
     }
 
     /// Does `secret` appear anywhere in the page: markup, text, input values or storage?
-    fn page_holds(&self, secret: &str) -> bool {
+    pub(crate) fn page_holds(&self, secret: &str) -> bool {
         self.block(self.client().execute(
             "const s = arguments[0];
              return document.documentElement.outerHTML.includes(s)
@@ -1361,7 +1415,7 @@ impl Browser {
         })
     }
 
-    fn screenshot(&self, path: &Path) {
+    pub(crate) fn screenshot(&self, path: &Path) {
         let png = self
             .block(self.client().screenshot())
             .expect("a screenshot");

@@ -4,6 +4,8 @@
 mod admin_api;
 mod admin_cli;
 mod admin_page;
+mod admin_page_platform;
+mod admin_session;
 mod audience;
 mod audit;
 mod auth_key_rotation;

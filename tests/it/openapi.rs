@@ -112,6 +112,8 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         ("/admin/v1/admins", "post"),
         ("/admin/v1/admins/{client_id}", "get"),
         ("/admin/v1/admins/{client_id}", "patch"),
+        ("/admin/v1/sessions/current", "get"),
+        ("/admin/v1/sessions/current", "delete"),
     ];
     for (path, method) in admin_operations {
         let operation = &document["paths"][path][method];
@@ -193,6 +195,10 @@ fn the_openapi_document_covers_every_endpoint(app: TestApp) {
         ("RotatedSecretView", "previous_valid_until"),
         ("ResourceServerView", "previous_secret_valid_until"),
         ("AdminView", "previous_secret_valid_until"),
+        ("SiteView", "created_at"),
+        ("SessionView", "role"),
+        ("SessionView", "sites"),
+        ("SessionView", "expires_at"),
     ] {
         assert!(
             schemas[schema]["properties"][member].is_object(),

@@ -3,12 +3,18 @@
 // No framework and no build step. Every value from the server is put into the page as text
 // (textContent, input.value), never as HTML. The admin token lives only in sessionStorage: it is
 // gone when the tab closes, never sent as a cookie and never put into the URL. The URL holds only
-// the site being looked at (#site=KEY), so a reload stays on it.
+// what is being looked at (#site=KEY, #resource-servers, #admins), so a reload stays on it.
+//
+// Who is signed in (name, role, sites) comes from GET /admin/v1/sessions/current; the sections
+// only platform admins may use (creating and changing sites, resource servers, admins) are shown
+// to platform admins only, and the server refuses them to anyone else all the same.
 'use strict';
 
 (() => {
   const SESSION_KEY = 'tokenwarden.admin-session';
   const SITES_PER_PAGE = 100;
+  // Beyond this many matches the server may estimate the total (`total_exact: false`).
+  const EXACT_TOTAL_LIMIT = 10000;
   const MAX_NON_PRIMARY = 9; // A site holds 10 tokens: its primary and nine others.
   const SEARCH_DELAY_MS = 250;
   const REQUEST_TIMEOUT_MS = 20000;
@@ -16,6 +22,8 @@
   const $ = (id) => document.getElementById(id);
   const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
   const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+  const momentFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const ROLES = { 'platform-admin': 'Platform admin', 'site-manager': 'Site manager' };
 
   // ---------------------------------------------------------------------------------------------
   // The admin token
@@ -106,8 +114,12 @@
     try {
       return await request(method, `v1/${path}`, { headers, body });
     } catch (error) {
-      if (error.status === 401 || error.status === 403) {
+      if (error.status === 401 || (error.status === 403 && error.code !== 'forbidden')) {
+        // 403 insufficient_scope: a site token, not an admin token, was stored.
         sessionExpired();
+        error.handled = true;
+      } else if (error.status === 403) {
+        roleChanged();
         error.handled = true;
       }
       throw error;
@@ -121,18 +133,29 @@
 
   const enc = encodeURIComponent;
 
-  // What a failure means, in words a site manager understands.
-  function describe(error) {
+  const GONE = {
+    token: 'This site or token no longer exists, or it is no longer assigned to you.',
+    site: 'This site no longer exists, or it is no longer assigned to you.',
+    resourceServer: 'This resource server no longer exists: someone deleted it meanwhile.',
+    admin: 'This admin no longer exists.',
+  };
+
+  // The conflicts the API answers with 409, by code.
+  const CONFLICTS = {
+    token_limit_reached: 'This site already holds 10 tokens, the most it may hold. Regenerate one of its tokens instead.',
+    cannot_change_own_access: 'You cannot disable yourself or give up being a platform admin. Ask another platform admin to do it.',
+    last_platform_admin: 'This would leave no enabled platform admin. Enable another platform admin, or make another admin one, first.',
+  };
+
+  // What a failure means, in words a site manager understands. `gone`: what a 404 means here.
+  function describe(error, gone = GONE.token) {
     switch (error.status) {
       case 0:
         return 'Could not reach tokenwarden. Check your network connection and try again.';
       case 404:
-        return 'This site or token no longer exists, or it is no longer assigned to you.';
+        return gone;
       case 409:
-        if (error.code === 'token_limit_reached') {
-          return 'This site already holds 10 tokens, the most it may hold. Regenerate one of its tokens instead.';
-        }
-        return sentence(error.message);
+        return CONFLICTS[error.code] || sentence(error.message);
       case 413:
         return 'That is more text than tokenwarden accepts.';
       case 503:
@@ -153,6 +176,10 @@
       expires_at: 'The expiry',
       scope: 'The scope',
       audience: 'The audience',
+      name: 'The name',
+      sites: 'The site list',
+      role: 'The role',
+      q: 'The search',
     };
     const text = String(error.message);
     const name = Object.keys(words).find((field) => text.startsWith(`${field} `));
@@ -190,6 +217,25 @@
     const messages = $('messages');
     messages.replaceChildren();
     if (text) messages.append(el('p', { class: `notice ${kind}` }, text));
+  }
+
+  // Local date and time on one line, for sentences; the exact UTC instant as a tooltip.
+  function momentElement(iso) {
+    const date = new Date(iso);
+    return el('time', { datetime: iso, title: iso },
+      Number.isNaN(date.getTime()) ? iso : momentFormat.format(date));
+  }
+
+  // Site keys and client ids as code, up to `shown` of them, then how many more.
+  function keyList(keys, shown = 3) {
+    const codes = keys.slice(0, shown).map((key) => el('code', {}, key));
+    const list = el('span', { class: 'keys' }, ...codes.flatMap((code, i) => (i ? [' ', code] : [code])));
+    if (keys.length > shown) list.append(` and ${keys.length - shown} more`);
+    return list;
+  }
+
+  function plural(count, one, many) {
+    return count === 1 ? `1 ${one}` : `${count.toLocaleString()} ${many}`;
   }
 
   // Local date and time, on two lines in tables; the exact UTC instant as a tooltip.
@@ -241,11 +287,13 @@
     }
   }
 
-  // Where focus goes when the element that opened a dialog is gone.
+  // Where focus goes when the element that opened a dialog is gone: the view's main button, or
+  // its heading.
   function fallbackFocus() {
     const create = $('create-token');
     if (!$('tokens-view').hidden) return create.hidden ? $('site-title') : create;
-    return $('main');
+    const view = VIEWS.map($).find((section) => !section.hidden);
+    return (view && view.querySelector('h1')) || $('main');
   }
 
   function fieldError(prefix, field, text) {
@@ -265,15 +313,115 @@
     show(box, Boolean(text));
   }
 
+  // Sends a dialog form's request: its button busy meanwhile; a refusal shown in the dialog, next
+  // to the field the API names when that field is one of `fields` (API name: input name, the
+  // input's id being `${prefix}-${input}`); on success the dialog closes. Gives `{ answer }`, or
+  // null when refused.
+  async function submitDialog(dialog, { button, busy, prefix, fields = {}, gone, send }) {
+    formError(`${prefix}-error`, '');
+    for (const input of Object.values(fields)) fieldError(prefix, input, '');
+    setBusy(button, true, busy);
+    let answer;
+    try {
+      answer = await send();
+    } catch (error) {
+      if (error.handled) return null;
+      const input = fields[error.field];
+      if (error.status === 422 && input && fieldError(prefix, input, fieldMessage(error))) {
+        focusField(`${prefix}-${input}`);
+      } else {
+        formError(`${prefix}-error`, describe(error, gone));
+      }
+      return null;
+    } finally {
+      setBusy(button, false);
+    }
+    dialog.returnFocus = null;
+    dialog.close();
+    return { answer };
+  }
+
+  // Focuses an input, or the chosen (else the first) radio button of a fieldset.
+  function focusField(id) {
+    const field = $(id);
+    const target = field.tagName === 'FIELDSET'
+      ? field.querySelector('input:checked') || field.querySelector('input')
+      : field;
+    target.focus();
+  }
+
+  // Site keys or client ids typed into one field, separated by spaces or commas.
+  function keysIn(input) {
+    return input.value.split(/[\s,]+/).filter(Boolean);
+  }
+
+  // The button of a table row: `list` is the tbody's id, `key` the row's data-key.
+  function rowButton(list, key, action) {
+    return document.querySelector(`#${list} button[data-key="${CSS.escape(key)}"][data-action="${action}"]`);
+  }
+
+  // A button of a table row, labelled for screen readers with what it acts on.
+  function rowActionButton(key, action, label, spoken) {
+    return el('button', {
+      type: 'button', class: 'button small', 'data-action': action, 'data-key': key, 'aria-label': spoken,
+    }, label);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Confirmation: one dialog for every action that needs a yes first
+  // ---------------------------------------------------------------------------------------------
+
+  let pendingConfirmation = null;
+
+  // `spec`: title, explanation, button, busy, danger, gone, returnFocus; `send()` performs the
+  // action, `done(answer)` updates the page once it succeeded.
+  function confirmAction(spec) {
+    pendingConfirmation = spec;
+    $('confirm-title').textContent = spec.title;
+    $('confirm-explanation').textContent = spec.explanation;
+    const button = $('confirm-submit');
+    button.textContent = spec.button;
+    button.classList.toggle('danger', Boolean(spec.danger));
+    button.classList.toggle('primary', !spec.danger);
+    formError('confirm-error', '');
+    // Focus starts on Cancel: Enter alone never disables or deletes anything.
+    openDialog($('confirm-dialog'), { focus: $('confirm-cancel'), returnFocus: spec.returnFocus });
+  }
+
+  $('confirm-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const spec = pendingConfirmation;
+    if (!spec) return;
+    const outcome = await submitDialog($('confirm-dialog'), {
+      button: $('confirm-submit'), busy: spec.busy, prefix: 'confirm', gone: spec.gone, send: spec.send,
+    });
+    if (!outcome) return;
+    pendingConfirmation = null;
+    await spec.done(outcome.answer);
+  });
+
   // ---------------------------------------------------------------------------------------------
   // Views
   // ---------------------------------------------------------------------------------------------
 
-  const VIEWS = ['loading-view', 'sign-in-view', 'sites-view', 'tokens-view'];
+  const VIEWS = [
+    'loading-view', 'sign-in-view', 'sites-view', 'tokens-view', 'resource-servers-view', 'admins-view',
+  ];
+  // The section of the navigation each view belongs to.
+  const SECTION_OF_VIEW = {
+    'sites-view': 'sites',
+    'tokens-view': 'sites',
+    'resource-servers-view': 'resource-servers',
+    'admins-view': 'admins',
+  };
 
   function showView(id, title) {
     for (const view of VIEWS) show($(view), view === id);
     document.title = `${title} · tokenwarden`;
+    for (const link of document.querySelectorAll('#sections a[data-section]')) {
+      if (link.dataset.section === SECTION_OF_VIEW[id]) link.setAttribute('aria-current', 'page');
+      else link.removeAttribute('aria-current');
+    }
   }
 
   function siteKeyFromHash() {
@@ -286,7 +434,13 @@
     }
   }
 
-  function route() {
+  // Views only platform admins have, by their address.
+  const PLATFORM_VIEWS = {
+    '#resource-servers': () => openResourceServers(),
+    '#admins': () => openAdmins(),
+  };
+
+  async function route() {
     closeAllDialogs();
     const session = loadSession();
     if (!session) {
@@ -297,11 +451,84 @@
       sessionExpired();
       return;
     }
-    show($('account'), true);
-    $('signed-in-as').textContent = `Signed in as ${session.clientId}`;
+    if (!me) {
+      showView('loading-view', 'Loading');
+      try {
+        await whoAmI();
+      } catch (error) {
+        if (!error.handled) flash(describe(error), 'error');
+        return;
+      }
+      if (!me) return; // signed out meanwhile
+    }
     const siteKey = siteKeyFromHash();
-    if (siteKey) openSite(siteKey);
-    else openSites();
+    const platformView = PLATFORM_VIEWS[window.location.hash];
+    if (siteKey) {
+      openSite(siteKey);
+    } else if (platformView && isPlatformAdmin()) {
+      platformView();
+    } else {
+      if (platformView) window.history.replaceState(null, '', window.location.pathname);
+      openSites();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Who is signed in
+  // ---------------------------------------------------------------------------------------------
+
+  // The session of the stored admin token (GET /admin/v1/sessions/current): client_id, name,
+  // role, sites, expires_at. Null until loaded, and once signed out.
+  let me = null;
+  let mePromise = null;
+
+  function whoAmI() {
+    if (!mePromise) {
+      const pending = api('GET', 'sessions/current').then((session) => {
+        if (mePromise === pending) {
+          me = session;
+          renderAccount();
+        }
+        return session;
+      }, (error) => {
+        if (mePromise === pending) mePromise = null;
+        throw error;
+      });
+      mePromise = pending;
+    }
+    return mePromise;
+  }
+
+  function forgetMe() {
+    me = null;
+    mePromise = null;
+  }
+
+  function isPlatformAdmin() {
+    return Boolean(me) && me.role === 'platform-admin';
+  }
+
+  function renderAccount() {
+    const who = $('signed-in-as');
+    who.replaceChildren(
+      'Signed in as ',
+      el('strong', { id: 'account-name' }, me.name),
+      ' ',
+      el('span', { class: 'role', id: 'account-role' }, ROLES[me.role] || me.role),
+    );
+    who.title = me.client_id;
+    show($('account'), true);
+    show($('sections'), isPlatformAdmin());
+  }
+
+  // The server refused a platform admin's action as a site manager's: the role changed since the
+  // page asked. Ask again, and go where the new role may be.
+  async function roleChanged() {
+    closeAllDialogs();
+    forgetMe();
+    window.history.replaceState(null, '', window.location.pathname);
+    await route();
+    flash('Only platform admins may do this, and you are no longer one.', 'error');
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -311,7 +538,9 @@
   let state = { siteKey: null, site: null, tokens: [] };
 
   function showSignIn() {
+    forgetMe();
     show($('account'), false);
+    show($('sections'), false);
     state = { siteKey: null, site: null, tokens: [] };
     showView('sign-in-view', 'Sign in');
     $('client-secret').value = '';
@@ -346,7 +575,8 @@
         body: 'grant_type=client_credentials&scope=admin',
       });
       const expiresIn = Number(answer.expires_in) || 3600;
-      saveSession({ token: answer.access_token, clientId, expiresAt: Date.now() + expiresIn * 1000 });
+      forgetMe();
+      saveSession({ token: answer.access_token, expiresAt: Date.now() + expiresIn * 1000 });
       $('client-secret').value = '';
       flash('');
       route();
@@ -390,63 +620,268 @@
   });
 
   // ---------------------------------------------------------------------------------------------
-  // Site picker: the server searches and pages, so it stays fast with many thousands of sites.
+  // Sites: the server searches and pages, so the list stays fast with any number of sites. A page
+  // with more after it carries `next`, passed back as `cursor=`; past EXACT_TOTAL_LIMIT matches
+  // `total` may be an estimate (`total_exact: false`).
   // ---------------------------------------------------------------------------------------------
 
   let sitesRequest = 0;
   let searchTimer = null;
+  // What the list shows: the search it answers, the sites loaded so far, and where more begin.
+  let siteList = { query: '', sites: [], total: 0, exact: true, next: null };
 
   function openSites() {
     state = { siteKey: null, site: null, tokens: [] };
     showView('sites-view', 'Sites');
+    show($('create-site'), isPlatformAdmin());
     loadSites($('site-search').value.trim());
   }
 
-  async function loadSites(query) {
-    const sequence = ++sitesRequest;
-    $('sites-count').textContent = 'Loading sites…';
-    let answer;
-    try {
-      const search = query ? `&q=${enc(query)}` : '';
-      answer = await api('GET', `sites?limit=${SITES_PER_PAGE}${search}`);
-    } catch (error) {
-      if (sequence !== sitesRequest || error.handled) return;
-      $('sites-count').textContent = '';
-      flash(describe(error), 'error');
-      return;
-    }
-    if (sequence !== sitesRequest) return; // a newer search has started
-    renderSites(answer, query);
+  function sitesPath(query, cursor) {
+    let path = `sites?limit=${SITES_PER_PAGE}`;
+    if (query) path += `&q=${enc(query)}`;
+    if (cursor) path += `&cursor=${enc(cursor)}`;
+    return path;
   }
 
-  function renderSites({ sites, total }, query) {
-    const count = $('sites-count');
-    if (total === 0) {
-      count.textContent = query
-        ? `No site matches “${query}”.`
-        : 'You do not manage any site yet. Ask your tokenwarden operator to assign one to you.';
-    } else if (sites.length < total) {
-      count.textContent = `Showing ${sites.length.toLocaleString()} of ${total.toLocaleString()} sites. Search to narrow the list.`;
-    } else {
-      count.textContent = total === 1 ? '1 site' : `${total.toLocaleString()} sites`;
+  // Loads the first page of sites matching `query`, or with `more` the page after those shown.
+  async function loadSites(query, { more = false } = {}) {
+    const sequence = ++sitesRequest;
+    fieldError('site', 'search', '');
+    const moreButton = $('more-sites');
+    if (more) setBusy(moreButton, true, 'Loading…');
+    else $('sites-count').textContent = 'Loading sites…';
+    let answer;
+    try {
+      answer = await api('GET', sitesPath(query, more ? siteList.next : null));
+    } catch (error) {
+      if (sequence !== sitesRequest || error.handled) return;
+      if (!more) {
+        siteList = { query, sites: [], total: 0, exact: true, next: null };
+        $('sites-count').textContent = '';
+        $('site-list').replaceChildren();
+        show(moreButton, false);
+      }
+      if (error.status === 422 && error.field === 'q') fieldError('site', 'search', fieldMessage(error));
+      else flash(describe(error), 'error');
+      return;
+    } finally {
+      if (more) setBusy(moreButton, false);
     }
-    const items = sites.map((site) => {
-      const tokens = site.token_count === 1 ? '1 token' : `${site.token_count} tokens`;
-      const link = el(
-        'a',
-        { class: 'site-link', href: `#site=${enc(site.site_key)}`, 'data-site-key': site.site_key },
-        el('span', { class: 'site-name' }, site.name),
-        el('span', { class: 'site-meta' }, el('code', {}, site.site_key), ` · ${tokens}`),
-      );
-      if (!site.enabled) link.append(el('span', { class: 'badge off' }, 'Disabled'));
-      return el('li', {}, link);
-    });
-    $('site-list').replaceChildren(...items);
+    if (sequence !== sitesRequest) return; // a newer search has started
+    const shownBefore = more ? siteList.sites.length : 0;
+    siteList = {
+      query,
+      sites: more ? siteList.sites.concat(answer.sites) : answer.sites,
+      total: answer.total,
+      exact: answer.total_exact !== false,
+      next: typeof answer.next === 'string' && answer.next ? answer.next : null,
+    };
+    renderSites();
+    if (more) {
+      const first = $('site-list').rows[shownBefore];
+      if (first) first.querySelector('a').focus();
+    }
+  }
+
+  function renderSites() {
+    const { query, sites, total, exact, next } = siteList;
+    const count = $('sites-count');
+    if (sites.length === 0) {
+      if (query) count.textContent = `No site matches “${query}”.`;
+      else if (isPlatformAdmin()) count.textContent = 'There is no site yet. Create Site adds the first one.';
+      else count.textContent = 'You do not manage any site yet. Ask your tokenwarden operator to assign one to you.';
+    } else if (!exact || sites.length < total) {
+      const all = exact ? total.toLocaleString() : `more than ${EXACT_TOTAL_LIMIT.toLocaleString()}`;
+      count.textContent = `Showing ${sites.length.toLocaleString()} of ${all} sites. Search to narrow the list.`;
+    } else {
+      count.textContent = plural(total, 'site', 'sites');
+    }
+    $('site-list').replaceChildren(...sites.map(siteRow));
+    show($('more-sites'), Boolean(next));
+  }
+
+  function siteRow(site) {
+    const link = el('a', { class: 'site-link', href: `#site=${enc(site.site_key)}`, 'data-site-key': site.site_key },
+      el('span', { class: 'site-name' }, site.name));
+    const status = el('td', { 'data-label': 'Status' }, el('span', {
+      class: `badge ${site.enabled ? 'on' : 'off'}`, 'data-status': site.enabled ? 'enabled' : 'disabled',
+    }, site.enabled ? 'Enabled' : 'Disabled'));
+    const previousUntil = site.previous_auth_key_valid_until;
+    if (previousUntil && Date.parse(previousUntil) > Date.now()) {
+      status.append(el('span', { class: 'hint overlap' }, 'Old auth key works until ', momentElement(previousUntil)));
+    }
+    return el('tr', { 'data-key': site.site_key },
+      el('td', { 'data-label': 'Name' }, link),
+      el('td', { 'data-label': 'Site key' }, el('code', { class: 'key' }, site.site_key)),
+      status,
+      el('td', { 'data-label': 'Created' }, site.created_at ? timeElement(site.created_at) : '—'),
+      el('td', { 'data-label': 'Tokens' }, String(site.token_count)),
+      el('td', { class: 'actions', 'data-label': 'Actions' }, ...siteButtons(site)));
+  }
+
+  // Platform admins rename, disable and enable sites; every admin rotates the auth keys of the
+  // sites they manage.
+  function siteButtons(site) {
+    const buttons = [];
+    if (isPlatformAdmin()) {
+      buttons.push(rowActionButton(site.site_key, 'rename', 'Rename', `Rename “${site.name}”`));
+      buttons.push(site.enabled
+        ? rowActionButton(site.site_key, 'disable', 'Disable', `Disable “${site.name}”`)
+        : rowActionButton(site.site_key, 'enable', 'Enable', `Enable “${site.name}”`));
+    }
+    buttons.push(rowActionButton(site.site_key, 'rotate', 'Rotate auth key', `Rotate the auth key of “${site.name}”`));
+    return buttons;
+  }
+
+  const siteButton = (siteKey, action) => rowButton('site-list', siteKey, action);
+
+  // Puts a changed site into the list in place (the API's site view, or a part of it).
+  function replaceSite(changed) {
+    siteList.sites = siteList.sites.map((site) => (
+      site.site_key === changed.site_key ? { ...site, ...changed } : site));
+    renderSites();
   }
 
   $('site-search').addEventListener('input', () => {
     clearTimeout(searchTimer);
     searchTimer = setTimeout(() => loadSites($('site-search').value.trim()), SEARCH_DELAY_MS);
+  });
+
+  $('more-sites').addEventListener('click', () => loadSites(siteList.query, { more: true }));
+
+  $('site-list').addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    if (!button) return;
+    const site = siteList.sites.find((s) => s.site_key === button.dataset.key);
+    if (!site) return;
+    const action = button.dataset.action;
+    if (action === 'rename') openSiteName(site);
+    else if (action === 'rotate') openRotate(site);
+    else confirmSiteEnabled(site, action === 'enable');
+  });
+
+  // Create a site (site === null) or rename one.
+  let siteNamed = null;
+
+  function openSiteName(site) {
+    siteNamed = site;
+    $('site-name-form').reset();
+    formError('site-name-error', '');
+    fieldError('site-name', 'name', '');
+    $('site-name-title').textContent = site ? `Rename “${site.name}”` : 'Create a site';
+    $('site-name-submit').textContent = site ? 'Rename' : 'Create';
+    if (site) $('site-name-name').value = site.name;
+    openDialog($('site-name-dialog'), {
+      focus: $('site-name-name'),
+      returnFocus: () => (site ? siteButton(site.site_key, 'rename') : $('create-site')) || fallbackFocus(),
+    });
+  }
+
+  $('create-site').addEventListener('click', () => openSiteName(null));
+
+  $('site-name-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const site = siteNamed;
+    const name = $('site-name-name').value.trim();
+    if (!name) {
+      fieldError('site-name', 'name', 'Enter a name.');
+      $('site-name-name').focus();
+      return;
+    }
+    const outcome = await submitDialog($('site-name-dialog'), {
+      button: $('site-name-submit'),
+      busy: site ? 'Renaming…' : 'Creating…',
+      prefix: 'site-name',
+      fields: { name: 'name' },
+      gone: GONE.site,
+      send: () => (site
+        ? api('PATCH', `sites/${enc(site.site_key)}`, { name })
+        : api('POST', 'sites', { name })),
+    });
+    if (!outcome) return;
+    const { answer } = outcome;
+    if (site) {
+      replaceSite(answer);
+      flash(`Site renamed to “${answer.name}”.`, 'success');
+      (siteButton(site.site_key, 'rename') || fallbackFocus()).focus();
+      return;
+    }
+    await loadSites(siteList.query);
+    showSecret({
+      title: `Site “${answer.name}” created`,
+      label: 'Auth key',
+      value: answer.auth_key,
+      note: ['Its site key is ', el('code', {}, answer.site_key),
+        '. Give both to the site’s integration: they are its client ID and secret for /oauth2/token.'],
+      returnFocus: () => $('create-site'),
+    });
+  });
+
+  function confirmSiteEnabled(site, enabled) {
+    const action = enabled ? 'enable' : 'disable';
+    confirmAction({
+      title: `${enabled ? 'Enable' : 'Disable'} “${site.name}”?`,
+      explanation: enabled
+        ? 'The site can get tokens again, and its tokens work again at once.'
+        : 'The site can no longer get tokens, and every token of it, the primary token included, '
+          + 'stops working at once. Nothing is deleted: enabling the site brings its tokens back.',
+      button: enabled ? 'Enable' : 'Disable',
+      busy: enabled ? 'Enabling…' : 'Disabling…',
+      danger: !enabled,
+      gone: GONE.site,
+      returnFocus: () => siteButton(site.site_key, action) || fallbackFocus(),
+      send: () => api('PATCH', `sites/${enc(site.site_key)}`, { enabled }),
+      done: (answer) => {
+        replaceSite(answer);
+        flash(enabled
+          ? `Site “${answer.name}” enabled. It works again.`
+          : `Site “${answer.name}” disabled. It and its tokens no longer work.`, 'success');
+        (siteButton(site.site_key, enabled ? 'disable' : 'enable') || fallbackFocus()).focus();
+      },
+    });
+  }
+
+  // Rotate a site's auth key, the old one working on for the overlap chosen.
+  let siteRotated = null;
+
+  function openRotate(site) {
+    siteRotated = site;
+    $('rotate-form').reset();
+    formError('rotate-error', '');
+    $('rotate-title').textContent = `Rotate the auth key of “${site.name}”?`;
+    openDialog($('rotate-dialog'), {
+      focus: $('rotate-form').querySelector('input[name="overlap"]:checked'),
+      returnFocus: () => siteButton(site.site_key, 'rotate') || fallbackFocus(),
+    });
+  }
+
+  $('rotate-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const site = siteRotated;
+    if (!site) return;
+    const overlap = Number($('rotate-form').querySelector('input[name="overlap"]:checked').value);
+    const outcome = await submitDialog($('rotate-dialog'), {
+      button: $('rotate-submit'),
+      busy: 'Rotating…',
+      prefix: 'rotate',
+      gone: GONE.site,
+      send: () => api('POST', `sites/${enc(site.site_key)}/auth-key`, { overlap_seconds: overlap }),
+    });
+    if (!outcome) return;
+    const { answer } = outcome;
+    siteRotated = null;
+    replaceSite({ site_key: answer.site_key, previous_auth_key_valid_until: answer.previous_valid_until });
+    showSecret({
+      title: `New auth key for “${site.name}”`,
+      label: 'Auth key',
+      value: answer.auth_key,
+      note: answer.previous_valid_until
+        ? ['The old auth key keeps working until ', momentElement(answer.previous_valid_until),
+          '; from then on only this one works.']
+        : 'The old auth key no longer works: only this one does.',
+      returnFocus: () => siteButton(site.site_key, 'rotate') || fallbackFocus(),
+    });
   });
 
   // ---------------------------------------------------------------------------------------------
@@ -664,7 +1099,7 @@
     $('create-dialog').returnFocus = null;
     $('create-dialog').close();
     await refreshTokens();
-    showSecret(`Token “${created.description}” created`, created.value, fallbackFocus);
+    showSecret({ title: `Token “${created.description}” created`, value: created.value, returnFocus: fallbackFocus });
   });
 
   function showCreateFailure(error) {
@@ -762,7 +1197,7 @@
     $('action-dialog').close();
     await refreshTokens();
     if (action === 'regenerate') {
-      showSecret(`New value for “${answer.description}”`, answer.value, returnFocus);
+      showSecret({ title: `New value for “${answer.description}”`, value: answer.value, returnFocus });
     } else {
       flash(spec.done(answer), 'success');
       const target = returnFocus();
@@ -774,9 +1209,13 @@
   // The one-time value
   // ---------------------------------------------------------------------------------------------
 
-  function showSecret(title, value, returnFocus) {
+  // `label` names the value; `note` (text or nodes) says what else to know about it.
+  function showSecret({ title, label = 'Token value', value, note = null, returnFocus }) {
     $('secret-title').textContent = title;
+    $('secret-label').textContent = label;
     $('secret-value').textContent = value;
+    $('secret-note').replaceChildren(...(note === null ? [] : [].concat(note)));
+    show($('secret-note'), note !== null);
     $('secret-copied').textContent = '';
     openDialog($('secret-dialog'), { focus: $('secret-copy'), returnFocus });
   }
@@ -855,6 +1294,331 @@
         el('td', { 'data-label': 'Event' }, words));
     }));
   }
+
+  // ---------------------------------------------------------------------------------------------
+  // Resource servers (platform admins)
+  // ---------------------------------------------------------------------------------------------
+
+  let resourceServers = [];
+  let resourceServersRequest = 0;
+
+  function openResourceServers() {
+    showView('resource-servers-view', 'Resource servers');
+    loadResourceServers();
+  }
+
+  async function loadResourceServers() {
+    const sequence = ++resourceServersRequest;
+    $('resource-servers-count').textContent = 'Loading resource servers…';
+    let answer;
+    try {
+      answer = await api('GET', 'resource-servers');
+    } catch (error) {
+      if (sequence !== resourceServersRequest || error.handled) return;
+      $('resource-servers-count').textContent = '';
+      flash(describe(error), 'error');
+      return;
+    }
+    if (sequence !== resourceServersRequest) return;
+    resourceServers = answer.resource_servers;
+    $('resource-servers-count').textContent = resourceServers.length
+      ? plural(resourceServers.length, 'resource server', 'resource servers')
+      : 'No resource server yet. Create one for each API that checks tokens.';
+    $('resource-server-list').replaceChildren(...resourceServers.map(resourceServerRow));
+  }
+
+  function resourceServerRow(server) {
+    const limited = Array.isArray(server.site_keys);
+    const scope = el('td', { 'data-label': 'May check tokens of' },
+      limited ? plural(server.site_keys.length, 'site', 'sites') : 'Every site');
+    const buttons = [rowActionButton(server.client_id, 'delete', 'Delete', `Delete “${server.name}”`)];
+    if (limited) {
+      buttons.unshift(rowActionButton(server.client_id, 'sites', 'Sites', `Sites of “${server.name}”`));
+    }
+    return el('tr', { 'data-key': server.client_id },
+      el('td', { 'data-label': 'Name' }, el('span', { class: 'record-name' }, server.name)),
+      el('td', { 'data-label': 'Client ID' }, el('code', { class: 'key' }, server.client_id)),
+      scope,
+      el('td', { 'data-label': 'Created' }, timeElement(server.created_at)),
+      el('td', { class: 'actions', 'data-label': 'Actions' }, ...buttons));
+  }
+
+  const resourceServerButton = (clientId, action) => rowButton('resource-server-list', clientId, action);
+
+  $('resource-server-list').addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    if (!button) return;
+    const server = resourceServers.find((s) => s.client_id === button.dataset.key);
+    if (!server) return;
+    if (button.dataset.action === 'sites') showResourceServerSites(server);
+    else confirmResourceServerDeletion(server);
+  });
+
+  // The sites a resource server is limited to, as the server has them now.
+  async function showResourceServerSites(server) {
+    $('resource-server-sites-title').textContent = `Sites “${server.name}” may check`;
+    formError('resource-server-sites-load-error', '');
+    $('resource-server-sites-summary').textContent = 'Loading…';
+    $('resource-server-site-keys').replaceChildren();
+    openDialog($('resource-server-sites-dialog'), {
+      focus: $('resource-server-sites-dialog').querySelector('[data-close]'),
+      returnFocus: () => resourceServerButton(server.client_id, 'sites') || fallbackFocus(),
+    });
+    let answer;
+    try {
+      answer = await api('GET', `resource-servers/${enc(server.client_id)}`);
+    } catch (error) {
+      if (error.handled) return;
+      $('resource-server-sites-summary').textContent = '';
+      formError('resource-server-sites-load-error', describe(error, GONE.resourceServer));
+      return;
+    }
+    const keys = answer.site_keys;
+    $('resource-server-sites-summary').textContent = Array.isArray(keys)
+      ? `It may check the tokens of ${plural(keys.length, 'site', 'sites')} only:`
+      : 'It may check the tokens of every site.';
+    $('resource-server-site-keys').replaceChildren(
+      ...(keys || []).map((key) => el('li', {}, el('code', {}, key))));
+  }
+
+  function confirmResourceServerDeletion(server) {
+    confirmAction({
+      title: `Delete “${server.name}”?`,
+      explanation: 'Its client ID and secret stop working at once: the API using them can no longer '
+        + 'check tokens. Tokens meant only for it are then checked by no API. This cannot be undone.',
+      button: 'Delete',
+      busy: 'Deleting…',
+      danger: true,
+      gone: GONE.resourceServer,
+      returnFocus: () => resourceServerButton(server.client_id, 'delete') || fallbackFocus(),
+      send: () => api('DELETE', `resource-servers/${enc(server.client_id)}`),
+      done: async () => {
+        await loadResourceServers();
+        flash(`Resource server “${server.name}” deleted. Its credentials no longer work.`, 'success');
+        $('create-resource-server').focus();
+      },
+    });
+  }
+
+  $('create-resource-server').addEventListener('click', () => {
+    $('resource-server-form').reset();
+    formError('resource-server-error', '');
+    fieldError('resource-server', 'name', '');
+    fieldError('resource-server', 'sites', '');
+    openDialog($('resource-server-dialog'), {
+      focus: $('resource-server-name'),
+      returnFocus: () => $('create-resource-server'),
+    });
+  });
+
+  $('resource-server-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const name = $('resource-server-name').value.trim();
+    if (!name) {
+      fieldError('resource-server', 'name', 'Enter a name: the API that will use these credentials.');
+      $('resource-server-name').focus();
+      return;
+    }
+    const body = { name };
+    const sites = keysIn($('resource-server-sites'));
+    if (sites.length) body.sites = sites;
+    const outcome = await submitDialog($('resource-server-dialog'), {
+      button: $('resource-server-submit'),
+      busy: 'Creating…',
+      prefix: 'resource-server',
+      fields: { name: 'name', sites: 'sites' },
+      send: () => api('POST', 'resource-servers', body),
+    });
+    if (!outcome) return;
+    const { answer } = outcome;
+    await loadResourceServers();
+    showSecret({
+      title: `Resource server “${answer.name}” created`,
+      label: 'Client secret',
+      value: answer.client_secret,
+      note: ['Its client ID is ', el('code', {}, answer.client_id),
+        '. The API uses both to check tokens at /oauth2/introspect.'],
+      returnFocus: () => $('create-resource-server'),
+    });
+  });
+
+  // ---------------------------------------------------------------------------------------------
+  // Admins (platform admins)
+  // ---------------------------------------------------------------------------------------------
+
+  let admins = [];
+  let adminsRequest = 0;
+
+  function openAdmins() {
+    showView('admins-view', 'Admins');
+    loadAdmins();
+  }
+
+  async function loadAdmins() {
+    const sequence = ++adminsRequest;
+    $('admins-count').textContent = 'Loading admins…';
+    let answer;
+    try {
+      answer = await api('GET', 'admins');
+    } catch (error) {
+      if (sequence !== adminsRequest || error.handled) return;
+      $('admins-count').textContent = '';
+      flash(describe(error), 'error');
+      return;
+    }
+    if (sequence !== adminsRequest) return;
+    admins = answer.admins;
+    renderAdmins();
+  }
+
+  function renderAdmins() {
+    $('admins-count').textContent = plural(admins.length, 'admin', 'admins');
+    $('admin-list').replaceChildren(...admins.map(adminRow));
+  }
+
+  function adminRow(admin) {
+    const name = el('td', { 'data-label': 'Name' }, el('span', { class: 'record-name' }, admin.name));
+    if (me && admin.client_id === me.client_id) name.append(' ', el('span', { class: 'tag' }, 'you'));
+    const sites = Array.isArray(admin.site_keys) ? keyList(admin.site_keys) : 'Every site';
+    const toggle = admin.enabled
+      ? rowActionButton(admin.client_id, 'disable', 'Disable', `Disable “${admin.name}”`)
+      : rowActionButton(admin.client_id, 'enable', 'Enable', `Enable “${admin.name}”`);
+    return el('tr', { 'data-key': admin.client_id },
+      name,
+      el('td', { 'data-label': 'Client ID' }, el('code', { class: 'key' }, admin.client_id)),
+      el('td', { 'data-label': 'Role' }, ROLES[admin.role] || admin.role),
+      el('td', { 'data-label': 'Sites' }, sites),
+      el('td', { 'data-label': 'Status' }, el('span', {
+        class: `badge ${admin.enabled ? 'on' : 'off'}`, 'data-status': admin.enabled ? 'enabled' : 'disabled',
+      }, admin.enabled ? 'Enabled' : 'Disabled')),
+      el('td', { 'data-label': 'Created' }, timeElement(admin.created_at)),
+      el('td', { class: 'actions', 'data-label': 'Actions' },
+        rowActionButton(admin.client_id, 'access', 'Change access', `Change the access of “${admin.name}”`),
+        toggle));
+  }
+
+  const adminButton = (clientId, action) => rowButton('admin-list', clientId, action);
+
+  function replaceAdmin(changed) {
+    admins = admins.map((admin) => (admin.client_id === changed.client_id ? changed : admin));
+    renderAdmins();
+  }
+
+  $('admin-list').addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    if (!button) return;
+    const admin = admins.find((a) => a.client_id === button.dataset.key);
+    if (!admin) return;
+    if (button.dataset.action === 'access') openAdminForm(admin);
+    else confirmAdminEnabled(admin, button.dataset.action === 'enable');
+  });
+
+  function confirmAdminEnabled(admin, enabled) {
+    const action = enabled ? 'enable' : 'disable';
+    confirmAction({
+      title: `${enabled ? 'Enable' : 'Disable'} “${admin.name}”?`,
+      explanation: enabled
+        ? 'They can sign in again with their client ID and secret.'
+        : 'They can no longer sign in, and the sessions they have end at once. Enabling them again '
+          + 'lets them sign in anew.',
+      button: enabled ? 'Enable' : 'Disable',
+      busy: enabled ? 'Enabling…' : 'Disabling…',
+      danger: !enabled,
+      gone: GONE.admin,
+      returnFocus: () => adminButton(admin.client_id, action) || fallbackFocus(),
+      send: () => api('PATCH', `admins/${enc(admin.client_id)}`, { enabled }),
+      done: (answer) => {
+        replaceAdmin(answer);
+        flash(enabled ? `“${answer.name}” enabled.` : `“${answer.name}” disabled. They can no longer sign in.`,
+          'success');
+        (adminButton(admin.client_id, enabled ? 'disable' : 'enable') || fallbackFocus()).focus();
+      },
+    });
+  }
+
+  // One form to create an admin (admin === null) or change an admin's role and sites.
+  let adminChanged = null;
+
+  function chosenRole() {
+    const checked = $('admin-role').querySelector('input:checked');
+    return checked ? checked.value : null;
+  }
+
+  // A platform admin manages every site: the site field is for site managers only.
+  function showSitesForRole() {
+    show($('admin-sites-field'), chosenRole() !== 'platform-admin');
+  }
+
+  function openAdminForm(admin) {
+    adminChanged = admin;
+    $('admin-form').reset();
+    formError('admin-error', '');
+    for (const field of ['name', 'role', 'sites']) fieldError('admin', field, '');
+    $('admin-title').textContent = admin ? `Change the access of “${admin.name}”` : 'Create an admin';
+    $('admin-submit').textContent = admin ? 'Save' : 'Create';
+    show($('admin-name-field'), !admin);
+    const role = admin ? admin.role : 'site-manager';
+    $('admin-role').querySelector(`input[value="${role}"]`).checked = true;
+    $('admin-sites').value = admin && Array.isArray(admin.site_keys) ? admin.site_keys.join(' ') : '';
+    showSitesForRole();
+    openDialog($('admin-dialog'), {
+      focus: admin ? $('admin-role').querySelector('input:checked') : $('admin-name'),
+      returnFocus: () => (admin ? adminButton(admin.client_id, 'access') : $('create-admin')) || fallbackFocus(),
+    });
+  }
+
+  $('create-admin').addEventListener('click', () => openAdminForm(null));
+  $('admin-role').addEventListener('change', showSitesForRole);
+
+  $('admin-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const admin = adminChanged;
+    const role = chosenRole();
+    const body = { role };
+    if (role === 'site-manager') {
+      body.sites = keysIn($('admin-sites'));
+      if (!body.sites.length) {
+        fieldError('admin', 'sites', 'Enter the site keys of the sites a site manager manages.');
+        $('admin-sites').focus();
+        return;
+      }
+    }
+    if (!admin) {
+      body.name = $('admin-name').value.trim();
+      if (!body.name) {
+        fieldError('admin', 'name', 'Enter a name.');
+        $('admin-name').focus();
+        return;
+      }
+    }
+    const outcome = await submitDialog($('admin-dialog'), {
+      button: $('admin-submit'),
+      busy: admin ? 'Saving…' : 'Creating…',
+      prefix: 'admin',
+      fields: { name: 'name', role: 'role', sites: 'sites' },
+      gone: GONE.admin,
+      send: () => (admin
+        ? api('PATCH', `admins/${enc(admin.client_id)}`, body)
+        : api('POST', 'admins', body)),
+    });
+    if (!outcome) return;
+    const { answer } = outcome;
+    if (admin) {
+      replaceAdmin(answer);
+      flash(`Access of “${answer.name}” changed: ${ROLES[answer.role] || answer.role}.`, 'success');
+      (adminButton(admin.client_id, 'access') || fallbackFocus()).focus();
+      return;
+    }
+    await loadAdmins();
+    showSecret({
+      title: `Admin “${answer.name}” created`,
+      label: 'Client secret',
+      value: answer.client_secret,
+      note: ['Their client ID is ', el('code', {}, answer.client_id),
+        '. They sign in to this page with both.'],
+      returnFocus: () => $('create-admin'),
+    });
+  });
 
   // ---------------------------------------------------------------------------------------------
 
