@@ -363,8 +363,42 @@ fn a_platform_admin_creates_inspects_and_deletes_a_resource_server(app: TestApp)
     assert!(row.contains("1 site"), "{row}");
     assert_eq!(
         row_actions(&browser, "resource-server-list", &client_id),
-        ["sites", "delete"]
+        ["sites", "rotate", "delete"]
     );
+
+    // Rotate its secret with an hour's overlap: both secrets introspect until then.
+    browser.click(&row_button("resource-server-list", &client_id, "rotate"));
+    browser.wait_text("#rotate-title", "Rotate the client secret of “Orders API”?");
+    browser.wait_text(
+        "#rotate-legend",
+        "How long may the current client secret keep working?",
+    );
+    browser.click("#rotate-form input[value=\"3600\"]");
+    browser.click("#rotate-submit");
+    let rotated = one_time_value(
+        &browser,
+        "New client secret for “Orders API”",
+        "Client secret",
+        SecretKind::ResourceServerSecret,
+    );
+    browser.wait_text("#secret-note", "The old client secret keeps working until");
+    close_one_time_value(&browser, &rotated);
+    assert_eq!(
+        browser.focused(),
+        json!({"action": "rotate", "key": client_id})
+    );
+    wait_row_text(
+        &browser,
+        "resource-server-list",
+        &client_id,
+        "Old secret works until",
+    );
+    let rotated_api = crate::helpers::ResourceServerKeys {
+        client_id: client_id.clone(),
+        client_secret: rotated.clone(),
+    };
+    assert_eq!(app.introspect(&rotated_api, &tea_token)["active"], true);
+    assert_eq!(app.introspect(&orders_api, &tea_token)["active"], true);
 
     // Its site limit, as the server has it.
     browser.click(&row_button("resource-server-list", &client_id, "sites"));
@@ -397,12 +431,14 @@ fn a_platform_admin_creates_inspects_and_deletes_a_resource_server(app: TestApp)
         "No resource server yet. Create one for each API that checks tokens.",
     );
     assert_eq!(browser.focused(), json!("create-resource-server"));
-    let refused = app.post_form(
-        "/oauth2/introspect",
-        Some((&client_id, &secret)),
-        &format!("token={tea_token}"),
-    );
-    assert_oauth_error(refused, 401, "invalid_client");
+    for secret in [&secret, &rotated] {
+        let refused = app.post_form(
+            "/oauth2/introspect",
+            Some((&client_id, secret)),
+            &format!("token={tea_token}"),
+        );
+        assert_oauth_error(refused, 401, "invalid_client");
+    }
 }
 
 fn a_platform_admin_creates_disables_and_changes_admins(app: TestApp) {
@@ -486,6 +522,26 @@ fn a_platform_admin_creates_disables_and_changes_admins(app: TestApp) {
     browser.click(&row_button("admin-list", &bea_id, "enable"));
     browser.click("#confirm-submit");
     wait_row_text(&browser, "admin-list", &bea_id, "Enabled");
+    assert_eq!(app.admin_token_request(&bea).status(), 200);
+
+    // Rotate Bea's secret without an overlap: only the new one signs in.
+    browser.click(&row_button("admin-list", &bea_id, "rotate"));
+    browser.wait_text("#rotate-title", "Rotate the client secret of “Bea Books”?");
+    browser.click("#rotate-form input[value=\"0\"]");
+    browser.click("#rotate-submit");
+    let renewed = one_time_value(
+        &browser,
+        "New client secret for “Bea Books”",
+        "Client secret",
+        SecretKind::AdminSecret,
+    );
+    browser.wait_text("#secret-note", "The old client secret no longer works");
+    close_one_time_value(&browser, &renewed);
+    assert_eq!(app.admin_token_request(&bea).status(), 401);
+    let bea = crate::helpers::AdminKeys {
+        client_secret: renewed,
+        ..bea
+    };
     assert_eq!(app.admin_token_request(&bea).status(), 200);
 
     // Change access: a platform admin manages every site.

@@ -707,10 +707,7 @@
     const status = el('td', { 'data-label': 'Status' }, el('span', {
       class: `badge ${site.enabled ? 'on' : 'off'}`, 'data-status': site.enabled ? 'enabled' : 'disabled',
     }, site.enabled ? 'Enabled' : 'Disabled'));
-    const previousUntil = site.previous_auth_key_valid_until;
-    if (previousUntil && Date.parse(previousUntil) > Date.now()) {
-      status.append(el('span', { class: 'hint overlap' }, 'Old auth key works until ', momentElement(previousUntil)));
-    }
+    appendOverlap(status, 'auth key', site.previous_auth_key_valid_until);
     return el('tr', { 'data-key': site.site_key },
       el('td', { 'data-label': 'Name' }, link),
       el('td', { 'data-label': 'Site key' }, el('code', { class: 'key' }, site.site_key)),
@@ -757,7 +754,7 @@
     if (!site) return;
     const action = button.dataset.action;
     if (action === 'rename') openSiteName(site);
-    else if (action === 'rotate') openRotate(site);
+    else if (action === 'rotate') openAuthKeyRotation(site);
     else confirmSiteEnabled(site, action === 'enable');
   });
 
@@ -842,47 +839,76 @@
     });
   }
 
-  // Rotate a site's auth key, the old one working on for the overlap chosen.
-  let siteRotated = null;
+  // "Old … works until …" under a status, while a rotation's overlap runs.
+  function appendOverlap(cell, what, until) {
+    if (until && Date.parse(until) > Date.now()) {
+      cell.append(el('span', { class: 'hint overlap' }, `Old ${what} works until `, momentElement(until)));
+    }
+  }
 
-  function openRotate(site) {
-    siteRotated = site;
+  // Rotate a secret (a site's auth key, a resource server's or an admin's client secret), the old
+  // one working on for the overlap chosen. `rotation` says whose: the words, the request and what
+  // to do with the answer (whose new secret is `answer[rotation.field]`).
+  let rotation = null;
+
+  function openRotation(target) {
+    rotation = target;
     $('rotate-form').reset();
     formError('rotate-error', '');
-    $('rotate-title').textContent = `Rotate the auth key of “${site.name}”?`;
+    $('rotate-title').textContent = target.title;
+    $('rotate-explanation').textContent = target.explanation;
+    $('rotate-legend').textContent = `How long may the current ${target.what} keep working?`;
+    $('rotate-submit').textContent = `Rotate ${target.what}`;
     openDialog($('rotate-dialog'), {
       focus: $('rotate-form').querySelector('input[name="overlap"]:checked'),
-      returnFocus: () => siteButton(site.site_key, 'rotate') || fallbackFocus(),
+      returnFocus: target.returnFocus,
     });
   }
 
   $('rotate-form').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const site = siteRotated;
-    if (!site) return;
+    const target = rotation;
+    if (!target) return;
     const overlap = Number($('rotate-form').querySelector('input[name="overlap"]:checked').value);
     const outcome = await submitDialog($('rotate-dialog'), {
       button: $('rotate-submit'),
       busy: 'Rotating…',
       prefix: 'rotate',
-      gone: GONE.site,
-      send: () => api('POST', `sites/${enc(site.site_key)}/auth-key`, { overlap_seconds: overlap }),
+      gone: target.gone,
+      send: () => api('POST', target.path, { overlap_seconds: overlap }),
     });
     if (!outcome) return;
     const { answer } = outcome;
-    siteRotated = null;
-    replaceSite({ site_key: answer.site_key, previous_auth_key_valid_until: answer.previous_valid_until });
+    rotation = null;
+    await target.done(answer);
     showSecret({
-      title: `New auth key for “${site.name}”`,
-      label: 'Auth key',
-      value: answer.auth_key,
+      title: `New ${target.what} for “${target.name}”`,
+      label: target.what.charAt(0).toUpperCase() + target.what.slice(1),
+      value: answer[target.field],
       note: answer.previous_valid_until
-        ? ['The old auth key keeps working until ', momentElement(answer.previous_valid_until),
+        ? [`The old ${target.what} keeps working until `, momentElement(answer.previous_valid_until),
           '; from then on only this one works.']
-        : 'The old auth key no longer works: only this one does.',
-      returnFocus: () => siteButton(site.site_key, 'rotate') || fallbackFocus(),
+        : `The old ${target.what} no longer works: only this one does.`,
+      returnFocus: target.returnFocus,
     });
   });
+
+  function openAuthKeyRotation(site) {
+    openRotation({
+      name: site.name,
+      what: 'auth key',
+      field: 'auth_key',
+      title: `Rotate the auth key of “${site.name}”?`,
+      explanation: 'The site gets a new auth key, shown once. Its integration needs it for '
+        + '/oauth2/token; its tokens keep working.',
+      path: `sites/${enc(site.site_key)}/auth-key`,
+      gone: GONE.site,
+      returnFocus: () => siteButton(site.site_key, 'rotate') || fallbackFocus(),
+      done: (answer) => replaceSite({
+        site_key: answer.site_key, previous_auth_key_valid_until: answer.previous_valid_until,
+      }),
+    });
+  }
 
   // ---------------------------------------------------------------------------------------------
   // A site's tokens
@@ -1331,12 +1357,17 @@
     const limited = Array.isArray(server.site_keys);
     const scope = el('td', { 'data-label': 'May check tokens of' },
       limited ? plural(server.site_keys.length, 'site', 'sites') : 'Every site');
-    const buttons = [rowActionButton(server.client_id, 'delete', 'Delete', `Delete “${server.name}”`)];
+    const buttons = [
+      rowActionButton(server.client_id, 'rotate', 'Rotate secret', `Rotate the secret of “${server.name}”`),
+      rowActionButton(server.client_id, 'delete', 'Delete', `Delete “${server.name}”`),
+    ];
     if (limited) {
       buttons.unshift(rowActionButton(server.client_id, 'sites', 'Sites', `Sites of “${server.name}”`));
     }
+    const name = el('td', { 'data-label': 'Name' }, el('span', { class: 'record-name' }, server.name));
+    appendOverlap(name, 'secret', server.previous_secret_valid_until);
     return el('tr', { 'data-key': server.client_id },
-      el('td', { 'data-label': 'Name' }, el('span', { class: 'record-name' }, server.name)),
+      name,
       el('td', { 'data-label': 'Client ID' }, el('code', { class: 'key' }, server.client_id)),
       scope,
       el('td', { 'data-label': 'Created' }, timeElement(server.created_at)),
@@ -1351,8 +1382,27 @@
     const server = resourceServers.find((s) => s.client_id === button.dataset.key);
     if (!server) return;
     if (button.dataset.action === 'sites') showResourceServerSites(server);
+    else if (button.dataset.action === 'rotate') openSecretRotation(server, 'resource-servers', {
+      explanation: 'The resource server gets a new client secret, shown once. The API that uses it '
+        + 'needs it for /oauth2/introspect.',
+      gone: GONE.resourceServer,
+      returnFocus: () => resourceServerButton(server.client_id, 'rotate') || fallbackFocus(),
+      done: loadResourceServers,
+    });
     else confirmResourceServerDeletion(server);
   });
+
+  // A resource server's or an admin's client secret (platform admins).
+  function openSecretRotation(client, collection, target) {
+    openRotation({
+      ...target,
+      name: client.name,
+      what: 'client secret',
+      field: 'client_secret',
+      title: `Rotate the client secret of “${client.name}”?`,
+      path: `${collection}/${enc(client.client_id)}/secret`,
+    });
+  }
 
   // The sites a resource server is limited to, as the server has them now.
   async function showResourceServerSites(server) {
@@ -1479,6 +1529,7 @@
   function adminRow(admin) {
     const name = el('td', { 'data-label': 'Name' }, el('span', { class: 'record-name' }, admin.name));
     if (me && admin.client_id === me.client_id) name.append(' ', el('span', { class: 'tag' }, 'you'));
+    appendOverlap(name, 'secret', admin.previous_secret_valid_until);
     const sites = Array.isArray(admin.site_keys) ? keyList(admin.site_keys) : 'Every site';
     const toggle = admin.enabled
       ? rowActionButton(admin.client_id, 'disable', 'Disable', `Disable “${admin.name}”`)
@@ -1494,6 +1545,7 @@
       el('td', { 'data-label': 'Created' }, timeElement(admin.created_at)),
       el('td', { class: 'actions', 'data-label': 'Actions' },
         rowActionButton(admin.client_id, 'access', 'Change access', `Change the access of “${admin.name}”`),
+        rowActionButton(admin.client_id, 'rotate', 'Rotate secret', `Rotate the secret of “${admin.name}”`),
         toggle));
   }
 
@@ -1510,6 +1562,13 @@
     const admin = admins.find((a) => a.client_id === button.dataset.key);
     if (!admin) return;
     if (button.dataset.action === 'access') openAdminForm(admin);
+    else if (button.dataset.action === 'rotate') openSecretRotation(admin, 'admins', {
+      explanation: 'They get a new client secret, shown once, to sign in with. Sessions they have '
+        + 'keep working until they expire; disable them to end those at once.',
+      gone: GONE.admin,
+      returnFocus: () => adminButton(admin.client_id, 'rotate') || fallbackFocus(),
+      done: loadAdmins,
+    });
     else confirmAdminEnabled(admin, button.dataset.action === 'enable');
   });
 
