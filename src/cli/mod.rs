@@ -122,6 +122,28 @@ enum Command {
     /// Server secret utilities
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// SQLite: write a consistent copy of the database while servers run (keep the server secret
+    /// apart from it)
+    Backup {
+        /// The file to write; an existing one is refused unless --force
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Replace FILE if it exists (once the new copy is complete)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup (stop every server on the database first): ends every token and admin
+    /// session of the restored data, which would otherwise bring back tokens invalidated since
+    Restore {
+        /// SQLite: the backup to put in place of the database; without it, the database is taken
+        /// as restored already by other means (a PostgreSQL dump, a copied file)
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Keep the restored tokens and sessions as they are (only when no token was invalidated
+        /// since the backup)
+        #[arg(long)]
+        keep_tokens: bool,
+    },
     /// The configuration: every global and serve setting, from defaults, file, environment, flags
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -409,6 +431,54 @@ fn execute(cli: Cli) -> CliResult {
             audit_list(&config, &query, cli.global.json)
         }
         Command::Config(ConfigCommand::Show) => config_show(cli.global.json),
+        Command::Backup { to, force } => {
+            let context = &server::open_context(&config)?;
+            let backup =
+                service::backups::backup(context, &operator(), &to, force, crate::clock::now())?;
+            let taken_at = utc_seconds(backup.taken_at);
+            let output = json!({
+                "file": backup.file.display().to_string(),
+                "bytes": backup.bytes,
+                "taken_at": taken_at,
+            });
+            print_output(cli.global.json, &output, || {
+                format!(
+                    "Wrote a backup of the database to {} ({} bytes, taken at {taken_at}). Keep \
+                     the server secret apart from it.",
+                    backup.file.display(),
+                    backup.bytes
+                )
+            });
+            Ok(())
+        }
+        Command::Restore { from, keep_tokens } => {
+            let restored = service::backups::restore(
+                &config.database,
+                &config.pool,
+                from.as_deref(),
+                keep_tokens,
+                &operator(),
+                crate::clock::now(),
+            )?;
+            let taken_at = restored.taken_at.map(utc_seconds);
+            let output = json!({
+                "taken_at": taken_at,
+                "tokens_ended": restored.ended.map(|ended| ended.tokens),
+                "admin_tokens_ended": restored.ended.map(|ended| ended.admin_tokens),
+            });
+            print_output(cli.global.json, &output, || match restored.ended {
+                Some(ended) => format!(
+                    "Restored (backup taken at {}). Ended {} tokens and {} admin sessions: \
+                     integrators get new primary tokens at their next request, site managers \
+                     regenerate the tokens they need, admins sign in again.",
+                    taken_at.as_deref().unwrap_or("an unknown time"),
+                    ended.tokens,
+                    ended.admin_tokens
+                ),
+                None => "Restored; tokens and sessions kept as the backup had them.".to_string(),
+            });
+            Ok(())
+        }
         Command::Secret(SecretCommand::Generate) => {
             let secret = config::generate_encoded_secret()?;
             println!("{}", secret.expose());

@@ -116,6 +116,10 @@ pub enum Action {
     /// A platform admin made an admin a site manager, or a site manager a platform admin.
     AdminRoleChanged,
     AdminSecretRotated,
+    /// The operator wrote a copy of the database (`tokenwarden backup`).
+    BackupCreated,
+    /// The operator restored a copy, ending the tokens and sessions it held (`tokenwarden restore`).
+    BackupRestored,
     SiteCreated,
     SiteRenamed,
     SiteEnabled,
@@ -144,7 +148,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 31] = [
         Action::AdminSignedIn,
         Action::AdminTokenRevoked,
         Action::AdminCreated,
@@ -154,6 +158,8 @@ impl Action {
         Action::AdminSitesUnassigned,
         Action::AdminRoleChanged,
         Action::AdminSecretRotated,
+        Action::BackupCreated,
+        Action::BackupRestored,
         Action::SiteCreated,
         Action::SiteRenamed,
         Action::SiteEnabled,
@@ -187,6 +193,8 @@ impl Action {
             Action::AdminSitesUnassigned => "admin_sites_unassigned",
             Action::AdminRoleChanged => "admin_role_changed",
             Action::AdminSecretRotated => "admin_secret_rotated",
+            Action::BackupCreated => "backup_created",
+            Action::BackupRestored => "backup_restored",
             Action::SiteCreated => "site_created",
             Action::SiteRenamed => "site_renamed",
             Action::SiteEnabled => "site_enabled",

@@ -21,6 +21,7 @@ use crate::store::{Store, StoreError};
 pub mod admins;
 pub mod audit;
 pub mod background;
+pub mod backups;
 mod cache;
 mod client_auth;
 pub mod introspect;
@@ -145,6 +146,10 @@ pub enum ServiceError {
     NotSiteLimited(String),
     #[error("invalid name: {0}")]
     InvalidName(#[from] NameError),
+    #[error("{path} exists; use --force to replace it", path = .0.display())]
+    BackupExists(std::path::PathBuf),
+    #[error("{path}: {error}", path = .0.display(), error = .1)]
+    BackupFile(std::path::PathBuf, std::io::Error),
     /// A bug: an internal assumption did not hold.
     #[error("internal invariant violated: {0}")]
     Invariant(&'static str),

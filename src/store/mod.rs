@@ -25,6 +25,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 mod admin_sessions;
 mod admins;
 pub(crate) mod audit;
+mod backups;
 mod changes;
 mod conninfo;
 mod introspection;
@@ -36,6 +37,7 @@ mod sqlite_probe;
 mod tokens;
 
 pub use admins::{AdminChange, AdminUpdate, NewAdmin};
+pub use backups::{settle_sqlite_file, EndedSessions};
 pub use changes::{ChangeFeed, ChangeTag, Stamp};
 pub use conninfo::Conninfo;
 pub use resource_servers::{ResourceServerAccess, ResourceServerChange};
@@ -89,6 +91,12 @@ pub enum StoreError {
     /// A write kept losing a race it is designed to retry; should not happen outside a bug.
     #[error("a concurrent update kept conflicting with {0}")]
     Contention(&'static str),
+    /// An operation only an SQLite database has (a file copy).
+    #[error(
+        "this works on an SQLite database only; back up PostgreSQL with its own tools (pg_dump, \
+         base backups), see docs/operations.md"
+    )]
+    NotSqlite,
 }
 
 impl StoreError {

@@ -9,6 +9,7 @@ mod admin_session;
 mod audience;
 mod audit;
 mod auth_key_rotation;
+mod backups;
 mod bad_input;
 mod cli;
 mod client_library;
