@@ -130,6 +130,53 @@ impl Conninfo {
         text
     }
 
+    /// The hosts named, with their ports (5432 unless given; one port for all or one per host),
+    /// Unix-socket directories left out: what [`unresolvable_hosts`] checks.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        let (hosts, ports): (Vec<String>, Vec<String>) = match self.form {
+            Form::Uri => {
+                let rest = self.text.split_once("://").map_or("", |(_, rest)| rest);
+                let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+                let hosts = authority
+                    .rsplit_once('@')
+                    .map_or(authority, |(_, hosts)| hosts);
+                hosts
+                    .split(',')
+                    .filter(|entry| !entry.is_empty())
+                    .map(|entry| match entry.rsplit_once(':') {
+                        Some((host, port)) if !port.contains(']') => {
+                            (host.to_string(), port.to_string())
+                        }
+                        _ => (entry.to_string(), String::new()),
+                    })
+                    .unzip()
+            }
+            Form::Keywords => {
+                let pairs = keyword_pairs(&self.text).unwrap_or_default();
+                let value = |key: &str| {
+                    pairs
+                        .iter()
+                        .find(|(name, _)| *name == key)
+                        .map(|(_, value)| value.clone())
+                        .unwrap_or_default()
+                };
+                let split =
+                    |text: String| -> Vec<String> { text.split(',').map(str::to_string).collect() };
+                (split(value("host")), split(value("port")))
+            }
+        };
+        hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, host)| !host.is_empty() && !host.starts_with('/'))
+            .map(|(at, host)| {
+                let port = ports.get(at).or(ports.first()).map(String::as_str);
+                let port = port.and_then(|port| port.parse().ok()).unwrap_or(5432);
+                (host.trim_matches(['[', ']']).to_string(), port)
+            })
+            .collect()
+    }
+
     /// The keywords the operator set (for a URI, its query parameters).
     fn keys(&self) -> Vec<&str> {
         match self.form {
@@ -148,6 +195,26 @@ impl Conninfo {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// The hosts of `conninfo` whose names do not resolve, with the reason: with several hosts libpq
+/// silently skips such a one (a typo would only show at the failover that needs it), so the start
+/// names each.
+pub(super) fn unresolvable_hosts(conninfo: &Conninfo) -> Vec<(String, String)> {
+    use std::net::ToSocketAddrs;
+    conninfo
+        .hosts()
+        .into_iter()
+        .filter_map(
+            |(host, port)| match (host.as_str(), port).to_socket_addrs() {
+                Ok(mut addresses) => addresses
+                    .next()
+                    .is_none()
+                    .then(|| (host, "no address".to_string())),
+                Err(error) => Some((host, error.to_string())),
+            },
+        )
+        .collect()
 }
 
 /// The settings every pooled connection gets, from `--db-timeout-ms`: no TCP send may stay
@@ -348,6 +415,33 @@ mod tests {
             keywords.with_settings(&settings),
             "host=h dbname=db keepalives=0 tcp_user_timeout=5000"
         );
+    }
+
+    #[test]
+    fn hosts_are_read_from_both_forms() {
+        let hosts = |text: &str| Conninfo::parse(text).unwrap().hosts();
+        assert_eq!(
+            hosts("postgres://u:p@h1:5433,h2/db?target_session_attrs=read-write"),
+            [("h1".to_string(), 5433), ("h2".to_string(), 5432)]
+        );
+        assert_eq!(
+            hosts("postgresql://[::1]:5434,h2:5435/db"),
+            [("::1".to_string(), 5434), ("h2".to_string(), 5435)]
+        );
+        assert_eq!(
+            hosts("host=h1,h2 port=5433 dbname=db"),
+            [("h1".to_string(), 5433), ("h2".to_string(), 5433)]
+        );
+        assert_eq!(
+            hosts("host=/run/postgresql,h2 port=5432,5434 dbname=db"),
+            [("h2".to_string(), 5434)]
+        );
+        assert_eq!(hosts("postgres:///db"), []);
+        let unresolvable = unresolvable_hosts(
+            &Conninfo::parse("host=127.0.0.1,nosuchhost.invalid dbname=db").unwrap(),
+        );
+        assert_eq!(unresolvable.len(), 1, "{unresolvable:?}");
+        assert_eq!(unresolvable[0].0, "nosuchhost.invalid");
     }
 
     #[test]

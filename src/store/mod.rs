@@ -631,6 +631,12 @@ impl Store {
                 }
             }
             DatabaseUrl::Postgres(conninfo) => {
+                for (host, reason) in conninfo::unresolvable_hosts(conninfo) {
+                    log::warn!(
+                        "database host {host} does not resolve ({reason}); libpq skips it, so \
+                         connections go to the other hosts only"
+                    );
+                }
                 let timeout = settings.connection_timeout;
                 let retirements = Arc::new(AtomicU64::new(0));
                 // Named, unless the operator named them, so that operators (and the tests) can

@@ -153,3 +153,29 @@ fn a_lost_listener_replaces_every_pooled_connection_opened_before() {
         "new connections took their place"
     );
 }
+
+/// libpq skips a host whose name does not resolve, so a typo in a multi-host URL would only show
+/// at the failover that needs that host: the start names it, and works through the others.
+#[test]
+fn a_multi_host_url_with_a_host_that_does_not_resolve_is_named_at_start() {
+    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+        return;
+    };
+    let url = reqwest::Url::parse(&db.url).expect("the test database URL parses");
+    let multi_host = format!(
+        "postgres://{}@nosuchhost.invalid:5432,{}:{}{}?target_session_attrs=read-write",
+        url.username(),
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5432),
+        url.path()
+    );
+    let listed = crate::cli::succeed(crate::cli::tokenwarden(&multi_host).args(["site", "list"]));
+    assert!(
+        listed
+            .stderr
+            .contains("database host nosuchhost.invalid does not resolve"),
+        "{}",
+        listed.stderr
+    );
+    assert!(listed.stdout.starts_with("SITE KEY"), "{}", listed.stdout);
+}
