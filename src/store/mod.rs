@@ -28,6 +28,7 @@ mod changes;
 mod introspection;
 mod resource_servers;
 pub mod schema;
+mod site_search;
 mod site_tokens;
 mod sites;
 mod sqlite_probe;

@@ -29,6 +29,7 @@ mod resource_server_limits;
 mod revocation;
 mod secrets_at_rest;
 mod shutdown;
+mod site_search;
 mod throttle;
 mod tls;
 mod token;
