@@ -73,6 +73,7 @@ pub type Digest = Vec<u8>;
 pub struct Keys {
     token_lookup: hmac::Key,
     client_secret: hmac::Key,
+    listing_cursor: hmac::Key,
     sealing: aead::LessSafeKey,
 }
 
@@ -102,6 +103,7 @@ impl Keys {
         Self {
             token_lookup: hmac_key(b"token lookup"),
             client_secret: hmac_key(b"client secret"),
+            listing_cursor: hmac_key(b"listing cursor"),
             sealing: aead::LessSafeKey::new(sealing_key),
         }
     }
@@ -123,6 +125,18 @@ impl Keys {
     /// Checks a presented client secret against its stored digest in constant time.
     pub fn verify_client_secret(&self, presented: &str, stored_digest: &[u8]) -> bool {
         hmac::verify(&self.client_secret, presented.as_bytes(), stored_digest).is_ok()
+    }
+
+    /// The tag that makes a listing's page cursor (`next`) unforgeable: a cursor is accepted back
+    /// only with the tag this server gave it, so a changed one is refused rather than listing
+    /// from wherever it points.
+    pub fn cursor_tag(&self, cursor: &[u8]) -> Digest {
+        hmac::sign(&self.listing_cursor, cursor).as_ref().to_vec()
+    }
+
+    /// Checks a cursor's tag in constant time.
+    pub fn verify_cursor_tag(&self, cursor: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.listing_cursor, cursor, tag).is_ok()
     }
 
     /// Seals `plaintext` under a fresh random nonce; `context` binds the sealed bytes to the row
@@ -180,6 +194,15 @@ mod tests {
         assert!(keys(1).verify_client_secret("correct", &stored));
         assert!(!keys(1).verify_client_secret("wrong", &stored));
         assert!(!keys(2).verify_client_secret("correct", &stored));
+    }
+
+    #[test]
+    fn cursor_tags_verify_only_for_the_same_cursor_and_key() {
+        let tag = keys(1).cursor_tag(b"page 2");
+        assert!(keys(1).verify_cursor_tag(b"page 2", &tag));
+        assert!(!keys(1).verify_cursor_tag(b"page 3", &tag));
+        assert!(!keys(2).verify_cursor_tag(b"page 2", &tag));
+        assert_ne!(tag, keys(1).token_digest("page 2"));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{bearer_token, Params};
 use crate::domain::rotation::overlap_end;
 use crate::domain::secret::Secret;
-use crate::domain::site::{SiteQuery, SiteSummary};
-use crate::service::site_tokens::{self, Acting, TokenAction, TokenOrder};
+use crate::domain::site::SiteSummary;
+use crate::service::site_tokens::{self, Acting, SiteListRequest, TokenAction, TokenOrder};
 use crate::service::{admins, Context, ServiceError};
 
 /// Sites per page when `limit` is not given, and the most one page may hold.
@@ -52,8 +52,13 @@ pub struct SiteView {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SitesResponse {
     pub sites: Vec<SiteView>,
-    /// How many sites match in all (the page holds at most `limit`).
+    /// How many sites match in all (the page holds at most `limit`): exact up to 10,000, an
+    /// estimate beyond (see `total_exact`).
     pub total: i64,
+    /// `false` when more than 10,000 sites match and `total` is an estimate.
+    pub total_exact: bool,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next: Option<String>,
 }
 
 /// A token as the admin API shows it. `value` is present only in the answer that created or
@@ -158,22 +163,33 @@ pub struct TokenActionBody {
 
 /// List the sites the caller manages.
 ///
-/// Platform admins see every site, site managers the sites assigned to them. Sorted by name.
+/// Platform admins see every site, site managers the sites assigned to them. Sorted by name, then
+/// by site key, both compared character by character (upper case before lower case). Page with
+/// `cursor`, passing each page's `next`, which continues where the page ended even when sites are
+/// created or renamed meanwhile; `offset` reaches the first 10,000 sites.
 #[utoipa::path(
     get,
     path = "/admin/v1/sites",
     tag = "admin",
     params(
-        ("q" = Option<String>, Query, description = "Case-insensitive part of the name or site key"),
+        ("q" = Option<String>, Query, description = "Search, 1 to 100 characters after trimming, \
+            case-insensitive: 3 or more match anywhere in the name or site key, 1 or 2 the start \
+            of either (every site key starts with `site_`)", max_length = 100),
         ("enabled" = Option<bool>, Query, description = "Only enabled (`true`) or disabled (`false`) sites"),
         ("limit" = Option<i64>, Query, description = "Sites per page, 1 to 1000 (default 100)"),
-        ("offset" = Option<i64>, Query, description = "Sites to skip (default 0)"),
+        ("offset" = Option<i64>, Query, description = "Sites to skip (default 0); `offset` plus \
+            `limit` at most 10,000, and not with `cursor`"),
+        ("cursor" = Option<String>, Query, description = "The `next` of the previous page, listed \
+            with the same `q` and `enabled`"),
     ),
     responses(
         (status = 200, description = "The sites", body = SitesResponse),
         (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
         (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: `q` too long or with control \
+            characters, a `cursor` this listing did not give, `offset` with `cursor` or beyond \
+            10,000", body = ErrorBody),
     ),
     security(("admin_token" = []))
 )]
@@ -184,23 +200,27 @@ pub async fn list_sites(
     let caller = Caller::authenticate(&state, &request).await?;
     let page = PageQuery::parse(request.query_string())?;
     let now = caller.now;
-    let (sites, total) = caller
+    let listed = caller
         .run(move |context, admin, _| {
-            let query = SiteQuery {
-                search: page.search.as_deref(),
+            let request = SiteListRequest {
+                search: page.search,
                 enabled: page.enabled,
                 limit: page.limit,
                 offset: page.offset,
+                cursor: page.cursor,
             };
-            site_tokens::list_sites(context, admin, &query)
+            site_tokens::list_sites(context, admin, &request)
         })
         .await?;
     Ok(answer(SitesResponse {
-        sites: sites
+        sites: listed
+            .sites
             .into_iter()
             .map(|site| SiteView::new(site, now))
             .collect(),
-        total,
+        total: listed.total.count,
+        total_exact: listed.total.exact,
+        next: listed.next,
     }))
 }
 
@@ -640,37 +660,37 @@ pub(super) fn answer(body: impl Serialize) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(body)
 }
 
-/// `?q=&limit=&offset=`, parsed as strictly as OAuth forms (a repeated parameter is an error).
+/// `?q=&enabled=&limit=&offset=&cursor=`, parsed as strictly as OAuth forms (a repeated
+/// parameter is an error). The rules for `q`, `cursor` and how far `offset` reaches are the
+/// listing's own (`site_tokens::list_sites`).
 struct PageQuery {
     search: Option<String>,
     enabled: Option<bool>,
     limit: i64,
-    offset: i64,
+    offset: Option<i64>,
+    cursor: Option<String>,
 }
 
 impl PageQuery {
     fn parse(query: &str) -> Result<Self, OAuthError> {
         let params = Params::parse(query.as_bytes())?;
-        let number = |name: &str, default: i64, range: std::ops::RangeInclusive<i64>| {
-            params.get(name).map_or(Ok(default), |raw| {
-                raw.parse::<i64>()
-                    .ok()
-                    .filter(|value| range.contains(value))
-                    .ok_or_else(|| {
-                        OAuthError::invalid_request(format!(
-                            "{name} must be a whole number from {} to {}",
-                            range.start(),
-                            range.end()
-                        ))
-                    })
-            })
+        let number = |name: &str, range: std::ops::RangeInclusive<i64>| {
+            params
+                .get(name)
+                .map(|raw| {
+                    raw.parse::<i64>()
+                        .ok()
+                        .filter(|value| range.contains(value))
+                        .ok_or_else(|| {
+                            OAuthError::invalid_request(format!(
+                                "{name} must be a whole number from {} to {}",
+                                range.start(),
+                                range.end()
+                            ))
+                        })
+                })
+                .transpose()
         };
-        let search = params.get("q").map(str::trim).filter(|q| !q.is_empty());
-        if search.is_some_and(|q| q.chars().any(char::is_control)) {
-            return Err(OAuthError::invalid_request(
-                "q must not contain control characters",
-            ));
-        }
         let enabled = match params.get("enabled") {
             None => None,
             Some("true") => Some(true),
@@ -678,10 +698,11 @@ impl PageQuery {
             Some(_) => return Err(OAuthError::invalid_request("enabled must be true or false")),
         };
         Ok(Self {
-            search: search.map(str::to_string),
+            search: params.get("q").map(str::to_string),
             enabled,
-            limit: number("limit", DEFAULT_PAGE, 1..=MAX_PAGE)?,
-            offset: number("offset", 0, 0..=i64::from(i32::MAX))?,
+            limit: number("limit", 1..=MAX_PAGE)?.unwrap_or(DEFAULT_PAGE),
+            offset: number("offset", 0..=i64::from(i32::MAX))?,
+            cursor: params.get("cursor").map(str::to_string),
         })
     }
 }

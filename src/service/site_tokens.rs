@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
@@ -18,8 +20,11 @@ use crate::domain::audit::Requester;
 use crate::domain::description::validate_description;
 use crate::domain::history::{Actor, HistoryEntry};
 use crate::domain::secret::Secret;
+use crate::domain::site::SiteSummary;
 use crate::domain::site::{is_site_key, Site};
-use crate::domain::site::{SiteQuery, SiteSummary};
+use crate::domain::site_search::{
+    PageStart, SiteListing, SitePosition, SiteSearch, SiteTotal, OFFSET_PAGING_LIMIT,
+};
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
 use crate::store::{Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome};
@@ -58,13 +63,132 @@ impl TokenAction {
     }
 }
 
-/// The sites `admin` manages that match `query`, and how many match in all.
+/// What an admin asks of the site listing, as received (checked here).
+#[derive(Debug, Default)]
+pub struct SiteListRequest {
+    /// `q`, untrimmed.
+    pub search: Option<String>,
+    pub enabled: Option<bool>,
+    /// Sites per page, 1 to 1000 (checked by the caller).
+    pub limit: i64,
+    pub offset: Option<i64>,
+    /// The `next` of a previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of the site listing.
+#[derive(Debug)]
+pub struct SiteList {
+    pub sites: Vec<SiteSummary>,
+    pub total: SiteTotal,
+    /// The cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// One page of the sites `admin` manages that match the request, by name, and how many match in
+/// all.
 pub fn list_sites(
     context: &Context,
     admin: &Admin,
-    query: &SiteQuery,
-) -> Result<(Vec<SiteSummary>, i64), ServiceError> {
-    Ok(context.store.sites_for_admin(admin, query)?)
+    request: &SiteListRequest,
+) -> Result<SiteList, ServiceError> {
+    let search = match request.search.as_deref() {
+        Some(raw) => SiteSearch::parse(raw)
+            .map_err(|error| AdminRefusal::invalid_field("q", error.to_string()))?,
+        None => None,
+    };
+    let mut listing = SiteListing {
+        search,
+        enabled: request.enabled,
+        limit: request.limit,
+        start: PageStart::Offset(0),
+    };
+    listing.start =
+        match (request.offset, request.cursor.as_deref()) {
+            (Some(_), Some(_)) => return Err(AdminRefusal::invalid_field(
+                "offset",
+                "offset cannot be combined with cursor, which already says where the page starts",
+            )
+            .into()),
+            (None, Some(cursor)) => PageStart::After(open_cursor(context, &listing, cursor)?),
+            (offset, None) => {
+                let offset = offset.unwrap_or(0);
+                if !SiteListing::offset_within_reach(offset, listing.limit) {
+                    return Err(AdminRefusal::invalid_field(
+                        "offset",
+                        format!(
+                        "offset plus limit must be at most {OFFSET_PAGING_LIMIT}; page further \
+                         with cursor, the next of the previous page"
+                    ),
+                    )
+                    .into());
+                }
+                PageStart::Offset(offset)
+            }
+        };
+    let page = context.store.site_page(admin, &listing)?;
+    Ok(SiteList {
+        next: page
+            .next
+            .map(|position| seal_cursor(context, &listing, &position)),
+        sites: page.sites,
+        total: page.total,
+    })
+}
+
+/// Longest cursor worth decoding: a position holds a name of at most 100 characters.
+const MAX_CURSOR_CHARS: usize = 1024;
+/// Length of a cursor's tag (HMAC-SHA256).
+const CURSOR_TAG_LEN: usize = 32;
+
+/// The cursor of the page after `position`: the position and its tag (`Keys::cursor_tag`) over
+/// it and the listing it belongs to, in URL-safe base64.
+fn seal_cursor(context: &Context, listing: &SiteListing, position: &SitePosition) -> String {
+    let mut cursor = position.to_bytes();
+    let tag = context.keys.cursor_tag(&tagged(listing, &cursor));
+    cursor.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(cursor)
+}
+
+/// The position a cursor from [`seal_cursor`] carries, if it was made for this listing (the
+/// same search and filter) by a server with this secret.
+fn open_cursor(
+    context: &Context,
+    listing: &SiteListing,
+    cursor: &str,
+) -> Result<SitePosition, AdminRefusal> {
+    let refused = || {
+        AdminRefusal::invalid_field(
+            "cursor",
+            "cursor must be the next of a previous page, with the same q and enabled",
+        )
+    };
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(refused());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| refused())?;
+    if bytes.len() < CURSOR_TAG_LEN {
+        return Err(refused());
+    }
+    let (position, tag) = bytes.split_at(bytes.len() - CURSOR_TAG_LEN);
+    if !context
+        .keys
+        .verify_cursor_tag(&tagged(listing, position), tag)
+    {
+        return Err(refused());
+    }
+    SitePosition::from_bytes(position).ok_or_else(refused)
+}
+
+/// What a cursor's tag covers: the listing's context (its length first, so no other split of
+/// the same bytes reads the same) and the position.
+fn tagged(listing: &SiteListing, position: &[u8]) -> Vec<u8> {
+    let context = listing.cursor_context();
+    let mut message = Vec::with_capacity(4 + context.len() + position.len());
+    message.extend_from_slice(&(context.len() as u32).to_be_bytes());
+    message.extend_from_slice(&context);
+    message.extend_from_slice(position);
+    message
 }
 
 pub fn site(context: &Context, admin: &Admin, site_key: &str) -> Result<SiteSummary, ServiceError> {

@@ -31,6 +31,7 @@ mod conninfo;
 mod introspection;
 mod resource_servers;
 pub mod schema;
+mod site_search;
 mod site_tokens;
 mod sites;
 mod sqlite_probe;

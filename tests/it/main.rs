@@ -34,6 +34,7 @@ mod revocation;
 mod secret_rotation;
 mod secrets_at_rest;
 mod shutdown;
+mod site_search;
 mod throttle;
 mod tls;
 mod token;
