@@ -85,6 +85,104 @@ fn a_database_outage_gets_prompt_503s_everywhere_and_service_resumes_by_itself()
     assert_eq!(app.primary_token(&site), token, "the primary survived");
 }
 
+/// Requests keep coming while PostgreSQL refuses every connection for a while (10 s here): each
+/// is answered 200 or 503 `temporarily_unavailable`, never a 500 and never after a hang, and once
+/// PostgreSQL accepts connections again the token endpoint answers 200 within 5 s.
+#[test]
+fn requests_during_a_long_refusal_get_200_or_503_and_service_returns_within_5_s() {
+    let Some(db) = TestDatabase::create(Backend::Postgres) else {
+        return;
+    };
+    let app = Arc::new(TestApp::spawn_with(db, |config| {
+        config.pool.connection_timeout = Duration::from_millis(500);
+        config.pool.cache_lease = Duration::from_millis(300);
+    }));
+    let site = app.create_site("Refused Store");
+    let token = app.primary_token(&site);
+    let api = app.create_resource_server("Refused API");
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let (app, site, running, token) =
+            (app.clone(), site.clone(), running.clone(), token.clone());
+        std::thread::spawn(move || {
+            let mut statuses: HashMap<u16, usize> = HashMap::new();
+            let mut slowest = Duration::ZERO;
+            while running.load(Ordering::Acquire) {
+                for request in 0..2 {
+                    let started = Instant::now();
+                    let response = if request == 0 {
+                        app.post_form(
+                            "/oauth2/token",
+                            Some((&site.site_key, &site.auth_key)),
+                            "grant_type=client_credentials",
+                        )
+                    } else {
+                        app.post_form(
+                            "/oauth2/introspect",
+                            Some((&api.client_id, &api.client_secret)),
+                            &format!("token={token}"),
+                        )
+                    };
+                    slowest = slowest.max(started.elapsed());
+                    let status = response.status().as_u16();
+                    if status == 503 {
+                        assert_oauth_error(response, 503, "temporarily_unavailable");
+                    }
+                    *statuses.entry(status).or_default() += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (statuses, slowest)
+        })
+    };
+
+    std::thread::sleep(Duration::from_millis(500));
+    let name = database_name(&app.db.url);
+    let mut postgres = postgres_admin();
+    postgres.execute(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    ));
+    std::thread::sleep(Duration::from_secs(10));
+    postgres.execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let allowed = Instant::now();
+    let site_credentials = Some((site.site_key.as_str(), site.auth_key.as_str()));
+    while app
+        .post_form(
+            "/oauth2/token",
+            site_credentials,
+            "grant_type=client_credentials",
+        )
+        .status()
+        != 200
+    {
+        assert!(
+            allowed.elapsed() < Duration::from_secs(5),
+            "no 200 within 5 s of PostgreSQL accepting connections again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recovered_after = allowed.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    running.store(false, Ordering::Release);
+    let (statuses, slowest) = load.join().expect("the load thread");
+    eprintln!("statuses {statuses:?}, slowest {slowest:?}, recovered after {recovered_after:?}");
+    assert!(
+        statuses.keys().all(|status| [200, 503].contains(status)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&503).copied().unwrap_or(0) > 10,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > 10,
+        "{statuses:?}"
+    );
+    assert!(slowest < PROMPT, "a request took {slowest:?}");
+    assert_eq!(app.primary_token(&site), token, "the primary survived");
+}
+
 /// A request to send again and again, named for failure messages.
 type Request<'a> = Box<dyn Fn() -> Response + 'a>;
 
