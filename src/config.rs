@@ -98,6 +98,9 @@ pub struct Config {
     /// How often throttle locks, alarms and the aggregated failed authentications noted in memory
     /// are written to the audit trail (aggregates once their window is over).
     pub audit_flush_interval: Duration,
+    /// How often this node hands its failed-authentication counts to the other nodes and takes
+    /// theirs (`domain::throttle`): the most their counts lag behind one another.
+    pub throttle_share_interval: Duration,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client's address
     /// (`domain::client_address`); empty: the TCP peer is the client.
     pub trusted_proxies: TrustedProxies,
@@ -161,6 +164,7 @@ impl Config {
             },
             audit_retention: Some(Duration::from_secs(DEFAULT_AUDIT_RETENTION_DAYS * 86_400)),
             audit_flush_interval: Duration::from_millis(200),
+            throttle_share_interval: Duration::from_millis(200),
             trusted_proxies: TrustedProxies::default(),
             connections: ConnectionLimits::default(),
         }

@@ -74,7 +74,18 @@ pub struct Keys {
     token_lookup: hmac::Key,
     client_secret: hmac::Key,
     listing_cursor: hmac::Key,
+    /// SipHash keys of the throttle's client-id hash (`domain::throttle`): the same on every node.
+    throttle_hash: (u64, u64),
     sealing: aead::LessSafeKey,
+}
+
+/// An HKDF output length of 16 bytes.
+struct SixteenBytes;
+
+impl hkdf::KeyType for SixteenBytes {
+    fn len(&self) -> usize {
+        16
+    }
 }
 
 impl fmt::Debug for Keys {
@@ -100,7 +111,14 @@ impl Keys {
             .expand(&info, &aead::AES_256_GCM)
             .expect("HKDF-SHA256 can always produce one 32-byte block")
             .into();
+        let mut throttle_hash = [0u8; 16];
+        prk.expand(&[&b"throttle hash"[..]], SixteenBytes)
+            .and_then(|okm| okm.fill(&mut throttle_hash))
+            .expect("HKDF-SHA256 can always produce 16 bytes");
+        let (k0, k1) = throttle_hash.split_at(8);
+        let half = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or_default());
         Self {
+            throttle_hash: (half(k0), half(k1)),
             token_lookup: hmac_key(b"token lookup"),
             client_secret: hmac_key(b"client secret"),
             listing_cursor: hmac_key(b"listing cursor"),
@@ -120,6 +138,11 @@ impl Keys {
         hmac::sign(&self.client_secret, secret.as_bytes())
             .as_ref()
             .to_vec()
+    }
+
+    /// The keys of the throttle's client-id hash.
+    pub fn throttle_hash_keys(&self) -> (u64, u64) {
+        self.throttle_hash
     }
 
     /// Checks a presented client secret against its stored digest in constant time.

@@ -65,9 +65,11 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
             url: format!("{:?}", config.database),
             source,
         })?;
+    let keys = Keys::derive(&secret);
+    let throttle_hash_keys = keys.throttle_hash_keys();
     Ok(Context {
         store,
-        keys: Arc::new(Keys::derive(&secret)),
+        keys: Arc::new(keys),
         introspection: Arc::new(Introspection::new(
             config.introspection_cache,
             config.cache_capacity,
@@ -83,7 +85,7 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
             max_token_lifetime: time_delta(config.max_token_lifetime),
             scopes: config.token_scopes.clone(),
         }),
-        throttle: Arc::new(Throttle::new(config.throttle)),
+        throttle: Arc::new(Throttle::new(config.throttle, throttle_hash_keys)),
         audit: Arc::new(AuditTrail::new(
             config.audit_retention.map(time_delta),
             time_delta(config.throttle.window),
@@ -121,7 +123,11 @@ pub fn start(config: &Config, context: Context) -> Result<Started, StartError> {
     let background = BackgroundTasks {
         runner: Runner::start(
             &context,
-            Schedule::new(config.usage_flush_interval, config.audit_flush_interval),
+            Schedule::new(
+                config.usage_flush_interval,
+                config.audit_flush_interval,
+                config.throttle_share_interval,
+            ),
         )
         .map_err(StartError::Thread)?,
     };

@@ -527,6 +527,7 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         throttle: ThrottleLimits::default(),
         audit_retention: None,
         audit_flush_interval: Duration::from_secs(1),
+        throttle_share_interval: Duration::from_secs(1),
         trusted_proxies: TrustedProxies::default(),
         connections: ConnectionLimits::default(),
     })

@@ -24,18 +24,24 @@
 //! Successes do not reset a count, so they cannot be interleaved to keep guessing.
 //!
 //! Memory is fixed: each table holds at most `capacity` entries of a few dozen bytes. Client ids
-//! are kept as a keyed 64-bit hash (a random key per process, so collisions cannot be aimed), never
-//! as the string an attacker chose. When a table is full, expired windows go first, then the
-//! entries furthest from a lock, so rotating through random client ids evicts those ids and not
-//! the locks they were meant to flush out. IPv6 addresses count per /64, the block one subscriber
-//! usually holds. The counts and the trusted pairs are per process: each node of a cluster keeps
-//! its own, and a restart forgets them (a trusted pair is trusted again at its next success).
+//! are kept as a keyed 64-bit hash (SipHash-1-3 under a key derived from the server secret, so
+//! collisions cannot be aimed), never as the string an attacker chose. When a table is full,
+//! expired windows go first, then the entries furthest from a lock, so rotating through random
+//! client ids evicts those ids and not the locks they were meant to flush out. IPv6 addresses
+//! count per /64, the block one subscriber usually holds.
+//!
+//! **Across nodes**, the pair and address counts hold for the deployment: every node hands the
+//! failures it counted to the database about once a second ([`Throttle::take_unpublished`]) and
+//! takes the deployment's counts back ([`Throttle::merge_shared`]), so N nodes allow at most the
+//! limit plus about one second's worth of failures per node, not N times the limit. The key is the
+//! same on every node, so every node names a pair alike. Successes write nothing: trusted pairs and
+//! the alarm's count stay per process, and a restart forgets the trusted pairs (a pair is trusted
+//! again at its next success).
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -124,10 +130,13 @@ pub struct Alarm {
 #[derive(Debug)]
 pub struct Throttle {
     limits: ThrottleLimits,
-    hasher: RandomState,
+    /// SipHash-1-3 keys for client ids, derived from the server secret: the same on every node.
+    hash_keys: (u64, u64),
     tables: RwLock<Tables>,
     refused: AtomicU64,
     alarms: AtomicU64,
+    /// Whether counts were exchanged with the other nodes yet (see [`Throttle::first_share`]).
+    shared_once: AtomicBool,
 }
 
 /// An attempt [`Throttle::admit`] let through, with its pair already hashed.
@@ -138,7 +147,7 @@ pub struct Admitted {
 
 /// A (client id, address) pair: the client id's keyed hash and the address key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Pair {
+pub struct Pair {
     client: u64,
     address: Option<IpAddr>,
 }
@@ -151,27 +160,125 @@ struct Tables {
     clients: Table<u64>,
     /// Pairs that authenticated successfully, with the time of their last success.
     trusted: HashMap<Pair, Instant>,
+    /// Failures counted here and not yet handed to the other nodes, with the start of the window
+    /// they were counted in.
+    unpublished: HashMap<SharedKey, (u32, Instant)>,
+}
+
+/// A count the nodes share: a (client id, address) pair's or an address's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SharedKey {
+    Pair(Pair),
+    Address(IpAddr),
+}
+
+impl SharedKey {
+    /// The key as the store keeps it: a kind byte, the client id's hash for a pair, then the
+    /// address (its length, then its bytes; length 0 for an attempt without one).
+    pub fn to_bytes(self) -> Vec<u8> {
+        let (kind, client, address) = match self {
+            SharedKey::Pair(pair) => (1u8, Some(pair.client), pair.address),
+            SharedKey::Address(address) => (2u8, None, Some(address)),
+        };
+        let mut bytes = vec![kind];
+        if let Some(client) = client {
+            bytes.extend_from_slice(&client.to_be_bytes());
+        }
+        match address {
+            None => bytes.push(0),
+            Some(IpAddr::V4(v4)) => {
+                bytes.push(4);
+                bytes.extend_from_slice(&v4.octets());
+            }
+            Some(IpAddr::V6(v6)) => {
+                bytes.push(16);
+                bytes.extend_from_slice(&v6.octets());
+            }
+        }
+        bytes
+    }
+
+    /// The key [`SharedKey::to_bytes`] wrote; `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (&kind, rest) = bytes.split_first()?;
+        let (client, rest) = match kind {
+            1 => {
+                let (client, rest) = rest.split_first_chunk::<8>()?;
+                (Some(u64::from_be_bytes(*client)), rest)
+            }
+            2 => (None, rest),
+            _ => return None,
+        };
+        let (&length, rest) = rest.split_first()?;
+        let address = match (length, rest.len()) {
+            (0, 0) => None,
+            (4, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(rest).ok()?)),
+            (16, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(rest).ok()?)),
+            _ => return None,
+        };
+        match (client, address) {
+            (Some(client), address) => Some(SharedKey::Pair(Pair { client, address })),
+            (None, Some(address)) => Some(SharedKey::Address(address)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A node's new failures for one shared key, to add to the deployment's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpublished {
+    pub key: SharedKey,
+    pub failures: u32,
+    /// When the window they were counted in started.
+    pub started: Instant,
+}
+
+/// The deployment's count for one shared key, as the store has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedWindow {
+    pub key: SharedKey,
+    pub failures: u32,
+    /// How long before the merge its window started (by the nodes' wall clocks, which agree to
+    /// far better than a window).
+    pub age: Duration,
 }
 
 impl Throttle {
-    pub fn new(limits: ThrottleLimits) -> Self {
+    /// `hash_keys` must be the same on every node of a deployment (derived from the server secret)
+    /// and unknown to clients, so that nobody can aim collisions.
+    pub fn new(limits: ThrottleLimits, hash_keys: (u64, u64)) -> Self {
         Self {
             limits,
-            hasher: RandomState::new(),
+            hash_keys,
             tables: RwLock::new(Tables {
                 pairs: Table::new(limits.capacity),
                 addresses: Table::new(limits.capacity),
                 clients: Table::new(limits.capacity),
                 trusted: HashMap::new(),
+                unpublished: HashMap::new(),
             }),
             refused: AtomicU64::new(0),
             alarms: AtomicU64::new(0),
+            shared_once: AtomicBool::new(false),
         }
     }
 
+    /// Whether any count is kept, and so worth sharing with the other nodes.
+    pub fn shares_counts(&self) -> bool {
+        self.limits.client_failures > 0 || self.limits.address_failures > 0
+    }
+
+    /// `true` the first time only: the first exchange reads every open window.
+    pub fn first_share(&self) -> bool {
+        !self.shared_once.swap(true, Ordering::AcqRel)
+    }
+
     fn pair(&self, client_id: &str, origin: &Origin) -> Pair {
+        let (k0, k1) = self.hash_keys;
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+        client_id.hash(&mut hasher);
         Pair {
-            client: self.hasher.hash_one(client_id),
+            client: hasher.finish(),
             address: origin.address.map(address_key),
         }
     }
@@ -240,11 +347,17 @@ impl Throttle {
         let mut tables = self.write();
         let mut outcome = FailureOutcome::default();
         let in_pair = tables.pairs.record(pair, window, origin.at);
-        if self.limits.client_failures > 0 && in_pair == self.limits.client_failures {
-            outcome.pair_locked = true;
+        if self.limits.client_failures > 0 {
+            tables.note_unpublished(SharedKey::Pair(pair), origin.at, self.limits.capacity);
+            if in_pair == self.limits.client_failures {
+                outcome.pair_locked = true;
+            }
         }
         if let Some(address) = pair.address.filter(|_| self.limits.address_failures > 0) {
-            if tables.addresses.record(address, window, origin.at) == self.limits.address_failures {
+            let in_address = tables.addresses.record(address, window, origin.at);
+            let key = SharedKey::Address(address);
+            tables.note_unpublished(key, origin.at, self.limits.capacity);
+            if in_address == self.limits.address_failures {
                 outcome.address_locked = Some(address);
             }
         }
@@ -266,6 +379,42 @@ impl Throttle {
             }
         }
         outcome
+    }
+
+    /// The failures counted here since the last call, for the other nodes (called about once a
+    /// second: the most the other nodes' counts lag behind).
+    pub fn take_unpublished(&self) -> Vec<Unpublished> {
+        let taken = std::mem::take(&mut self.write().unpublished);
+        taken
+            .into_iter()
+            .map(|(key, (failures, started))| Unpublished {
+                key,
+                failures,
+                started,
+            })
+            .collect()
+    }
+
+    /// Takes the deployment's counts at `at`: each key's count becomes the larger of the count
+    /// here and the deployment's plus what was counted here since it was taken, in the window the
+    /// deployment has for it. Windows that have ended are left out.
+    pub fn merge_shared(&self, windows: &[SharedWindow], at: Instant) {
+        let window = self.limits.window;
+        let mut tables = self.write();
+        for shared in windows.iter().filter(|shared| shared.age < window) {
+            let started = at.checked_sub(shared.age).unwrap_or(at);
+            let pending = tables
+                .unpublished
+                .get(&shared.key)
+                .map_or(0, |(failures, _)| *failures);
+            let failures = shared.failures.saturating_add(pending);
+            match shared.key {
+                SharedKey::Pair(pair) => tables.pairs.merge(pair, started, failures, window, at),
+                SharedKey::Address(address) => tables
+                    .addresses
+                    .merge(address, started, failures, window, at),
+            }
+        }
     }
 
     /// How long a lock lasts.
@@ -294,6 +443,21 @@ impl Throttle {
 }
 
 impl Tables {
+    /// One more failure for the other nodes. Bounded like the tables: past `capacity` keys, a new
+    /// key is counted here only.
+    fn note_unpublished(&mut self, key: SharedKey, at: Instant, capacity: usize) {
+        let started = match key {
+            SharedKey::Pair(pair) => self.pairs.started(&pair),
+            SharedKey::Address(address) => self.addresses.started(&address),
+        }
+        .unwrap_or(at);
+        if self.unpublished.len() >= capacity && !self.unpublished.contains_key(&key) {
+            return;
+        }
+        let entry = self.unpublished.entry(key).or_insert((0, started));
+        entry.0 = entry.0.saturating_add(1);
+    }
+
     fn is_trusted(&self, pair: &Pair, now: Instant) -> bool {
         self.trusted
             .get(pair)
@@ -391,6 +555,26 @@ impl<K: Hash + Eq + Copy> Table<K> {
         self.windows.get(key).map(|entry| entry.started)
     }
 
+    /// Takes a count the nodes share: `key` has `failures` in the window that started at
+    /// `started`, unless the count here is higher in a window still open.
+    fn merge(&mut self, key: K, started: Instant, failures: u32, window: Duration, now: Instant) {
+        if !self.windows.contains_key(&key) && self.windows.len() >= self.capacity {
+            self.make_room(window, now);
+        }
+        let entry = self.windows.entry(key).or_insert(Window {
+            started,
+            failures: 0,
+            addresses: 0,
+            counted_in: None,
+        });
+        if now >= entry.started + window {
+            entry.failures = 0;
+            entry.started = started;
+        }
+        entry.started = entry.started.min(started);
+        entry.failures = entry.failures.max(failures);
+    }
+
     /// Whether `key` has not been counted in the window that started at `window_start` yet;
     /// remembers that it now has.
     fn mark_counted(&mut self, key: &K, window_start: Option<Instant>) -> bool {
@@ -476,8 +660,100 @@ mod tests {
     }
 
     #[test]
+    fn shared_keys_survive_the_store_and_garbage_is_refused() {
+        let throttle = Throttle::new(limits(3, 3), (7, 9));
+        let at = Instant::now();
+        for address in ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.9"] {
+            let pair = throttle.pair("site_a", &from(address, at));
+            for key in [
+                SharedKey::Pair(pair),
+                SharedKey::Address(pair.address.unwrap()),
+            ] {
+                assert_eq!(SharedKey::from_bytes(&key.to_bytes()), Some(key));
+            }
+        }
+        let without = throttle.pair("site_a", &Origin { address: None, at });
+        let key = SharedKey::Pair(without);
+        assert_eq!(SharedKey::from_bytes(&key.to_bytes()), Some(key));
+        for garbage in [
+            &b""[..],
+            b"\x03",
+            b"\x02\x00",
+            b"\x01\x00\x00",
+            b"\x02\x04\x01\x02\x03",
+        ] {
+            assert_eq!(SharedKey::from_bytes(garbage), None, "{garbage:?}");
+        }
+        let other_node = Throttle::new(limits(3, 3), (7, 9));
+        assert_eq!(
+            other_node.pair("site_a", &from("192.0.2.1", at)),
+            throttle.pair("site_a", &from("192.0.2.1", at))
+        );
+        let other_key = Throttle::new(limits(3, 3), (8, 9));
+        assert_ne!(
+            other_key.pair("site_a", &from("192.0.2.1", at)),
+            throttle.pair("site_a", &from("192.0.2.1", at))
+        );
+    }
+
+    /// Two nodes with a limit of 4: two failures on each lock the pair on both once they have
+    /// exchanged their counts (the store's sum is played by a map here).
+    #[test]
+    fn nodes_that_exchange_counts_lock_at_the_deployments_limit() {
+        let nodes = [
+            Throttle::new(limits(4, 100), (1, 2)),
+            Throttle::new(limits(4, 100), (1, 2)),
+        ];
+        let start = Instant::now();
+        let attacker = from("192.0.2.1", start);
+        let mut store: HashMap<SharedKey, u32> = HashMap::new();
+        for node in &nodes {
+            for _ in 0..2 {
+                assert!(!node.record_failure("site", &attacker).pair_locked);
+            }
+            assert!(node.admit("site", &attacker).is_ok(), "2 of 4 here");
+        }
+        for node in &nodes {
+            for unpublished in node.take_unpublished() {
+                *store.entry(unpublished.key).or_default() += unpublished.failures;
+            }
+        }
+        let later = start + SECOND;
+        let windows: Vec<SharedWindow> = store
+            .iter()
+            .map(|(key, failures)| SharedWindow {
+                key: *key,
+                failures: *failures,
+                age: SECOND,
+            })
+            .collect();
+        for node in &nodes {
+            node.merge_shared(&windows, later);
+            let refused = node.admit("site", &from("192.0.2.1", later)).unwrap_err();
+            assert_eq!(
+                refused.retry_after_secs, 59,
+                "the window that started a second ago"
+            );
+            assert!(node.admit("site", &from("198.51.100.7", later)).is_ok());
+            assert!(
+                node.take_unpublished().is_empty(),
+                "nothing new to hand over"
+            );
+        }
+        // A window that has ended elsewhere locks nothing here.
+        let ended = [SharedWindow {
+            key: *store.keys().next().unwrap(),
+            failures: 50,
+            age: Duration::from_secs(61),
+        }];
+        let fresh = Throttle::new(limits(4, 100), (1, 2));
+        fresh.merge_shared(&ended, later);
+        assert!(fresh.admit("site", &from("192.0.2.1", later)).is_ok());
+    }
+
+    #[test]
     fn a_pair_is_locked_at_its_limit_until_the_window_ends_and_no_one_else_is() {
-        let throttle = Throttle::new(limits(3, 100));
+        let throttle = Throttle::new(limits(3, 100), (1, 2));
         let start = Instant::now();
         let attacker = from("192.0.2.1", start);
         for _ in 0..2 {
@@ -507,7 +783,7 @@ mod tests {
 
     #[test]
     fn failures_from_many_addresses_never_lock_the_client_id() {
-        let throttle = Throttle::new(limits(3, 100));
+        let throttle = Throttle::new(limits(3, 100), (1, 2));
         let start = Instant::now();
         for n in 0..250u32 {
             let origin = Origin {
@@ -523,7 +799,7 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let throttle = Throttle::new(limits(1, 100));
+        let throttle = Throttle::new(limits(1, 100), (1, 2));
         let start = Instant::now();
         throttle.record_failure("site", &from("192.0.2.1", start));
         let at = start + Duration::from_millis(59_001);
@@ -537,7 +813,7 @@ mod tests {
 
     #[test]
     fn an_address_guessing_many_client_ids_is_locked_for_every_untrusted_client_id() {
-        let throttle = Throttle::new(limits(100, 3));
+        let throttle = Throttle::new(limits(100, 3), (1, 2));
         let start = Instant::now();
         let origin = from("192.0.2.1", start);
         throttle.record_failure("a", &origin);
@@ -552,7 +828,7 @@ mod tests {
 
     #[test]
     fn a_pair_that_succeeded_is_exempt_from_the_address_lock_but_keeps_its_own_count() {
-        let throttle = Throttle::new(limits(2, 3));
+        let throttle = Throttle::new(limits(2, 3), (1, 2));
         let start = Instant::now();
         let gateway = from("192.0.2.1", start);
         trust(&throttle, "partner-site", &gateway);
@@ -568,7 +844,7 @@ mod tests {
             "its own pair count still locks"
         );
         let after_trust = from("192.0.2.1", start + TRUSTED_PAIR_TIME + SECOND);
-        let throttle = Throttle::new(limits(2, 3));
+        let throttle = Throttle::new(limits(2, 3), (1, 2));
         trust(&throttle, "partner-site", &gateway);
         for id in ["x", "y", "z"] {
             throttle.record_failure(id, &after_trust);
@@ -581,10 +857,13 @@ mod tests {
 
     #[test]
     fn the_alarm_is_raised_once_per_window_with_the_number_of_addresses() {
-        let throttle = Throttle::new(ThrottleLimits {
-            client_attack_alarm: 5,
-            ..limits(100, 100)
-        });
+        let throttle = Throttle::new(
+            ThrottleLimits {
+                client_attack_alarm: 5,
+                ..limits(100, 100)
+            },
+            (1, 2),
+        );
         let start = Instant::now();
         let mut alarms = Vec::new();
         for n in 0..20u32 {
@@ -613,11 +892,14 @@ mod tests {
     /// restarts within one client-id window.
     #[test]
     fn the_alarm_counts_each_address_once_per_window_of_the_client_id() {
-        let throttle = Throttle::new(ThrottleLimits {
-            client_attack_alarm: 3,
-            window: Duration::from_secs(60),
-            ..limits(100, 100)
-        });
+        let throttle = Throttle::new(
+            ThrottleLimits {
+                client_attack_alarm: 3,
+                window: Duration::from_secs(60),
+                ..limits(100, 100)
+            },
+            (1, 2),
+        );
         let start = Instant::now();
         let at = |seconds: u64, address: &str| from(address, start + Duration::from_secs(seconds));
         throttle.record_failure("site", &at(0, "192.0.2.1"));
@@ -639,7 +921,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_count_per_64_and_mapped_ipv4_as_ipv4() {
-        let throttle = Throttle::new(limits(100, 2));
+        let throttle = Throttle::new(limits(100, 2), (1, 2));
         let start = Instant::now();
         throttle.record_failure("a", &from("2001:db8:1:2::1", start));
         throttle.record_failure("b", &from("2001:db8:1:2:ffff::9", start));
@@ -654,7 +936,7 @@ mod tests {
 
     #[test]
     fn a_failure_after_the_window_starts_a_new_count() {
-        let throttle = Throttle::new(limits(2, 100));
+        let throttle = Throttle::new(limits(2, 100), (1, 2));
         let start = Instant::now();
         throttle.record_failure("site", &from("192.0.2.1", start));
         let next_window = from("192.0.2.1", start + 61 * SECOND);
@@ -664,7 +946,7 @@ mod tests {
 
     #[test]
     fn a_limit_of_zero_turns_that_count_off() {
-        let throttle = Throttle::new(limits(0, 0));
+        let throttle = Throttle::new(limits(0, 0), (1, 2));
         let origin = from("192.0.2.1", Instant::now());
         for _ in 0..1_000 {
             assert_eq!(
@@ -677,7 +959,7 @@ mod tests {
 
     #[test]
     fn attempts_without_an_address_count_per_pair_only() {
-        let throttle = Throttle::new(limits(2, 1));
+        let throttle = Throttle::new(limits(2, 1), (1, 2));
         let origin = Origin {
             address: None,
             at: Instant::now(),
@@ -691,10 +973,13 @@ mod tests {
     fn capacity_holds_under_100k_distinct_client_ids_and_locks_survive() {
         let capacity = 1_000;
         // An address limit no address reaches: trusted pairs are kept only while it is on.
-        let throttle = Throttle::new(ThrottleLimits {
-            capacity,
-            ..limits(3, u32::MAX)
-        });
+        let throttle = Throttle::new(
+            ThrottleLimits {
+                capacity,
+                ..limits(3, u32::MAX)
+            },
+            (1, 2),
+        );
         let start = Instant::now();
         let origin = from("192.0.2.1", start);
         for _ in 0..3 {
@@ -719,7 +1004,7 @@ mod tests {
 
     #[test]
     fn the_default_capacity_holds_too() {
-        let throttle = Throttle::new(ThrottleLimits::default());
+        let throttle = Throttle::new(ThrottleLimits::default(), (1, 2));
         let start = Instant::now();
         for n in 0..(DEFAULT_CAPACITY as u32 + 20_000) {
             let origin = Origin {
@@ -734,10 +1019,13 @@ mod tests {
 
     #[test]
     fn expired_windows_are_evicted_before_live_ones() {
-        let throttle = Throttle::new(ThrottleLimits {
-            capacity: 8,
-            ..limits(2, 0)
-        });
+        let throttle = Throttle::new(
+            ThrottleLimits {
+                capacity: 8,
+                ..limits(2, 0)
+            },
+            (1, 2),
+        );
         let start = Instant::now();
         throttle.record_failure("live", &from("192.0.2.1", start + 59 * SECOND));
         for n in 0..7 {

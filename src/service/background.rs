@@ -1,7 +1,8 @@
 //! Every piece of work that runs on its own schedule rather than in a request: writing the batched
 //! `last_used_at` times, writing the aggregated failed client authentications to the audit trail,
-//! pruning the audit trail past its retention, and (PostgreSQL) the change listener. One runner
-//! thread does the jobs, started by `server` and drained in order at shutdown; use cases ask it for
+//! pruning the audit trail past its retention, sharing failed-authentication counts with the other
+//! nodes, and (PostgreSQL) the change listener. One runner thread does the jobs, started by
+//! `server` and drained in order at shutdown; use cases ask it for
 //! work early through [`Wakeup`] (a full usage batch), and handlers never see it.
 //!
 //! A job is a value ([`Job`]) with its own interval; the runner sleeps until the earliest is due
@@ -85,15 +86,22 @@ pub struct Schedule {
     pub auth_failure_flush_interval: Duration,
     /// How often audit events older than the retention are deleted.
     pub audit_prune_interval: Duration,
+    /// How often failed-authentication counts are exchanged with the other nodes.
+    pub throttle_share_interval: Duration,
 }
 
 impl Schedule {
-    pub fn new(usage_flush_interval: Duration, audit_flush_interval: Duration) -> Self {
+    pub fn new(
+        usage_flush_interval: Duration,
+        audit_flush_interval: Duration,
+        throttle_share_interval: Duration,
+    ) -> Self {
         let at_least = |interval: Duration| interval.max(Duration::from_millis(10));
         Self {
             usage_flush_interval: at_least(usage_flush_interval),
             auth_failure_flush_interval: at_least(audit_flush_interval),
             audit_prune_interval: Duration::from_secs(3600),
+            throttle_share_interval: at_least(throttle_share_interval),
         }
     }
 }
@@ -109,14 +117,18 @@ enum Job {
     PruneAudit,
     /// The store's change log (SQLite): records every process has long read.
     PruneChangeLog,
+    /// `service::client_auth`: this node's failed authentications for the other nodes' throttles,
+    /// and theirs for this one's.
+    ShareFailureCounts,
 }
 
 impl Job {
-    const ALL: [Job; 4] = [
+    const ALL: [Job; 5] = [
         Job::FlushUsage,
         Job::FlushAuthFailures,
         Job::PruneAudit,
         Job::PruneChangeLog,
+        Job::ShareFailureCounts,
     ];
 
     fn interval(self, schedule: &Schedule) -> Duration {
@@ -125,6 +137,7 @@ impl Job {
             Job::FlushAuthFailures => schedule.auth_failure_flush_interval,
             Job::PruneAudit => schedule.audit_prune_interval,
             Job::PruneChangeLog => Duration::from_secs(600),
+            Job::ShareFailureCounts => schedule.throttle_share_interval,
         }
     }
 
@@ -145,6 +158,7 @@ impl Job {
             Job::PruneAudit => super::audit::prune(context, now).map(drop),
             Job::PruneChangeLog if last => Ok(()),
             Job::PruneChangeLog => context.store.prune_change_log(now).map(drop),
+            Job::ShareFailureCounts => super::client_auth::share_failure_counts(context, now),
         }
     }
 
@@ -154,6 +168,7 @@ impl Job {
             Job::FlushAuthFailures => "record failed client authentications",
             Job::PruneAudit => "prune the audit trail",
             Job::PruneChangeLog => "prune the change log",
+            Job::ShareFailureCounts => "share failed authentications with the other nodes",
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, TimeDelta};
 
 use super::cache::{cached, Observed, Reach};
 use super::{Context, ServiceError};
@@ -16,8 +16,8 @@ use crate::domain::oauth_error::{OAuthError, OAuthErrorCode};
 use crate::domain::rotation::SecretDigests;
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
-use crate::domain::throttle::Origin;
-use crate::store::{ChangeTag, SiteAuthentication};
+use crate::domain::throttle::{Origin, SharedKey, SharedWindow};
+use crate::store::{ChangeTag, FailureCount, SiteAuthentication, StoreError};
 
 /// Checks a site key and auth key at `now`: the current key, or while an overlap runs the key the
 /// last rotation replaced. Unknown site, wrong key and disabled site all fail with the same
@@ -137,6 +137,63 @@ pub(super) fn throttled<T: Authenticated>(
     }
     outcome
 }
+
+/// Hands the failures this node counted to the other nodes through the database, and takes the
+/// deployment's counts back (`domain::throttle`, "Across nodes"). The background runner calls it
+/// about once a second (`Config::throttle_share_interval`), which bounds how far the nodes' counts
+/// lag behind one another. The first call reads every open window (a node that starts learns the locks in
+/// force); later ones what changed in the last few seconds.
+pub(super) fn share_failure_counts(
+    context: &Context,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
+    if !context.throttle.shares_counts() {
+        return Ok(());
+    }
+    let at = std::time::Instant::now();
+    let window = context.throttle.window();
+    let window_delta = TimeDelta::from_std(window).unwrap_or(TimeDelta::MAX);
+    let wall = |instant: std::time::Instant| {
+        now - TimeDelta::from_std(at.saturating_duration_since(instant)).unwrap_or_default()
+    };
+    let added: Vec<FailureCount> = context
+        .throttle
+        .take_unpublished()
+        .into_iter()
+        .map(|unpublished| FailureCount {
+            key: unpublished.key.to_bytes(),
+            window_start: wall(unpublished.started),
+            failures: i32::try_from(unpublished.failures).unwrap_or(i32::MAX),
+        })
+        .collect();
+    // Counts changed since a little before the previous call: one another node committed just
+    // before this call's read began, stamped by a clock a little behind, or a call that ran late,
+    // is read again rather than missed. Reading one twice changes nothing.
+    let since = if context.throttle.first_share() {
+        now - window_delta
+    } else {
+        now - SHARE_LOOKBACK
+    };
+    let shared = context
+        .store
+        .exchange_throttle_failures(&added, window_delta, since, now)?;
+    let windows: Vec<SharedWindow> = shared
+        .iter()
+        .filter_map(|count| {
+            Some(SharedWindow {
+                key: SharedKey::from_bytes(&count.key)?,
+                failures: u32::try_from(count.failures).ok()?,
+                age: (now - count.window_start).to_std().unwrap_or_default(),
+            })
+        })
+        .collect();
+    context.throttle.merge_shared(&windows, at);
+    Ok(())
+}
+
+/// How far back each exchange reads the others' changes: several intervals, so one that ran late
+/// misses nothing.
+const SHARE_LOOKBACK: TimeDelta = TimeDelta::seconds(5);
 
 /// Whether a use case's answer means the client authenticated: a memory-only attempt that missed
 /// its cache (`None`) has not checked the secret yet, and must not make its pair trusted.

@@ -35,6 +35,7 @@ mod site_search;
 mod site_tokens;
 mod sites;
 mod sqlite_probe;
+mod throttle;
 mod tokens;
 
 pub use admins::{AdminChange, AdminUpdate, NewAdmin};
@@ -46,6 +47,7 @@ pub use site_tokens::{
     Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
 };
 pub use sites::SiteAuthentication;
+pub use throttle::FailureCount;
 pub use tokens::{InvalidationOutcome, NewPrimaryValue, PrimaryToken, PrimaryTokenOutcome};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -152,3 +152,13 @@ diesel::table! {
         recorded_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    /// Failed client authentications counted by every node together (`throttle.rs`).
+    throttle_failures (key) {
+        key -> Binary,
+        window_start -> Timestamp,
+        failures -> Integer,
+        updated_at -> Timestamp,
+    }
+}

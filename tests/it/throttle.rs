@@ -28,6 +28,7 @@ crate::per_backend!(
     an_address_over_its_limit_is_refused_for_every_client_and_forwarded_for_is_not_trusted,
     throttled_requests_make_no_database_query,
     a_flood_of_random_tokens_reads_no_table,
+    two_nodes_allow_the_limit_once_not_once_each,
 );
 
 /// A lock short enough to wait out in a test.
@@ -436,12 +437,65 @@ fn an_address_over_its_limit_is_refused_for_every_client_and_forwarded_for_is_no
 /// Throttled requests are answered before any query: every query this test's database receives
 /// is counted through diesel's instrumentation, with the caches off so that every request that
 /// does get through reads the database.
+/// Two nodes on one database, guessed at alternately, 20 guesses a second in all: the pair is
+/// locked after about its limit of 10 failures for the deployment (each node may let through what
+/// it sees between two exchanges of counts, every 200 ms here), not after 10 on each node.
+fn two_nodes_allow_the_limit_once_not_once_each(backend: Backend) {
+    let limits = |config: &mut Config| {
+        config.throttle = ThrottleLimits {
+            client_failures: 10,
+            address_failures: 1_000,
+            window: Duration::from_secs(60),
+            ..ThrottleLimits::default()
+        };
+        config.throttle_share_interval = Duration::from_millis(200);
+    };
+    let Some(db) = TestDatabase::create(backend) else {
+        return;
+    };
+    let app = TestApp::spawn_with(db, limits);
+    let other = crate::helpers::TestNode::spawn(&app.db, limits);
+    let site = app.create_site("Shared Store");
+    let guess = wrong(&site.auth_key);
+    let mut let_through = 0;
+    for attempt in 0..40 {
+        let node: &crate::helpers::TestNode = if attempt % 2 == 0 { &app } else { &other };
+        let response = node.post_form(
+            "/oauth2/token",
+            Some((&site.site_key, &guess)),
+            "grant_type=client_credentials",
+        );
+        match response.status().as_u16() {
+            401 => let_through += 1,
+            429 => {}
+            other => panic!("attempt {attempt}: {other}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The limit, plus what each node may see in one interval (about 2 each at this pace), plus
+    // slack for a late exchange; 20 would be the limit once per node.
+    assert!(
+        (10..=15).contains(&let_through),
+        "{let_through} guesses were let through"
+    );
+    for node in [&*app, &other] {
+        let right = node.post_form(
+            "/oauth2/token",
+            Some((&site.site_key, &site.auth_key)),
+            "grant_type=client_credentials",
+        );
+        assert_throttled_for(right);
+    }
+}
+
 fn throttled_requests_make_no_database_query(backend: Backend) {
     count_queries_per_database();
     let Some(app) = spawn_adjusted(backend, 2, 50, |config| {
         config.introspection_cache = false;
-        // The audit trail's writes are background work, not per request.
+        // The audit trail's writes and the exchange of counts with other nodes are background
+        // work, not per request.
         config.audit_flush_interval = Duration::from_secs(3600);
+        config.throttle_share_interval = Duration::from_secs(3600);
     }) else {
         return;
     };
@@ -505,9 +559,11 @@ fn throttled_requests_make_no_database_query(backend: Backend) {
 /// reads the WAL index in shared memory, not a table (the cache's exactness check).
 fn a_flood_of_random_tokens_reads_no_table(backend: Backend) {
     count_queries_per_database();
-    // No usage flush during the flood: its writes are background work, not per request.
+    // No usage flush or exchange of counts with other nodes during the flood: background work,
+    // not per request.
     let Some(app) = spawn_adjusted(backend, 10, 50, |config| {
         config.usage_flush_interval = Duration::from_secs(3600);
+        config.throttle_share_interval = Duration::from_secs(3600);
     }) else {
         return;
     };
