@@ -13,8 +13,10 @@ use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals, SiteView};
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
 use super::AppState;
+use crate::domain::admin::Admin;
 use crate::domain::rotation::RequestedOverlap;
-use crate::service::sites;
+use crate::domain::secret::Secret;
+use crate::service::{sites, Context, ServiceError};
 
 /// Body of `POST /admin/v1/sites`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -68,6 +70,54 @@ pub struct RotatedSecretView {
     /// RFC 3339, UTC: until when the replaced secret also works; `null` when it stopped with the
     /// rotation.
     pub previous_valid_until: Option<String>,
+}
+
+/// What a client-secret rotation use case answers: the client id, the new secret, and until when
+/// the replaced one works.
+pub(super) type RotatedClient = (String, Secret, Option<chrono::NaiveDateTime>);
+
+/// The body of a client-secret rotation handler (a resource server's or an admin's): the optional
+/// [`RotationBody`], then `rotate` (a service use case) as the calling admin, answered as a
+/// [`RotatedSecretView`] with `Cache-Control: no-store`.
+pub(super) async fn rotate_client_secret<F>(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    rotate: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(
+            &Context,
+            &Admin,
+            Option<std::net::IpAddr>,
+            &str,
+            Option<&RequestedOverlap>,
+            chrono::NaiveDateTime,
+        ) -> Result<RotatedClient, ServiceError>
+        + Send
+        + 'static,
+{
+    let (caller, body): (_, RotationBody) = Caller::with_json(&state, &request, payload).await?;
+    let client_id = path.into_inner();
+    let address = caller.address;
+    let (client_id, secret, previous_valid_until) = caller
+        .run(move |context, admin, now| {
+            rotate(
+                context,
+                admin,
+                address,
+                &client_id,
+                body.overlap_seconds.as_ref(),
+                now,
+            )
+        })
+        .await?;
+    Ok(answer(RotatedSecretView {
+        client_id,
+        client_secret: secret.expose().to_string(),
+        previous_valid_until: previous_valid_until.map(rfc3339),
+    }))
 }
 
 /// A site just created: its credentials, the auth key shown in this answer only.

@@ -15,7 +15,7 @@ use super::admin::{answer, rfc3339, Caller, JsonBodyRefusals};
 use super::body::read_json;
 use super::error::{ApiError, ErrorBody};
 use super::oauth::no_store;
-use super::platform::{RotatedSecretView, RotationBody};
+use super::platform::{rotate_client_secret, RotatedSecretView, RotationBody};
 use super::AppState;
 use crate::domain::audience::ResourceServer;
 use crate::domain::rotation::overlap_end;
@@ -206,26 +206,19 @@ pub async fn rotate_secret(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (caller, body): (_, RotationBody) = Caller::with_json(&state, &request, payload).await?;
-    let client_id = path.into_inner();
-    let address = caller.address;
-    let (server, secret) = caller
-        .run(move |context, admin, now| {
-            resource_servers::rotate_secret_as_admin(
-                context,
-                admin,
-                address,
-                &client_id,
-                body.overlap_seconds.as_ref(),
-                now,
-            )
-        })
-        .await?;
-    Ok(answer(RotatedSecretView {
-        client_secret: secret.expose().to_string(),
-        previous_valid_until: server.previous_secret_valid_until.map(rfc3339),
-        client_id: server.client_id,
-    }))
+    rotate_client_secret(
+        state,
+        request,
+        path,
+        payload,
+        |context, admin, address, id, overlap, now| {
+            let (server, secret) = resource_servers::rotate_secret_as_admin(
+                context, admin, address, id, overlap, now,
+            )?;
+            Ok((server.client_id, secret, server.previous_secret_valid_until))
+        },
+    )
+    .await
 }
 
 /// Delete a resource server (platform admins only).
