@@ -30,7 +30,7 @@ use super::platform_resource_servers::{
     ResourceServersResponse,
 };
 use super::revocation::{self, PrimaryInvalidatedResponse};
-use super::session::{self, SessionView};
+use super::session::{self, SessionView, TokenTermsView};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -125,7 +125,8 @@ use super::session::{self, SessionView};
         AdminView,
         AdminsResponse,
         CreatedAdminView,
-        SessionView
+        SessionView,
+        TokenTermsView
     )),
     modifiers(&ClientAuthentication),
     tags(

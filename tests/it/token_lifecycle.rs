@@ -643,6 +643,10 @@ fn require_token_expiry_refuses_a_token_without_one_and_a_default_fills_it(backe
         "a token without expiry on a server that requires one",
     );
     assert!(description.contains("required"), "{description}");
+    assert_eq!(
+        required.admin_get_ok(&scene.token, "/admin/v1/sessions/current")["token_terms"],
+        json!({"max_lifetime_days": 365, "expiry_required": true, "default_lifetime_days": null})
+    );
     create(
         &required,
         &scene,
@@ -658,6 +662,10 @@ fn require_token_expiry_refuses_a_token_without_one_and_a_default_fills_it(backe
         config.default_token_lifetime = Some(Duration::from_secs(7 * 86_400));
     });
     let second = self::scene(&defaulted, "Defaulted Store");
+    assert_eq!(
+        defaulted.admin_get_ok(&second.token, "/admin/v1/sessions/current")["token_terms"],
+        json!({"max_lifetime_days": 365, "expiry_required": false, "default_lifetime_days": 7})
+    );
     let response = defaulted.admin_post(
         &second.token,
         &tokens_path(&second.site),
