@@ -9,7 +9,10 @@ use chrono::{SecondsFormat, TimeDelta};
 use reqwest::blocking::Response;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_admin_error, Backend, SiteKeys, TestApp, TestDatabase};
+use crate::helpers::{
+    assert_admin_error, wait_for_live_change_feed, Backend, SiteKeys, TestApp, TestDatabase,
+    TestNode,
+};
 
 crate::on_both_backends!(
     retiring_frees_the_slot_refuses_the_value_and_keeps_the_history,
@@ -21,6 +24,7 @@ crate::on_both_backends!(
     site_history_bad_paging_is_refused,
     an_expired_token_needs_a_new_expiry_to_be_regenerated_or_validated,
     the_limit_notice_tells_the_truth,
+    a_retirement_holds_on_every_node_when_its_answer_arrives,
 );
 
 crate::per_backend!(configured_sqlite, configured_postgres;
@@ -625,6 +629,44 @@ fn the_limit_notice_tells_the_truth(app: TestApp) {
     let description = body["error_description"].as_str().unwrap();
     assert!(description.contains("retire"), "{description}");
     assert!(description.contains("new expiry"), "{description}");
+}
+
+/// A retirement (one token, or several in bulk) answers only once no node's cache can still
+/// answer the token active: another node that cached it active refuses it on the next request.
+fn a_retirement_holds_on_every_node_when_its_answer_arrives(app: TestApp) {
+    let other = TestNode::spawn(&app.db, |_| {});
+    wait_for_live_change_feed(&other);
+    let scene = scene(&app, "Shared Store");
+    let resource_server = app.create_resource_server("Shared API");
+    let tokens: Vec<(i64, String)> = (1..=3)
+        .map(|index| create_named(&app, &scene, &format!("Shared {index}")))
+        .collect();
+    for (_, value) in &tokens {
+        for _ in 0..2 {
+            assert_eq!(other.introspect(&resource_server, value)["active"], true);
+        }
+    }
+    assert_eq!(retire(&app, &scene, tokens[0].0).status(), 204);
+    assert_eq!(
+        other.introspect(&resource_server, &tokens[0].1),
+        json!({"active": false}),
+        "the other node, right after the retirement answered"
+    );
+    ok_json(
+        bulk(
+            &app,
+            &scene,
+            json!({"action": "retire", "ids": [tokens[1].0, tokens[2].0]}),
+        ),
+        "bulk retire",
+    );
+    for (_, value) in &tokens[1..] {
+        assert_eq!(
+            other.introspect(&resource_server, value),
+            json!({"active": false}),
+            "the other node, right after the bulk retirement answered"
+        );
+    }
 }
 
 fn require_token_expiry_refuses_a_token_without_one_and_a_default_fills_it(backend: Backend) {
