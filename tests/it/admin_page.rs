@@ -1153,6 +1153,23 @@ fn screenshots_of_the_main_states() {
     browser.press_escape();
     browser.wait_hidden("#history-dialog");
 
+    let rows = browser.wait_rows("five tokens", |rows| rows.len() == 5);
+    for row in rows.iter().filter(|row| !row.primary).take(2) {
+        browser.click(&format!("#tokens-body input[data-select=\"{}\"]", row.id));
+    }
+    browser.wait_text("#bulk-count", "2 tokens selected");
+    browser.focus_nothing();
+    shoot(&browser, "admin-bulk.png");
+    browser.click("#bulk-clear");
+    browser.wait_hidden("#bulk-bar");
+    browser.click("#site-history");
+    browser.wait_until("site history rows", |browser| {
+        (browser.texts("#history-body tr[data-event]").len() >= 6).then_some(())
+    });
+    shoot(&browser, "admin-site-history.png");
+    browser.press_escape();
+    browser.wait_hidden("#history-dialog");
+
     for n in 5..=9 {
         create_via_api(&app, &token, &tea, &format!("Partner feed {n}"));
     }
