@@ -745,3 +745,41 @@ fn a_default_lifetime_beyond_the_maximum_is_refused_at_start() {
     assert!(stderr.contains("--default-token-lifetime-days"), "{stderr}");
     assert!(stderr.contains("--max-token-lifetime-days"), "{stderr}");
 }
+
+/// The expiry settings come from the configuration file and the environment like every other
+/// setting, and the file's default lifetime beyond the maximum stops the start too.
+#[test]
+fn the_expiry_settings_come_from_the_file_and_the_environment() {
+    let db = TestDatabase::create(Backend::Sqlite).expect("SQLite is always available");
+    let file = db.dir.path().join("tokenwarden.toml");
+    std::fs::write(&file, "default-token-lifetime-days = 30\n").unwrap();
+    let settings = crate::cli::succeed_json(
+        crate::cli::tokenwarden(&db.url)
+            .env("TOKENWARDEN_REQUIRE_TOKEN_EXPIRY", "true")
+            .arg("--config")
+            .arg(&file)
+            .args(["--json", "config", "show"]),
+    );
+    let setting = |name: &str| settings["settings"][name].clone();
+    assert_eq!(
+        setting("default-token-lifetime-days"),
+        json!({"value": "30", "source": "file"})
+    );
+    assert_eq!(setting("require-token-expiry")["source"], "environment");
+    assert_eq!(setting("require-token-expiry")["value"], "true");
+
+    std::fs::write(
+        &file,
+        "max-token-lifetime-days = 10\ndefault-token-lifetime-days = 11\n",
+    )
+    .unwrap();
+    let output = crate::cli::tokenwarden(&db.url)
+        .arg("--config")
+        .arg(&file)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--default-token-lifetime-days"), "{stderr}");
+}
