@@ -85,6 +85,12 @@ pub struct Config {
     pub admin_token_ttl: Duration,
     /// The furthest ahead an admin may set a non-primary token's `expires_at`.
     pub max_token_lifetime: Duration,
+    /// Whether creating a non-primary token needs an expiry (given, or from
+    /// `default_token_lifetime`).
+    pub require_token_expiry: bool,
+    /// How far ahead a non-primary token created without `expires_at` expires; `None`: never.
+    /// At most `max_token_lifetime`.
+    pub default_token_lifetime: Option<Duration>,
     /// The scopes non-primary tokens may carry; empty means tokens carry no scope.
     pub token_scopes: Vec<String>,
     /// HTTPS served directly; `None` serves plain HTTP (behind a TLS-terminating proxy).
@@ -154,6 +160,8 @@ impl Config {
             usage_resolution: Duration::ZERO,
             admin_token_ttl: Duration::from_secs(DEFAULT_ADMIN_TOKEN_TTL_SECS),
             max_token_lifetime: Duration::from_secs(DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
+            require_token_expiry: false,
+            default_token_lifetime: None,
             token_scopes: Vec::new(),
             tls: None,
             shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),

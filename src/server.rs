@@ -83,6 +83,8 @@ pub fn open_context(config: &Config) -> Result<Context, StartError> {
         policy: Arc::new(TokenPolicy {
             admin_token_ttl: time_delta(config.admin_token_ttl),
             max_token_lifetime: time_delta(config.max_token_lifetime),
+            require_expiry: config.require_token_expiry,
+            default_lifetime: config.default_token_lifetime.map(time_delta),
             scopes: config.token_scopes.clone(),
         }),
         throttle: Arc::new(Throttle::new(config.throttle, throttle_hash_keys)),

@@ -4,7 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use tokenwarden::http::error::ApiError;
-use tokenwarden::http::{parse_json, CreateTokenBody, RegenerateBody, TokenActionBody};
+use tokenwarden::http::{
+    parse_json, BulkBody, CreateTokenBody, RegenerateBody, TokenActionBody, ValidateBody,
+};
 
 /// Every message serde's "unknown field" error may become: the fixed text and the fields the body
 /// expects, nothing of the client's.
@@ -31,4 +33,6 @@ fuzz_target!(|body: &[u8]| {
     check(parse_json::<CreateTokenBody>(body).map(drop));
     check(parse_json::<RegenerateBody>(body).map(drop));
     check(parse_json::<TokenActionBody>(body).map(drop));
+    check(parse_json::<ValidateBody>(body).map(drop));
+    check(parse_json::<BulkBody>(body).map(drop));
 });

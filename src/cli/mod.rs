@@ -219,6 +219,15 @@ struct ServeArgs {
     #[arg(long, env = "TOKENWARDEN_MAX_TOKEN_LIFETIME_DAYS", default_value_t = config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS,
           value_parser = clap::value_parser!(u64).range(1..=config::MAX_TOKEN_LIFETIME_DAYS))]
     max_token_lifetime_days: u64,
+    /// Refuse to create a non-primary token without expires_at (unless
+    /// --default-token-lifetime-days gives it one)
+    #[arg(long, env = "TOKENWARDEN_REQUIRE_TOKEN_EXPIRY")]
+    require_token_expiry: bool,
+    /// Days ahead a non-primary token created without expires_at expires (default: never); at
+    /// most --max-token-lifetime-days
+    #[arg(long, env = "TOKENWARDEN_DEFAULT_TOKEN_LIFETIME_DAYS",
+          value_parser = clap::value_parser!(u64).range(1..=config::MAX_TOKEN_LIFETIME_DAYS))]
+    default_token_lifetime_days: Option<u64>,
     /// Scopes non-primary tokens may carry, separated by spaces (default: none)
     #[arg(long, env = "TOKENWARDEN_TOKEN_SCOPES", default_value = "")]
     token_scopes: String,
@@ -521,6 +530,8 @@ fn config_from(global: &GlobalArgs) -> CliResult<Config> {
         usage_resolution: Duration::from_secs(config::DEFAULT_USAGE_RESOLUTION_SECS),
         admin_token_ttl: Duration::from_secs(config::DEFAULT_ADMIN_TOKEN_TTL_SECS),
         max_token_lifetime: Duration::from_secs(config::DEFAULT_MAX_TOKEN_LIFETIME_DAYS * 86_400),
+        require_token_expiry: false,
+        default_token_lifetime: None,
         token_scopes: Vec::new(),
         tls: None,
         shutdown_timeout: Duration::from_secs(config::DEFAULT_SHUTDOWN_TIMEOUT_SECS),
@@ -544,6 +555,19 @@ fn serve(mut config: Config, args: ServeArgs) -> CliResult {
     config.usage_resolution = Duration::from_secs(args.usage_resolution_secs);
     config.admin_token_ttl = Duration::from_secs(args.admin_token_ttl_secs);
     config.max_token_lifetime = Duration::from_secs(args.max_token_lifetime_days * 86_400);
+    if let Some(days) = args.default_token_lifetime_days {
+        if days > args.max_token_lifetime_days {
+            refuse_usage(&format!(
+                "--default-token-lifetime-days ({days}) must be at most \
+                 --max-token-lifetime-days ({})",
+                args.max_token_lifetime_days
+            ));
+        }
+    }
+    config.require_token_expiry = args.require_token_expiry;
+    config.default_token_lifetime = args
+        .default_token_lifetime_days
+        .map(|days| Duration::from_secs(days * 86_400));
     config.token_scopes = args
         .token_scopes
         .split_whitespace()

@@ -81,6 +81,8 @@ pub struct ManagedToken {
     /// Client ids of the resource servers it is meant for, in order; `None`: every resource
     /// server. Empty once every one of them was deleted: then no resource server may see it.
     pub audience: Option<Vec<String>>,
+    /// When it was retired: refused for good, out of the site's slots and listings.
+    pub retired_at: Option<NaiveDateTime>,
 }
 
 impl ManagedToken {
@@ -115,6 +117,38 @@ pub fn sort_for_listing(tokens: &mut [ManagedToken], now: NaiveDateTime) {
     });
 }
 
+/// Whether regenerating or validating a token that expires at `expires_at` needs a new expiry:
+/// an expired token stays refused whatever else changes, so without `new_expiry` the change
+/// would only look like it helped.
+pub fn revival_needs_new_expiry(
+    expires_at: Option<NaiveDateTime>,
+    new_expiry: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> bool {
+    new_expiry.is_none() && expires_at.is_some_and(|expires_at| expires_at <= now)
+}
+
+/// What an expired token needs before regenerating or validating it.
+pub const EXPIRED_TOKEN_NEEDS_EXPIRY: &str =
+    "this token has expired; give a new expiry or retire it";
+
+/// The most tokens one bulk action may name: every non-primary token of a site.
+pub const MAX_BULK_TOKENS: usize = (MAX_TOKENS_PER_SITE - 1) as usize;
+
+/// Checks the token ids of a bulk action: 1 to [`MAX_BULK_TOKENS`], each once.
+pub fn check_bulk_ids(ids: &[i64]) -> Result<(), String> {
+    if ids.is_empty() || ids.len() > MAX_BULK_TOKENS {
+        return Err(format!(
+            "ids must list 1 to {MAX_BULK_TOKENS} token ids (a site's non-primary tokens)"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    match ids.iter().find(|id| !seen.insert(**id)) {
+        Some(repeated) => Err(format!("ids lists token {repeated} more than once")),
+        None => Ok(()),
+    }
+}
+
 /// Why the admin API refused an action. Unknown sites and sites the admin may not manage are the
 /// same refusal, so a site manager cannot learn which other sites exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,13 +159,23 @@ pub enum AdminRefusal {
     TokenNotFound,
     #[error(
         "the site already holds {MAX_TOKENS_PER_SITE} tokens (its primary token and the most \
-         others it may have); regenerate one it no longer needs instead"
+         others it may have); retire one it no longer needs, or regenerate an expired one with a \
+         new expiry"
     )]
     TokenLimitReached,
     #[error(
         "the primary token is managed only through /oauth2/token and /oauth2/invalidate_token"
     )]
     PrimaryTokenManagedByOAuth,
+    /// A bulk action named a token id the site does not have (or no longer: it was retired).
+    #[error("this site has no token with id {0}; nothing was changed")]
+    BulkTokenNotFound(i64),
+    /// A bulk action named the site's primary token.
+    #[error(
+        "token {0} is the primary token, managed only through /oauth2/token and \
+         /oauth2/invalidate_token; nothing was changed"
+    )]
+    BulkPrimaryToken(i64),
     /// Platform admins only: the audit trail, the emergency invalidation of a primary token.
     #[error("only platform admins may do this")]
     PlatformAdminsOnly,
@@ -175,6 +219,7 @@ mod tests {
             expires_at: None,
             scope: None,
             audience: None,
+            retired_at: None,
         }
     }
 
@@ -194,6 +239,28 @@ mod tests {
         sort_for_listing(&mut tokens, now);
         let order: Vec<i64> = tokens.iter().map(|token| token.id).collect();
         assert_eq!(order, [9, 2, 4, 1, 3, 5]);
+    }
+
+    #[test]
+    fn only_an_expired_token_without_a_new_expiry_needs_one() {
+        let now = NaiveDateTime::default() + chrono::Duration::days(10);
+        let past = Some(now - chrono::Duration::seconds(1));
+        let future = Some(now + chrono::Duration::days(1));
+        assert!(revival_needs_new_expiry(past, None, now));
+        assert!(revival_needs_new_expiry(Some(now), None, now));
+        assert!(!revival_needs_new_expiry(past, future, now));
+        assert!(!revival_needs_new_expiry(future, None, now));
+        assert!(!revival_needs_new_expiry(None, None, now));
+    }
+
+    #[test]
+    fn bulk_ids_are_one_to_nine_distinct_ids() {
+        assert!(check_bulk_ids(&[1]).is_ok());
+        assert!(check_bulk_ids(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).is_ok());
+        assert!(check_bulk_ids(&[]).is_err());
+        assert!(check_bulk_ids(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).is_err());
+        let repeated = check_bulk_ids(&[4, 5, 4]).unwrap_err();
+        assert!(repeated.contains("token 4"), "{repeated}");
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub enum Action {
     TokenValidated,
     TokenInvalidated,
     TokenDescriptionChanged,
+    /// A non-primary token was retired: refused for good, its slot free, its history kept.
+    TokenRetired,
     /// Failed client authentications of one client id from one address in one window.
     ClientAuthFailed,
     /// Failed authentications past the rows one window may hold, counted together.
@@ -148,7 +150,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 32] = [
         Action::AdminSignedIn,
         Action::AdminTokenRevoked,
         Action::AdminCreated,
@@ -176,6 +178,7 @@ impl Action {
         Action::TokenValidated,
         Action::TokenInvalidated,
         Action::TokenDescriptionChanged,
+        Action::TokenRetired,
         Action::ClientAuthFailed,
         Action::ClientAuthFailuresOverflow,
         Action::ClientUnderAttack,
@@ -211,6 +214,7 @@ impl Action {
             Action::TokenValidated => "token_validated",
             Action::TokenInvalidated => "token_invalidated",
             Action::TokenDescriptionChanged => "token_description_changed",
+            Action::TokenRetired => "token_retired",
             Action::ClientAuthFailed => "client_auth_failed",
             Action::ClientAuthFailuresOverflow => "client_auth_failures_overflow",
             Action::ClientUnderAttack => "client_under_attack",

@@ -9,6 +9,8 @@ pub enum TokenEvent {
     Invalidated,
     Regenerated,
     DescriptionChanged,
+    /// Refused for good and out of the site's slots; its history stays.
+    Retired,
 }
 
 impl TokenEvent {
@@ -19,6 +21,7 @@ impl TokenEvent {
             TokenEvent::Invalidated => "invalidated",
             TokenEvent::Regenerated => "regenerated",
             TokenEvent::DescriptionChanged => "description_changed",
+            TokenEvent::Retired => "retired",
         }
     }
 
@@ -29,6 +32,7 @@ impl TokenEvent {
             TokenEvent::Invalidated,
             TokenEvent::Regenerated,
             TokenEvent::DescriptionChanged,
+            TokenEvent::Retired,
         ]
         .into_iter()
         .find(|event| event.as_str() == name)
@@ -43,6 +47,18 @@ pub struct HistoryEntry {
     pub actor: Actor,
     /// For `description_changed`: the new description.
     pub detail: Option<String>,
+}
+
+/// One line of a site's history: a token's event, which token, and what it was called then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteHistoryEntry {
+    /// The event's id: the site history's order, newest first, and its cursor.
+    pub id: i64,
+    pub token_id: i64,
+    /// The token's description when the event happened; `None` when it was not recorded (some
+    /// events written before descriptions were kept with each event).
+    pub description: Option<String>,
+    pub entry: HistoryEntry,
 }
 
 /// Who made a change.
@@ -96,6 +112,7 @@ mod tests {
             TokenEvent::Invalidated,
             TokenEvent::Regenerated,
             TokenEvent::DescriptionChanged,
+            TokenEvent::Retired,
         ] {
             assert_eq!(TokenEvent::parse(event.as_str()), Some(event));
         }

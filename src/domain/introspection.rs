@@ -12,7 +12,8 @@ use super::slots::PRIMARY_SLOT;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenFacts {
     pub token_id: i64,
-    pub slot: i32,
+    /// `None` once retired (then also inactive).
+    pub slot: Option<i32>,
     pub active: bool,
     pub generated_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
@@ -142,7 +143,7 @@ impl TokenFacts {
     }
 
     pub fn kind(&self) -> TokenKind {
-        if self.slot == PRIMARY_SLOT {
+        if self.slot == Some(PRIMARY_SLOT) {
             TokenKind::Primary
         } else {
             TokenKind::Secondary
@@ -224,7 +225,7 @@ mod tests {
     fn facts() -> TokenFacts {
         TokenFacts {
             token_id: 7,
-            slot: 0,
+            slot: Some(0),
             active: true,
             generated_at: at(1_000),
             expires_at: None,
@@ -273,7 +274,7 @@ mod tests {
     fn a_token_with_an_audience_is_active_for_its_members_only_and_names_them() {
         let now = at(5_000);
         let token = Arc::new(KnownToken::new(TokenFacts {
-            slot: 2,
+            slot: Some(2),
             audience: Some(vec![member(4, "rs_four"), member(7, "rs_seven")]),
             ..facts()
         }));
@@ -305,7 +306,7 @@ mod tests {
     #[test]
     fn an_emptied_audience_lets_no_resource_server_see_the_token() {
         let token = Arc::new(KnownToken::new(TokenFacts {
-            slot: 2,
+            slot: Some(2),
             audience: Some(Vec::new()),
             ..facts()
         }));
@@ -338,7 +339,7 @@ mod tests {
     fn expiry_and_scope_are_sent_only_when_the_token_has_them() {
         let answer = answer_at(
             TokenFacts {
-                slot: 3,
+                slot: Some(3),
                 expires_at: Some(at(9_000)),
                 scope: Some("orders:read".into()),
                 ..facts()

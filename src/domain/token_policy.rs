@@ -9,6 +9,11 @@ pub struct TokenPolicy {
     pub admin_token_ttl: Duration,
     /// The furthest ahead a non-primary token's `expires_at` may be set.
     pub max_token_lifetime: Duration,
+    /// Whether a new non-primary token must expire (`expires_at`, or `default_lifetime`).
+    pub require_expiry: bool,
+    /// How far ahead a non-primary token created without `expires_at` expires; at most
+    /// `max_token_lifetime`.
+    pub default_lifetime: Option<Duration>,
     /// The scopes a non-primary token may carry (any subset); empty means none.
     pub scopes: Vec<String>,
 }
@@ -21,6 +26,8 @@ pub enum TermsError {
     ExpiryInPast,
     #[error("expires_at must be at most {0} days ahead")]
     ExpiryTooFar(i64),
+    #[error("expires_at is required: this server gives every new token an expiry")]
+    ExpiryRequired,
     #[error("scope must list one or more scopes separated by spaces")]
     EmptyScope,
     #[error("scope {0:?} is not offered by this server (offered: {1})")]
@@ -33,7 +40,8 @@ impl TermsError {
         match self {
             TermsError::UnreadableExpiry
             | TermsError::ExpiryInPast
-            | TermsError::ExpiryTooFar(_) => "expires_at",
+            | TermsError::ExpiryTooFar(_)
+            | TermsError::ExpiryRequired => "expires_at",
             TermsError::EmptyScope | TermsError::UnknownScope(..) => "scope",
         }
     }
@@ -65,6 +73,21 @@ impl TokenPolicy {
             return Err(TermsError::ExpiryTooFar(self.max_token_lifetime.num_days()));
         }
         Ok(expires_at)
+    }
+
+    /// The expiry of a new non-primary token: `raw` checked as [`Self::check_expiry`], else the
+    /// default lifetime from `now`, else none unless the policy requires one.
+    pub fn new_token_expiry(
+        &self,
+        raw: Option<&str>,
+        now: NaiveDateTime,
+    ) -> Result<Option<NaiveDateTime>, TermsError> {
+        match (raw, self.default_lifetime) {
+            (Some(raw), _) => self.check_expiry(raw, now).map(Some),
+            (None, Some(lifetime)) => Ok(now.checked_add_signed(lifetime)),
+            (None, None) if self.require_expiry => Err(TermsError::ExpiryRequired),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Checks a space-separated scope (RFC 6749 3.3 syntax) against the offered scopes; returns it
@@ -100,6 +123,8 @@ mod tests {
         TokenPolicy {
             admin_token_ttl: Duration::hours(1),
             max_token_lifetime: Duration::days(365),
+            require_expiry: false,
+            default_lifetime: None,
             scopes: vec!["read".into(), "write".into()],
         }
     }
@@ -143,6 +168,37 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_new_token_expires_as_given_else_by_default_else_as_required() {
+        let in_a_day = (now() + Duration::days(1)).and_utc().to_rfc3339();
+        let free = policy();
+        assert_eq!(free.new_token_expiry(None, now()), Ok(None));
+        assert_eq!(
+            free.new_token_expiry(Some(&in_a_day), now()),
+            Ok(Some(now() + Duration::days(1)))
+        );
+        let required = TokenPolicy {
+            require_expiry: true,
+            ..policy()
+        };
+        assert_eq!(
+            required.new_token_expiry(None, now()),
+            Err(TermsError::ExpiryRequired)
+        );
+        let defaulted = TokenPolicy {
+            default_lifetime: Some(Duration::days(30)),
+            ..required
+        };
+        assert_eq!(
+            defaulted.new_token_expiry(None, now()),
+            Ok(Some(now() + Duration::days(30)))
+        );
+        assert_eq!(
+            defaulted.new_token_expiry(Some(&in_a_day), now()),
+            Ok(Some(now() + Duration::days(1)))
+        );
     }
 
     #[test]

@@ -20,13 +20,16 @@ use super::request_id;
 use super::AppState;
 use crate::domain::admin::{Admin, AdminRefusal, ManagedToken};
 use crate::domain::audience::RequestedAudience;
-use crate::domain::history::HistoryEntry;
+use crate::domain::history::{HistoryEntry, SiteHistoryEntry};
 use crate::domain::oauth_error::OAuthError;
 use crate::domain::request::{bearer_token, Params};
 use crate::domain::rotation::overlap_end;
 use crate::domain::secret::Secret;
 use crate::domain::site::SiteSummary;
-use crate::service::site_tokens::{self, Acting, SiteListRequest, TokenAction, TokenOrder};
+use crate::service::site_tokens::{
+    self, Acting, BulkOrder, SiteListRequest, TokenAction, TokenOrder, DEFAULT_HISTORY_PAGE,
+    MAX_HISTORY_PAGE,
+};
 use crate::service::{admins, Context, ServiceError};
 
 /// Sites per page when `limit` is not given, and the most one page may hold.
@@ -74,8 +77,8 @@ pub struct TokenView {
     /// Whether it is marked active (validated). An active token past its `expires_at` is still
     /// refused: see `expired`.
     pub active: bool,
-    /// Whether its `expires_at` has passed: it is refused for good (neither validate nor
-    /// regenerate changes the expiry).
+    /// Whether its `expires_at` has passed: it is refused until regenerated or validated with a
+    /// new `expires_at` (or retired).
     pub expired: bool,
     /// RFC 3339, UTC.
     pub generated_at: String,
@@ -87,6 +90,9 @@ pub struct TokenView {
     /// Client ids of the resource servers that may introspect it, sorted; `null`: every resource
     /// server. Empty once each of them was deleted: then no resource server may.
     pub audience: Option<Vec<String>>,
+    /// RFC 3339, UTC: when it was retired (refused for good, no longer among the site's tokens);
+    /// `null` for a token that was not.
+    pub retired_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
@@ -108,7 +114,7 @@ pub struct ActorView {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HistoryEventView {
     pub occurred_at: String,
-    /// `created`, `validated`, `invalidated`, `regenerated` or `description_changed`.
+    /// `created`, `validated`, `invalidated`, `regenerated`, `description_changed` or `retired`.
     pub event: &'static str,
     pub actor: ActorView,
     /// For `description_changed`: the new description.
@@ -121,6 +127,43 @@ pub struct HistoryResponse {
     pub events: Vec<HistoryEventView>,
 }
 
+/// One event of a site's history.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SiteHistoryEventView {
+    /// The token the event is about (retired tokens included).
+    pub token_id: i64,
+    /// The token's description when the event happened; `null` when not recorded (some events
+    /// from before descriptions were kept with each event).
+    pub description: Option<String>,
+    pub occurred_at: String,
+    /// `created`, `validated`, `invalidated`, `regenerated`, `description_changed` or `retired`.
+    pub event: &'static str,
+    pub actor: ActorView,
+    /// For `description_changed`: the new description.
+    pub detail: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SiteHistoryResponse {
+    /// Newest first.
+    pub events: Vec<SiteHistoryEventView>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// Body of `POST /admin/v1/sites/{site_key}/tokens/bulk`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkBody {
+    /// `invalidate`, `validate` or `retire`.
+    #[serde(default)]
+    pub action: String,
+    /// 1 to 9 ids of the site's non-primary tokens, each once.
+    #[serde(default)]
+    #[schema(min_items = 1, max_items = 9)]
+    pub ids: Vec<i64>,
+}
+
 /// Body of `POST /admin/v1/sites/{site_key}/tokens`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +173,8 @@ pub struct CreateTokenBody {
     #[serde(default)]
     pub description: String,
     /// RFC 3339; in the future and at most the configured maximum (default 365 days) ahead.
+    /// Without it, the server's default lifetime applies if it has one; a server started with
+    /// `--require-token-expiry` and no default refuses a token without it.
     pub expires_at: Option<String>,
     /// Space-separated scopes, each one the operator offers.
     pub scope: Option<String>,
@@ -151,9 +196,21 @@ pub struct RegenerateBody {
     /// the token keeps its audience, or keeps having none.
     #[schema(value_type = Option<Vec<String>>, min_items = 1, max_items = 20)]
     pub audience: Option<RequestedAudience>,
+    /// A new expiry (same rules as on creation); required when the token has expired.
+    pub expires_at: Option<String>,
 }
 
-/// Optional body of the validate and invalidate actions.
+/// Optional body of the validate action.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    /// A new description (same rules as on creation); the change is recorded in the history.
+    pub description: Option<String>,
+    /// A new expiry (same rules as on creation); required when the token has expired.
+    pub expires_at: Option<String>,
+}
+
+/// Optional body of the invalidate action.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenActionBody {
@@ -457,6 +514,7 @@ pub async fn regenerate(
         read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
     let action = TokenAction::Regenerate {
         audience: body.audience,
+        expires_at: body.expires_at,
     };
     perform(caller, site_key, token_id, action, body.description).await
 }
@@ -470,7 +528,7 @@ pub async fn regenerate(
         ("site_key" = String, Path, description = "The site key"),
         ("token_id" = i64, Path, description = "The token's id"),
     ),
-    request_body(content = Option<TokenActionBody>, content_type = "application/json"),
+    request_body(content = Option<ValidateBody>, content_type = "application/json"),
     responses(
         (status = 200, description = "The token is active", body = TokenView),
         TokenActionRefusals,
@@ -483,7 +541,14 @@ pub async fn validate(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    act(state, request, path, payload, TokenAction::Validate).await
+    let caller = Caller::authenticate(&state, &request).await?;
+    let (site_key, token_id) = token_path(path)?;
+    let body: ValidateBody =
+        read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
+    let action = TokenAction::Validate {
+        expires_at: body.expires_at,
+    };
+    perform(caller, site_key, token_id, action, body.description).await
 }
 
 /// Mark a non-primary token inactive; the very next introspection refuses it.
@@ -508,22 +573,111 @@ pub async fn invalidate(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    act(state, request, path, payload, TokenAction::Invalidate).await
-}
-
-/// Validate or invalidate, with the body they share.
-async fn act(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-    action: TokenAction,
-) -> Result<HttpResponse, ApiError> {
     let caller = Caller::authenticate(&state, &request).await?;
     let (site_key, token_id) = token_path(path)?;
     let body: TokenActionBody =
         read_json(&request, payload, state.max_body_bytes, state.body_timeout).await?;
-    perform(caller, site_key, token_id, action, body.description).await
+    perform(
+        caller,
+        site_key,
+        token_id,
+        TokenAction::Invalidate,
+        body.description,
+    )
+    .await
+}
+
+/// Retire a non-primary token.
+///
+/// The very next introspection, on every node, refuses it for good; it leaves the site's tokens
+/// and its slot is free for a new one. Its history stays readable in the site's history. Retiring
+/// it again answers 404.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/sites/{site_key}/tokens/{token_id}",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("token_id" = i64, Path, description = "The token's id"),
+    ),
+    responses(
+        (status = 204, description = "Retired"),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site or token, or already retired", body = ErrorBody),
+        (status = 409, description = "`primary_token_managed_by_oauth`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn retire(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
+    let (site_key, token_id) = token_path(path)?;
+    let address = caller.address;
+    caller
+        .run(move |context, admin, now| {
+            site_tokens::act(
+                context,
+                &Acting { admin, address },
+                &site_key,
+                token_id,
+                &TokenAction::Retire,
+                None,
+                now,
+            )
+        })
+        .await?;
+    Ok(no_store(HttpResponse::NoContent()).finish())
+}
+
+/// Invalidate, validate or retire several non-primary tokens at once, all or nothing.
+///
+/// Either every token changes, in one transaction, or none does: when an id is unknown (or
+/// retired), the primary token, another site's, or an expired token to validate, the answer
+/// names it and nothing changed. Each token's history records its own event.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/sites/{site_key}/tokens/bulk",
+    tag = "admin",
+    params(("site_key" = String, Path, description = "The site key")),
+    request_body(content = BulkBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every token as left, by ascending id", body = TokensResponse),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site, or an id that is none of its tokens", body = ErrorBody),
+        (status = 409, description = "`primary_token_managed_by_oauth`: an id is the primary token", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown action; 0, 10 or more, or repeated ids; another site's token; an expired token to validate", body = ErrorBody),
+        JsonBodyRefusals,
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn bulk(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, body): (_, BulkBody) = Caller::with_json(&state, &request, payload).await?;
+    let site_key = path.into_inner();
+    let order = BulkOrder {
+        action: body.action,
+        ids: body.ids,
+    };
+    let (now, address) = (caller.now, caller.address);
+    let tokens = caller
+        .run(move |context, admin, now| {
+            site_tokens::bulk(context, &Acting { admin, address }, &site_key, &order, now)
+        })
+        .await?;
+    Ok(answer(TokensResponse {
+        tokens: tokens
+            .iter()
+            .map(|token| TokenView::new(token, None, now))
+            .collect(),
+    }))
 }
 
 /// Runs a token action as the caller and answers the token's view (with the new value, if any).
@@ -580,6 +734,58 @@ pub async fn history(
         .await?;
     Ok(answer(HistoryResponse {
         events: entries.into_iter().map(HistoryEventView::from).collect(),
+    }))
+}
+
+/// The site's history: every event of every token it has had, retired ones included.
+///
+/// Newest first, `limit` events per page (1 to 1000, default 100); page with `cursor`, passing
+/// each page's `next`.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/sites/{site_key}/history",
+    tag = "admin",
+    params(
+        ("site_key" = String, Path, description = "The site key"),
+        ("limit" = Option<i64>, Query, description = "Events per page, 1 to 1000 (default 100)"),
+        ("cursor" = Option<String>, Query, description = "The `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page of events, newest first", body = SiteHistoryResponse),
+        (status = 400, description = "`invalid_request`: a malformed or repeated query parameter", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or expired admin token", body = ErrorBody),
+        (status = 403, description = "A site token, not an admin token", body = ErrorBody),
+        (status = 404, description = "No such site, or not one the caller manages", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: a cursor that is no page's `next`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn site_history(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::authenticate(&state, &request).await?;
+    let query = HistoryQuery::parse(request.query_string()).map_err(ApiError::OAuth)?;
+    let site_key = path.into_inner();
+    let page = caller
+        .run(move |context, admin, _| {
+            site_tokens::site_history(
+                context,
+                admin,
+                &site_key,
+                query.cursor.as_deref(),
+                query.limit,
+            )
+        })
+        .await?;
+    Ok(answer(SiteHistoryResponse {
+        events: page
+            .events
+            .into_iter()
+            .map(SiteHistoryEventView::from)
+            .collect(),
+        next: page.next,
     }))
 }
 
@@ -707,6 +913,34 @@ impl PageQuery {
     }
 }
 
+/// `?limit=&cursor=` of the site history, parsed as strictly as [`PageQuery`].
+struct HistoryQuery {
+    limit: i64,
+    cursor: Option<String>,
+}
+
+impl HistoryQuery {
+    fn parse(query: &str) -> Result<Self, OAuthError> {
+        let params = Params::parse(query.as_bytes())?;
+        let limit = match params.get("limit") {
+            None => DEFAULT_HISTORY_PAGE,
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|limit| (1..=MAX_HISTORY_PAGE).contains(limit))
+                .ok_or_else(|| {
+                    OAuthError::invalid_request(format!(
+                        "limit must be a whole number from 1 to {MAX_HISTORY_PAGE}"
+                    ))
+                })?,
+        };
+        Ok(Self {
+            limit,
+            cursor: params.get("cursor").map(str::to_string),
+        })
+    }
+}
+
 impl SiteView {
     /// The site as shown at `now`.
     pub(super) fn new(summary: SiteSummary, now: NaiveDateTime) -> Self {
@@ -739,6 +973,7 @@ impl TokenView {
             expires_at: token.expires_at.map(rfc3339),
             scope: token.scope.clone(),
             audience: token.audience.clone(),
+            retired_at: token.retired_at.map(rfc3339),
             value: value.map(|value| value.expose().to_string()),
         }
     }
@@ -754,6 +989,20 @@ impl From<HistoryEntry> for HistoryEventView {
                 name: entry.actor.name().to_string(),
             },
             detail: entry.detail,
+        }
+    }
+}
+
+impl From<SiteHistoryEntry> for SiteHistoryEventView {
+    fn from(event: SiteHistoryEntry) -> Self {
+        let view = HistoryEventView::from(event.entry);
+        SiteHistoryEventView {
+            token_id: event.token_id,
+            description: event.description,
+            occurred_at: view.occurred_at,
+            event: view.event,
+            actor: view.actor,
+            detail: view.detail,
         }
     }
 }

@@ -171,7 +171,8 @@ mod tests {
                 [
                     "the body has an unknown field; expected one of `description`, `expires_at`, \
                      `scope`, `audience`",
-                    "the body has an unknown field; expected `description` or `audience`",
+                    "the body has an unknown field; expected one of `description`, `audience`, \
+                     `expires_at`",
                     "the body has an unknown field; expected `description`",
                 ]
                 .contains(&message.as_str()),

@@ -160,10 +160,11 @@ fn admin_refusal(refusal: &AdminRefusal) -> (StatusCode, &'static str, String) {
     let (status, code) = match refusal {
         AdminRefusal::SiteNotFound
         | AdminRefusal::TokenNotFound
+        | AdminRefusal::BulkTokenNotFound(_)
         | AdminRefusal::ResourceServerNotFound
         | AdminRefusal::AdminNotFound => (StatusCode::NOT_FOUND, "not_found"),
         AdminRefusal::TokenLimitReached => (StatusCode::CONFLICT, "token_limit_reached"),
-        AdminRefusal::PrimaryTokenManagedByOAuth => {
+        AdminRefusal::PrimaryTokenManagedByOAuth | AdminRefusal::BulkPrimaryToken(_) => {
             (StatusCode::CONFLICT, "primary_token_managed_by_oauth")
         }
         AdminRefusal::PlatformAdminsOnly => (StatusCode::FORBIDDEN, "forbidden"),

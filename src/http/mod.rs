@@ -34,7 +34,7 @@ use observe::Observe;
 
 /// The admin API's JSON bodies and their parser, for the fuzz targets in `fuzz/`: the handlers
 /// stay private, the untrusted-input parsing they share is reachable without an HTTP request.
-pub use admin::{CreateTokenBody, RegenerateBody, TokenActionBody};
+pub use admin::{BulkBody, CreateTokenBody, RegenerateBody, TokenActionBody, ValidateBody};
 pub use body::parse_json;
 
 /// What handlers share: the service context and the HTTP limits.
@@ -136,10 +136,21 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 })),
         )
         .service(only(
-            Method::GET,
-            "/admin/v1/sites/{site_key}/tokens/{token_id}",
-            admin::token,
+            Method::POST,
+            "/admin/v1/sites/{site_key}/tokens/bulk",
+            admin::bulk,
         ))
+        .service(
+            web::resource(SITE_TOKEN)
+                .wrap(Observe::route(SITE_TOKEN))
+                .route(web::get().to(admin::token))
+                .route(web::delete().to(admin::retire))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                        allow: "GET, DELETE",
+                    })
+                })),
+        )
         .service(only(
             Method::POST,
             "/admin/v1/sites/{site_key}/tokens/{token_id}/regenerate",
@@ -159,6 +170,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             Method::GET,
             "/admin/v1/sites/{site_key}/tokens/{token_id}/history",
             admin::history,
+        ))
+        .service(only(
+            Method::GET,
+            "/admin/v1/sites/{site_key}/history",
+            admin::site_history,
         ))
         .service(
             web::resource(RESOURCE_SERVERS)
@@ -210,6 +226,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
 const SITES: &str = "/admin/v1/sites";
 const SITE: &str = "/admin/v1/sites/{site_key}";
 const SITE_TOKENS: &str = "/admin/v1/sites/{site_key}/tokens";
+const SITE_TOKEN: &str = "/admin/v1/sites/{site_key}/tokens/{token_id}";
 const RESOURCE_SERVERS: &str = "/admin/v1/resource-servers";
 const RESOURCE_SERVER: &str = "/admin/v1/resource-servers/{client_id}";
 const ADMINS: &str = "/admin/v1/admins";

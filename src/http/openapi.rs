@@ -6,8 +6,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::admin::{
-    self, ActorView, CreateTokenBody, HistoryEventView, HistoryResponse, RegenerateBody, SiteView,
-    SitesResponse, TokenActionBody, TokenView, TokensResponse,
+    self, ActorView, BulkBody, CreateTokenBody, HistoryEventView, HistoryResponse, RegenerateBody,
+    SiteHistoryEventView, SiteHistoryResponse, SiteView, SitesResponse, TokenActionBody, TokenView,
+    TokensResponse, ValidateBody,
 };
 use super::audit::{self, AuditActorView, AuditEventView, AuditResponse};
 use super::discovery::{self, Health, Metadata};
@@ -29,7 +30,7 @@ use super::platform_resource_servers::{
     ResourceServersResponse,
 };
 use super::revocation::{self, PrimaryInvalidatedResponse};
-use super::session::{self, SessionView};
+use super::session::{self, SessionView, TokenTermsView};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -59,6 +60,9 @@ use super::session::{self, SessionView};
         admin::validate,
         admin::invalidate,
         admin::history,
+        admin::retire,
+        admin::bulk,
+        admin::site_history,
         audit::list,
         revocation::invalidate_primary,
         revocation::end_session,
@@ -95,6 +99,10 @@ use super::session::{self, SessionView};
         ActorView,
         HistoryEventView,
         HistoryResponse,
+        SiteHistoryEventView,
+        SiteHistoryResponse,
+        BulkBody,
+        ValidateBody,
         CreateTokenBody,
         RegenerateBody,
         TokenActionBody,
@@ -117,7 +125,8 @@ use super::session::{self, SessionView};
         AdminView,
         AdminsResponse,
         CreatedAdminView,
-        SessionView
+        SessionView,
+        TokenTermsView
     )),
     modifiers(&ClientAuthentication),
     tags(

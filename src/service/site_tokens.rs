@@ -1,5 +1,6 @@
 //! The admin scope's use cases: an admin lists the sites they manage and manages each site's
-//! non-primary tokens (create, regenerate, validate, invalidate, history), and which resource
+//! non-primary tokens (create, regenerate, validate, invalidate, retire, one or many at once, and
+//! each token's and the whole site's history), and which resource
 //! servers each is meant for (its audience).
 //!
 //! Every use case first resolves the site through the admin's rights, so a site the admin may not
@@ -14,11 +15,13 @@ use chrono::NaiveDateTime;
 
 use super::{Context, ServiceError};
 use crate::crypto;
-use crate::domain::admin::{sort_for_listing, Admin, AdminRefusal, ManagedToken};
+use crate::domain::admin::{
+    check_bulk_ids, sort_for_listing, Admin, AdminRefusal, ManagedToken, EXPIRED_TOKEN_NEEDS_EXPIRY,
+};
 use crate::domain::audience::{checked_audience, AudienceError, RequestedAudience};
 use crate::domain::audit::Requester;
 use crate::domain::description::validate_description;
-use crate::domain::history::{Actor, HistoryEntry};
+use crate::domain::history::{Actor, HistoryEntry, SiteHistoryEntry};
 use crate::domain::secret::Secret;
 use crate::domain::site::SiteSummary;
 use crate::domain::site::{is_site_key, Site};
@@ -27,7 +30,10 @@ use crate::domain::site_search::{
 };
 use crate::domain::token::{self, SecretKind};
 use crate::domain::token_policy::TermsError;
-use crate::store::{Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome};
+use crate::store::{
+    Author, BulkChangeOutcome, BulkRefusal, NewSecondaryToken, NewTokenOutcome, TokenChange,
+    TokenChangeOutcome,
+};
 
 /// What an admin asks for when creating a token, as received (checked here).
 #[derive(Debug, Default)]
@@ -41,26 +47,62 @@ pub struct TokenOrder {
     pub audience: Option<RequestedAudience>,
 }
 
-/// What an admin does to an existing token.
+/// What an admin does to an existing token. Each `expires_at` is as received (RFC 3339, checked
+/// here); an expired token needs one to be regenerated or validated.
 #[derive(Debug, Clone)]
 pub enum TokenAction {
     /// A new value; with `audience`, also a new audience (as received, checked here), else the
     /// token keeps its own.
     Regenerate {
         audience: Option<RequestedAudience>,
+        expires_at: Option<String>,
     },
-    Validate,
+    Validate {
+        expires_at: Option<String>,
+    },
     Invalidate,
+    /// Refused for good, its slot free for a new token; its history stays.
+    Retire,
 }
 
 impl TokenAction {
     fn as_str(&self) -> &'static str {
         match self {
             TokenAction::Regenerate { .. } => "regenerate",
-            TokenAction::Validate => "validate",
+            TokenAction::Validate { .. } => "validate",
             TokenAction::Invalidate => "invalidate",
+            TokenAction::Retire => "retire",
         }
     }
+
+    /// The action a bulk request names: `invalidate`, `validate` or `retire`.
+    fn for_bulk(name: &str) -> Option<Self> {
+        match name {
+            "invalidate" => Some(TokenAction::Invalidate),
+            "validate" => Some(TokenAction::Validate { expires_at: None }),
+            "retire" => Some(TokenAction::Retire),
+            _ => None,
+        }
+    }
+}
+
+/// A bulk action as received (checked here): `action` on each of `ids`, all or nothing.
+#[derive(Debug, Default)]
+pub struct BulkOrder {
+    pub action: String,
+    pub ids: Vec<i64>,
+}
+
+/// Events per page of a site's history when the request gives no `limit`, and the most.
+pub const DEFAULT_HISTORY_PAGE: i64 = 100;
+pub const MAX_HISTORY_PAGE: i64 = 1000;
+
+/// One page of a site's history, newest first.
+#[derive(Debug)]
+pub struct SiteHistory {
+    pub events: Vec<SiteHistoryEntry>,
+    /// The cursor of the next (older) page; `None` on the last page.
+    pub next: Option<String>,
 }
 
 /// What an admin asks of the site listing, as received (checked here).
@@ -232,11 +274,9 @@ pub fn create(
     now: NaiveDateTime,
 ) -> Result<(ManagedToken, Secret), ServiceError> {
     let description = checked_description(&order.description)?;
-    let expires_at = order
-        .expires_at
-        .as_deref()
-        .map(|raw| context.policy.check_expiry(raw, now))
-        .transpose()
+    let expires_at = context
+        .policy
+        .new_token_expiry(order.expires_at.as_deref(), now)
         .map_err(refused_terms)?;
     let scope = order
         .scope
@@ -294,8 +334,19 @@ pub fn act(
     let new_audience = match action {
         TokenAction::Regenerate {
             audience: Some(requested),
+            ..
         } => Some(checked_audience(requested).map_err(refused_audience)?),
         _ => None,
+    };
+    let new_expiry = match action {
+        TokenAction::Regenerate { expires_at, .. } | TokenAction::Validate { expires_at } => {
+            expires_at
+                .as_deref()
+                .map(|raw| context.policy.check_expiry(raw, now))
+                .transpose()
+                .map_err(refused_terms)?
+        }
+        TokenAction::Invalidate | TokenAction::Retire => None,
     };
     let admin = acting.admin;
     let requester = Requester::admin(admin, acting.address);
@@ -305,7 +356,7 @@ pub fn act(
             SecretKind::SecondaryToken,
             &crypto::random_bytes()?,
         )),
-        TokenAction::Validate | TokenAction::Invalidate => None,
+        TokenAction::Validate { .. } | TokenAction::Invalidate | TokenAction::Retire => None,
     };
     let new_digest = new_value
         .as_ref()
@@ -317,10 +368,14 @@ pub fn act(
                 value_digest,
                 value_hint,
                 audience: new_audience.as_deref(),
+                expires_at: new_expiry,
             }
         }
-        (TokenAction::Validate, ..) => TokenChange::SetActive(true),
-        _ => TokenChange::SetActive(false),
+        (TokenAction::Validate { .. }, ..) => TokenChange::Validate {
+            expires_at: new_expiry,
+        },
+        (TokenAction::Retire, ..) => TokenChange::Retire,
+        _ => TokenChange::Invalidate,
     };
     let outcome = context.store.change_token(
         site.id,
@@ -339,14 +394,110 @@ pub fn act(
         TokenChangeOutcome::UnknownResourceServer(client_id) => {
             return Err(refused_audience(AudienceError::UnknownResourceServer(client_id)).into())
         }
+        TokenChangeOutcome::Expired => return Err(expired_token().into()),
     };
-    match action {
-        TokenAction::Regenerate { .. } => context.counters.count_minted(),
-        TokenAction::Invalidate => context.counters.count_invalidated(),
-        TokenAction::Validate => {}
-    }
+    count(context, action);
     log_action(admin, action.as_str(), &site, token_id);
     Ok((changed, new_value))
+}
+
+/// Applies one action (`invalidate`, `validate` or `retire`) to 1 to 9 tokens of the site, all
+/// or nothing: when any id is unknown, the primary, another site's, or (validating) expired,
+/// nothing changes and the refusal names it. The tokens as left, in ascending id order.
+pub fn bulk(
+    context: &Context,
+    acting: &Acting,
+    site_key: &str,
+    order: &BulkOrder,
+    now: NaiveDateTime,
+) -> Result<Vec<ManagedToken>, ServiceError> {
+    let action = TokenAction::for_bulk(&order.action).ok_or_else(|| {
+        AdminRefusal::invalid_field("action", "action must be invalidate, validate or retire")
+    })?;
+    check_bulk_ids(&order.ids).map_err(|reason| AdminRefusal::invalid_field("ids", reason))?;
+    let admin = acting.admin;
+    let requester = Requester::admin(admin, acting.address);
+    let site = managed_site(context, admin, site_key)?;
+    let change = match action {
+        TokenAction::Validate { .. } => TokenChange::Validate { expires_at: None },
+        TokenAction::Retire => TokenChange::Retire,
+        _ => TokenChange::Invalidate,
+    };
+    let outcome = context.store.change_tokens(
+        site.id,
+        &order.ids,
+        &change,
+        &author(acting, &requester),
+        now,
+    )?;
+    let tokens = match outcome {
+        BulkChangeOutcome::Changed(tokens) => tokens,
+        BulkChangeOutcome::Refused(token_id, refusal) => {
+            return Err(match refusal {
+                BulkRefusal::NotFound => AdminRefusal::BulkTokenNotFound(token_id),
+                BulkRefusal::Primary => AdminRefusal::BulkPrimaryToken(token_id),
+                BulkRefusal::OtherSite => AdminRefusal::invalid_field(
+                    "ids",
+                    format!("ids names token {token_id}, another site's; nothing was changed"),
+                ),
+                BulkRefusal::Expired => AdminRefusal::invalid_field(
+                    "ids",
+                    format!(
+                        "ids names token {token_id}: {EXPIRED_TOKEN_NEEDS_EXPIRY} (validate it \
+                         alone with expires_at); nothing was changed"
+                    ),
+                ),
+            }
+            .into())
+        }
+    };
+    for token in &tokens {
+        count(context, &action);
+        log_action(admin, action.as_str(), &site, token.id);
+    }
+    Ok(tokens)
+}
+
+/// One page of the site's history, newest first: every event of every token it has had, retired
+/// ones included. `cursor` is the `next` of the previous page.
+pub fn site_history(
+    context: &Context,
+    admin: &Admin,
+    site_key: &str,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<SiteHistory, ServiceError> {
+    let before = cursor
+        .map(|raw| {
+            raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+                AdminRefusal::invalid_field("cursor", "cursor must be the next of a previous page")
+            })
+        })
+        .transpose()?;
+    let site = managed_site(context, admin, site_key)?;
+    let mut events = context.store.site_history(site.id, before, limit + 1)?;
+    let next = if events.len() as i64 > limit {
+        events.truncate(limit as usize);
+        events.last().map(|event| event.id.to_string())
+    } else {
+        None
+    };
+    Ok(SiteHistory { events, next })
+}
+
+fn count(context: &Context, action: &TokenAction) {
+    match action {
+        TokenAction::Regenerate { .. } => context.counters.count_minted(),
+        TokenAction::Invalidate | TokenAction::Retire => context.counters.count_invalidated(),
+        TokenAction::Validate { .. } => {}
+    }
+}
+
+fn expired_token() -> AdminRefusal {
+    AdminRefusal::invalid_field(
+        "expires_at",
+        format!("{EXPIRED_TOKEN_NEEDS_EXPIRY} (expires_at, in the future)"),
+    )
 }
 
 /// The token's history, oldest first.

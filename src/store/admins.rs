@@ -487,6 +487,7 @@ impl Store {
                 .load(conn)?;
             let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
             let counts: std::collections::HashMap<i64, i64> = tokens::table
+                .filter(tokens::slot.is_not_null())
                 .filter(tokens::site_id.eq_any(&ids))
                 .group_by(tokens::site_id)
                 .select((tokens::site_id, diesel::dsl::count_star()))

@@ -15,7 +15,7 @@ use crate::domain::introspection::{AudienceMember, TokenFacts};
 #[derive(Queryable)]
 struct FactsRow {
     token_id: i64,
-    slot: i32,
+    slot: Option<i32>,
     active: bool,
     generated_at: NaiveDateTime,
     expires_at: Option<NaiveDateTime>,

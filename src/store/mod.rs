@@ -44,7 +44,8 @@ pub use changes::{ChangeFeed, ChangeTag, Stamp};
 pub use conninfo::Conninfo;
 pub use resource_servers::{ResourceServerAccess, ResourceServerChange};
 pub use site_tokens::{
-    Author, NewSecondaryToken, NewTokenOutcome, TokenChange, TokenChangeOutcome,
+    Author, BulkChangeOutcome, BulkRefusal, NewSecondaryToken, NewTokenOutcome, TokenChange,
+    TokenChangeOutcome,
 };
 pub use sites::SiteAuthentication;
 pub use throttle::FailureCount;

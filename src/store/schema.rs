@@ -18,7 +18,7 @@ diesel::table! {
     tokens (id) {
         id -> BigInt,
         site_id -> BigInt,
-        slot -> Integer,
+        slot -> Nullable<Integer>,
         description -> Text,
         value_digest -> Binary,
         sealed_value -> Nullable<Binary>,
@@ -29,6 +29,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         scope -> Nullable<Text>,
         audience_restricted -> Bool,
+        retired_at -> Nullable<Timestamp>,
     }
 }
 
@@ -42,6 +43,7 @@ diesel::table! {
         actor_name -> Text,
         value_digest -> Nullable<Binary>,
         detail -> Nullable<Text>,
+        description -> Nullable<Text>,
     }
 }
 

@@ -127,6 +127,7 @@ impl Store {
                 .select(SiteRow::as_select())
                 .load(conn)?;
             let counts: HashMap<i64, i64> = tokens::table
+                .filter(tokens::slot.is_not_null())
                 .group_by(tokens::site_id)
                 .select((tokens::site_id, diesel::dsl::count_star()))
                 .load::<(i64, i64)>(conn)?

@@ -59,6 +59,8 @@ pub(super) struct NewEventRow<'a> {
     pub actor_name: &'a str,
     pub value_digest: Option<&'a [u8]>,
     pub detail: Option<&'a str>,
+    /// The token's description as the event leaves it.
+    pub description: Option<&'a str>,
 }
 
 impl<'a> NewEventRow<'a> {
@@ -66,6 +68,7 @@ impl<'a> NewEventRow<'a> {
         token_id: i64,
         event: TokenEvent,
         actor: &'a Actor,
+        description: &'a str,
         now: NaiveDateTime,
     ) -> Self {
         Self {
@@ -76,6 +79,7 @@ impl<'a> NewEventRow<'a> {
             actor_name: actor.name(),
             value_digest: None,
             detail: None,
+            description: Some(description),
         }
     }
 }
@@ -87,20 +91,21 @@ macro_rules! invalidate_recorded {
     ($conn:expr, $tokens:expr, $actor:expr, $now:expr) => {{
         let invalidated = diesel::update($tokens.filter(tokens::active.eq(true)))
             .set(tokens::active.eq(false))
-            .returning(tokens::id)
-            .get_result::<i64>($conn)
+            .returning((tokens::id, tokens::description))
+            .get_result::<(i64, String)>($conn)
             .optional()?;
-        if let Some(token_id) = invalidated {
+        if let Some((token_id, description)) = &invalidated {
             diesel::insert_into(token_events::table)
                 .values(&NewEventRow::new(
-                    token_id,
+                    *token_id,
                     TokenEvent::Invalidated,
                     $actor,
+                    description,
                     $now,
                 ))
                 .execute($conn)?;
         }
-        Ok::<_, StoreError>(invalidated)
+        Ok::<_, StoreError>(invalidated.map(|(token_id, _)| token_id))
     }};
 }
 
@@ -170,7 +175,13 @@ impl Store {
                     changed.tag(ChangeTag::token(&offered.value_digest));
                     let event = NewEventRow {
                         value_digest: Some(&offered.value_digest),
-                        ..NewEventRow::new(token_id, TokenEvent::Created, actor, now)
+                        ..NewEventRow::new(
+                            token_id,
+                            TokenEvent::Created,
+                            actor,
+                            &offered.description,
+                            now,
+                        )
                     };
                     diesel::insert_into(token_events::table)
                         .values(&event)

@@ -82,7 +82,7 @@ crate::per_backend!(sqlite_configured, postgres_configured;
 );
 
 /// The members of every token view.
-const VIEW_FIELDS: [&str; 11] = [
+const VIEW_FIELDS: [&str; 12] = [
     "active",
     "audience",
     "description",
@@ -93,6 +93,7 @@ const VIEW_FIELDS: [&str; 11] = [
     "kind",
     "last_used_at",
     "masked_value",
+    "retired_at",
     "scope",
 ];
 
@@ -2435,8 +2436,18 @@ fn a_wrong_method_on_an_admin_path_is_405_with_allow(app: TestApp) {
         ),
         (
             token.clone(),
+            vec!["GET", "DELETE"],
+            vec![Method::POST, Method::PUT, Method::PATCH],
+        ),
+        (
+            format!("{}/bulk", tokens_path(&scene.site)),
+            vec!["POST"],
+            vec![Method::GET, Method::PUT, Method::DELETE],
+        ),
+        (
+            format!("{}/history", site_path(&scene.site)),
             vec!["GET"],
-            vec![Method::POST, Method::PUT, Method::DELETE, Method::PATCH],
+            vec![Method::POST, Method::DELETE],
         ),
         (
             format!("{token}/history"),

@@ -254,7 +254,11 @@ fn an_admin_manages_a_token_from_sign_in_to_history(app: TestApp) {
     let primary = &rows[0];
     assert!(primary.primary, "{primary:?}");
     assert_eq!(primary.description, "Tea Shop Primary Token");
-    assert!(primary.actions.is_empty(), "the primary offers no buttons");
+    assert_eq!(
+        primary.actions,
+        ["history"],
+        "the primary offers its history only"
+    );
     assert!(primary.text.contains("Managed by the site’s integration"));
     assert_eq!(primary.status, "Active");
     assert!(primary.masked.starts_with("twp_…"), "{primary:?}");
@@ -294,10 +298,13 @@ fn an_admin_manages_a_token_from_sign_in_to_history(app: TestApp) {
     assert_eq!(created.description, "Acme fulfilment partner");
     assert_eq!(created.masked, masked(&value));
     assert_eq!(created.status, "Active");
-    assert_eq!(created.actions, ["regenerate", "invalidate", "history"]);
-    assert_eq!(created.cells[4], "Never", "last used: {created:?}");
-    assert_eq!(created.cells[5], "Never", "expires: {created:?}");
-    assert_eq!(created.cells[7], "Any", "audience: {created:?}");
+    assert_eq!(
+        created.actions,
+        ["regenerate", "invalidate", "history", "retire"]
+    );
+    assert_eq!(created.cells[5], "Never", "last used: {created:?}");
+    assert_eq!(created.cells[6], "Never", "expires: {created:?}");
+    assert_eq!(created.cells[8], "Any", "audience: {created:?}");
     let id = created.id;
     browser.click("#secret-dialog [data-close]");
     browser.wait_hidden("#secret-dialog");
@@ -332,7 +339,7 @@ fn an_admin_manages_a_token_from_sign_in_to_history(app: TestApp) {
     });
     let row = rows.iter().find(|row| row.id == id).unwrap();
     assert_eq!(row.description, "Acme partner, paused");
-    assert_eq!(row.actions, ["regenerate", "validate", "history"]);
+    assert_eq!(row.actions, ["regenerate", "validate", "history", "retire"]);
     browser.wait_text("#messages", "Token “Acme partner, paused” invalidated.");
     assert_eq!(
         app.introspect(&orders_api, &value),
@@ -540,6 +547,202 @@ fn the_create_button_disappears_at_the_ten_token_limit() {
     assert_eq!(token_count(&app, &token, &other), 10);
 }
 
+/// Retiring on the page: one token from its row, several through the checkboxes and the bulk bar
+/// (each confirmed, naming the count), the primary's history, the site's history with every
+/// token, and an expired token that needs a new expiry to be validated.
+#[test]
+fn tokens_are_retired_one_or_many_and_the_site_history_keeps_them() {
+    let Some((app, browser)) = app_and_browser(Backend::Sqlite, DESKTOP) else {
+        return;
+    };
+    let admin = app.create_platform_admin("Ada Ops");
+    let token = app.admin_token(&admin);
+    let site = app.create_site("Tea Shop");
+    app.primary_token(&site);
+    let orders_api = app.create_resource_server("Orders API");
+    let tokens_path = format!("/admin/v1/sites/{}/tokens", site.site_key);
+    let created: Vec<(i64, String)> = (1..=4)
+        .map(|n| {
+            let response = app.admin_post(
+                &token,
+                &tokens_path,
+                Some(&json!({ "description": format!("Partner {n}") })),
+            );
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().unwrap();
+            (
+                body["id"].as_i64().unwrap(),
+                body["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+
+    browser.goto(&format!("/admin/#site={}", site.site_key));
+    sign_in(&browser, &admin);
+    let rows = browser.wait_rows("five tokens", |rows| rows.len() == 5);
+    assert!(!browser.is_visible("#bulk-bar"), "nothing selected yet");
+    assert!(
+        browser.js(
+            "return document.querySelector('#tokens-body tr.primary input[data-select]') === null"
+        ) == json!(true),
+        "the primary has no checkbox"
+    );
+
+    // The primary's history.
+    browser.click(&action_button(rows[0].id, "history"));
+    browser.wait_visible("#history-dialog");
+    browser.wait_text("#history-title", "History of “Tea Shop Primary Token”");
+    browser.wait_text("#history-body", "Created");
+    browser.click("#history-dialog [data-close]");
+    browser.wait_hidden("#history-dialog");
+
+    // Retire one from its row: confirmed first, then refused by introspection.
+    let (first, first_value) = created[0].clone();
+    browser.click(&action_button(first, "retire"));
+    browser.wait_visible("#confirm-dialog");
+    browser.wait_text("#confirm-title", "Retire “Partner 1”?");
+    browser.wait_text("#confirm-explanation", "frees its place for a new token");
+    assert_eq!(
+        browser.focused(),
+        json!("confirm-cancel"),
+        "Enter alone retires nothing"
+    );
+    browser.click("#confirm-submit");
+    browser.wait_rows("the retired token gone", |rows| {
+        rows.len() == 4 && rows.iter().all(|row| row.id != first)
+    });
+    browser.wait_text("#messages", "Token “Partner 1” retired.");
+    assert_eq!(
+        app.introspect(&orders_api, &first_value),
+        json!({"active": false})
+    );
+
+    // Select two: the bar names the count; Invalidate asks first, naming it too.
+    let (second, second_value) = created[1].clone();
+    let (third, third_value) = created[2].clone();
+    browser.click(&format!("#tokens-body input[data-select=\"{second}\"]"));
+    browser.wait_text("#bulk-count", "1 token selected");
+    browser.click(&format!("#tokens-body input[data-select=\"{third}\"]"));
+    browser.wait_text("#bulk-count", "2 tokens selected");
+    browser.click("#bulk-bar button[data-bulk=\"invalidate\"]");
+    browser.wait_text("#confirm-title", "Invalidate 2 tokens?");
+    browser.wait_text(
+        "#confirm-explanation",
+        "Either all 2 selected tokens change, or none does.",
+    );
+    browser.click("#confirm-submit");
+    browser.wait_rows("two invalidated tokens", |rows| {
+        rows.iter()
+            .filter(|row| row.id == second || row.id == third)
+            .all(|row| row.status == "Inactive")
+    });
+    browser.wait_text("#messages", "2 tokens invalidated.");
+    assert!(
+        !browser.is_visible("#bulk-bar"),
+        "the selection ends with the action"
+    );
+    for value in [&second_value, &third_value] {
+        assert_eq!(app.introspect(&orders_api, value), json!({"active": false}));
+    }
+
+    // Select them again and retire both.
+    browser.click(&format!("#tokens-body input[data-select=\"{second}\"]"));
+    browser.click(&format!("#tokens-body input[data-select=\"{third}\"]"));
+    browser.wait_text("#bulk-count", "2 tokens selected");
+    browser.click("#bulk-bar button[data-bulk=\"retire\"]");
+    browser.wait_text("#confirm-title", "Retire 2 tokens?");
+    assert_eq!(browser.text("#confirm-submit"), "Retire 2 tokens");
+    browser.click("#confirm-submit");
+    browser.wait_rows("two retired tokens gone", |rows| rows.len() == 2);
+    browser.wait_text("#messages", "2 tokens retired.");
+    assert_eq!(token_count(&app, &token, &site), 2);
+
+    // The site's history keeps every token, the retired ones with what they were called.
+    browser.click("#site-history");
+    browser.wait_visible("#history-dialog");
+    browser.wait_text("#history-title", "History of Tea Shop");
+    let shown = browser.wait_until("the site's history", |browser| {
+        let rows = browser.js(
+            "return [...document.querySelectorAll('#history-body tr[data-event]')]
+                .map(tr => [tr.dataset.event, tr.cells[1].innerText.trim()])",
+        );
+        (rows.as_array().map_or(0, Vec::len) == 10).then_some(rows)
+    });
+    let shown: Vec<(String, String)> = serde_json::from_value(shown).unwrap();
+    assert_eq!(
+        shown[0],
+        ("retired".into(), "“Partner 3”".into()),
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown[1],
+        ("retired".into(), "“Partner 2”".into()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&("retired".into(), "“Partner 1”".into())),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&("created".into(), "“Tea Shop Primary Token”".into())),
+        "{shown:?}"
+    );
+    assert!(browser.is_visible("#history-head th[data-site-only]"));
+    browser.click("#history-dialog [data-close]");
+    browser.wait_hidden("#history-dialog");
+
+    // An expired token: Validate needs a new expiry, then it works again.
+    let (fourth, fourth_value) = created[3].clone();
+    app.db.execute(&format!(
+        "UPDATE tokens SET expires_at = '2020-01-01 00:00:00', active = false WHERE id = {fourth}"
+    ));
+    browser.refresh();
+    browser.wait_rows("the expired token", |rows| {
+        rows.iter().any(|row| row.id == fourth)
+    });
+    browser.click(&action_button(fourth, "validate"));
+    browser.wait_visible("#action-dialog");
+    browser.wait_text("#action-explanation", "give it a new expiry");
+    browser.wait_text("#action-expires-field", "required: the token has expired");
+    browser.click("#action-submit");
+    browser.wait_text(
+        "#action-expires-error",
+        "This token has expired; give a new expiry or retire it",
+    );
+    let day = (tokenwarden::clock::now() + TimeDelta::days(30)).date();
+    browser.set_value(
+        "#action-expires",
+        &format!(
+            "{:04}-{:02}-{:02}T12:00",
+            day.year(),
+            day.month(),
+            day.day()
+        ),
+    );
+    browser.click("#action-submit");
+    browser.wait_rows("the revived token", |rows| {
+        rows.iter()
+            .any(|row| row.id == fourth && row.status == "Active")
+    });
+    assert_eq!(app.introspect(&orders_api, &fourth_value)["active"], true);
+
+    // The create form limits its expiry to the server's maximum, and says so.
+    browser.click("#create-token");
+    browser.wait_visible("#create-dialog");
+    browser.wait_text("#create-expires-hint", "At most 365 days ahead.");
+    let limit = (tokenwarden::clock::now() + TimeDelta::days(365)).date();
+    let max = browser.js("return document.getElementById('create-expires').max");
+    assert!(
+        max.as_str().is_some_and(|max| {
+            // The browser's local day may be the next one (Tokyo).
+            let next = limit + TimeDelta::days(1);
+            max.starts_with(&limit.format("%Y-%m-%d").to_string())
+                || max.starts_with(&next.format("%Y-%m-%d").to_string())
+        }),
+        "max {max}"
+    );
+}
+
 /// A token created with an audience on the page: an unknown client id is refused next to the
 /// field, then the token works for the named resource server only, and its row lists it.
 #[test]
@@ -591,7 +794,7 @@ fn a_token_created_with_an_audience_works_only_for_those_resource_servers() {
     browser.click("#secret-dialog [data-close]");
     let rows = browser.wait_rows("the created token", |rows| rows.len() == 1);
     assert_eq!(rows[0].description, "Stock feed");
-    assert_eq!(rows[0].cells[7], stock_api.client_id, "{:?}", rows[0]);
+    assert_eq!(rows[0].cells[8], stock_api.client_id, "{:?}", rows[0]);
 }
 
 /// What the API refuses is shown next to the field it names; plain text only, even in errors.
@@ -663,7 +866,7 @@ fn descriptions_and_expiry_are_checked_and_errors_are_shown_next_to_the_field() 
     let rows = browser.wait_rows("the created token", |rows| rows.len() == 1);
     assert_eq!(rows[0].description, "Café partner, 東京");
     assert!(
-        rows[0].cells[5].contains("12:00"),
+        rows[0].cells[6].contains("12:00"),
         "expires in local time: {:?}",
         rows[0]
     );
@@ -947,6 +1150,23 @@ fn screenshots_of_the_main_states() {
         (browser.texts("#history-body tr[data-event]").len() == 2).then_some(())
     });
     shoot(&browser, "admin-history.png");
+    browser.press_escape();
+    browser.wait_hidden("#history-dialog");
+
+    let rows = browser.wait_rows("five tokens", |rows| rows.len() == 5);
+    for row in rows.iter().filter(|row| !row.primary).take(2) {
+        browser.click(&format!("#tokens-body input[data-select=\"{}\"]", row.id));
+    }
+    browser.wait_text("#bulk-count", "2 tokens selected");
+    browser.focus_nothing();
+    shoot(&browser, "admin-bulk.png");
+    browser.click("#bulk-clear");
+    browser.wait_hidden("#bulk-bar");
+    browser.click("#site-history");
+    browser.wait_until("site history rows", |browser| {
+        (browser.texts("#history-body tr[data-event]").len() >= 6).then_some(())
+    });
+    shoot(&browser, "admin-site-history.png");
     browser.press_escape();
     browser.wait_hidden("#history-dialog");
 

@@ -58,7 +58,14 @@ fn session(app: &TestApp, token: &str) -> Value {
     members.sort_unstable();
     assert_eq!(
         members,
-        ["client_id", "expires_at", "name", "role", "sites"],
+        [
+            "client_id",
+            "expires_at",
+            "name",
+            "role",
+            "sites",
+            "token_terms"
+        ],
         "{body}"
     );
     body

@@ -38,3 +38,4 @@ mod site_search;
 mod throttle;
 mod tls;
 mod token;
+mod token_lifecycle;

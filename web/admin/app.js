@@ -142,7 +142,7 @@
 
   // The conflicts the API answers with 409, by code.
   const CONFLICTS = {
-    token_limit_reached: 'This site already holds 10 tokens, the most it may hold. Regenerate one of its tokens instead.',
+    token_limit_reached: 'This site already holds 10 tokens, the most it may hold. Retire a token it no longer needs, or regenerate an expired one with a new expiry.',
     cannot_change_own_access: 'You cannot disable yourself or give up being a platform admin. Ask another platform admin to do it.',
     last_platform_admin: 'This would leave no enabled platform admin. Enable another platform admin, or make another admin one, first.',
   };
@@ -918,7 +918,7 @@
 
   async function openSite(siteKey) {
     const sequence = ++siteRequest;
-    state = { siteKey, site: null, tokens: [] };
+    state = { siteKey, site: null, tokens: [], selected: new Set() };
     showView('tokens-view', 'Tokens');
     $('site-title').textContent = 'Loading…';
     $('site-key').textContent = siteKey;
@@ -984,7 +984,18 @@
     const canCreate = others < MAX_NON_PRIMARY;
     show($('create-token'), canCreate);
     show($('limit-reached'), !canCreate);
+    // A selection keeps the tokens still listed (another admin may have retired some).
+    const listed = new Set(tokens.map((token) => token.id));
+    state.selected = new Set([...state.selected].filter((id) => listed.has(id)));
     $('tokens-body').replaceChildren(...tokens.map(tokenRow));
+    renderSelection();
+  }
+
+  // The bulk bar shows while tokens are selected, and says how many.
+  function renderSelection() {
+    const count = state.selected.size;
+    show($('bulk-bar'), count > 0);
+    $('bulk-count').textContent = `${plural(count, 'token', 'tokens')} selected`;
   }
 
   function tokenRow(token) {
@@ -998,7 +1009,18 @@
     const described = el('div', {}, el('span', { class: 'description' }, token.description));
     if (primary) described.append(' ', el('span', { class: 'badge primary' }, 'Primary'));
     const description = el('td', { 'data-label': 'Description' }, described);
+    const select = el('td', { class: 'select', 'data-label': 'Select' });
+    if (!primary) {
+      const box = el('input', {
+        type: 'checkbox',
+        'data-select': token.id,
+        'aria-label': `Select “${token.description}”`,
+      });
+      box.checked = state.selected.has(token.id);
+      select.append(box);
+    }
     const cells = [
+      select,
       description,
       el('td', { 'data-label': 'Value' }, el('code', { class: 'masked' }, token.masked_value)),
       el('td', { 'data-label': 'Status' },
@@ -1009,7 +1031,7 @@
       el('td', { 'data-label': 'Scope' }, token.scope ? el('code', {}, token.scope) : '—'),
       el('td', { 'data-label': 'Audience' }, audienceCell(token.audience)),
       el('td', { class: 'actions', 'data-label': 'Actions' }, ...(primary
-        ? [el('span', { class: 'hint' }, 'Managed by the site’s integration')]
+        ? [el('span', { class: 'hint' }, 'Managed by the site’s integration'), ' ', historyButton(token)]
         : actionButtons(token))),
     ];
     return el('tr', { 'data-token-id': token.id, class: primary ? 'primary' : null }, ...cells);
@@ -1024,18 +1046,26 @@
     return el('span', { class: 'audience' }, ...ids.flatMap((code, i) => (i ? [' ', code] : [code])));
   }
 
-  function actionButtons(token) {
-    const button = (action, label) => el('button', {
+  function tokenButton(token, action, label) {
+    return el('button', {
       type: 'button',
       class: 'button small',
       'data-action': action,
       'data-token-id': token.id,
       'aria-label': `${label} “${token.description}”`,
     }, label);
+  }
+
+  function historyButton(token) {
+    return tokenButton(token, 'history', 'History');
+  }
+
+  function actionButtons(token) {
     return [
-      button('regenerate', 'Regenerate'),
-      token.active ? button('invalidate', 'Invalidate') : button('validate', 'Validate'),
-      button('history', 'History'),
+      tokenButton(token, 'regenerate', 'Regenerate'),
+      token.active ? tokenButton(token, 'invalidate', 'Invalidate') : tokenButton(token, 'validate', 'Validate'),
+      historyButton(token),
+      tokenButton(token, 'retire', 'Retire'),
     ];
   }
 
@@ -1049,7 +1079,101 @@
     const token = state.tokens.find((t) => String(t.id) === button.dataset.tokenId);
     if (!token) return;
     if (button.dataset.action === 'history') openHistory(token);
+    else if (button.dataset.action === 'retire') confirmRetirement(token);
     else openAction(token, button.dataset.action);
+  });
+
+  $('tokens-body').addEventListener('change', (event) => {
+    const box = event.target.closest('input[data-select]');
+    if (!box) return;
+    const id = Number(box.dataset.select);
+    if (box.checked) state.selected.add(id);
+    else state.selected.delete(id);
+    renderSelection();
+  });
+
+  $('bulk-clear').addEventListener('click', () => {
+    state.selected.clear();
+    for (const box of document.querySelectorAll('#tokens-body input[data-select]')) box.checked = false;
+    renderSelection();
+    const first = document.querySelector('#tokens-body input[data-select]');
+    if (first) first.focus();
+  });
+
+  // ---------------------------------------------------------------------------------------------
+  // Retire, one or many; invalidate and validate many
+  // ---------------------------------------------------------------------------------------------
+
+  const RETIRE_EXPLANATION = 'A retired token stops working at once and for good, and leaves the list, '
+    + 'which frees its place for a new token. Its history stays in the site’s history.';
+
+  function confirmRetirement(token) {
+    confirmAction({
+      title: `Retire “${token.description}”?`,
+      explanation: RETIRE_EXPLANATION,
+      button: 'Retire',
+      busy: 'Retiring…',
+      danger: true,
+      gone: 'This token no longer exists: another admin may have retired it.',
+      returnFocus: () => actionButton(token.id, 'retire') || fallbackFocus(),
+      send: () => api('DELETE', `sites/${enc(state.siteKey)}/tokens/${token.id}`),
+      done: async () => {
+        state.selected.delete(token.id);
+        await refreshTokens();
+        flash(`Token “${token.description}” retired. It no longer works.`, 'success');
+        fallbackFocus().focus();
+      },
+    });
+  }
+
+  const BULK = {
+    invalidate: {
+      button: 'Invalidate',
+      busy: 'Invalidating…',
+      explain: 'They stop working at once. They stay in the list, and you can validate them again later.',
+      done: (count) => `${plural(count, 'token', 'tokens')} invalidated.`,
+    },
+    validate: {
+      button: 'Validate',
+      busy: 'Validating…',
+      explain: 'They work again at once. An expired token cannot be validated without a new expiry: '
+        + 'validate it on its own row.',
+      done: (count) => `${plural(count, 'token', 'tokens')} validated.`,
+    },
+    retire: {
+      button: 'Retire',
+      busy: 'Retiring…',
+      danger: true,
+      explain: 'Retired tokens stop working at once and for good, and leave the list, which frees '
+        + 'their places for new tokens. Their history stays in the site’s history.',
+      done: (count) => `${plural(count, 'token', 'tokens')} retired. They no longer work.`,
+    },
+  };
+
+  $('bulk-bar').addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-bulk]');
+    if (!button) return;
+    const action = button.dataset.bulk;
+    const spec = BULK[action];
+    const ids = [...state.selected].sort((a, b) => a - b);
+    if (ids.length === 0) return;
+    const count = ids.length;
+    confirmAction({
+      title: `${spec.button} ${plural(count, 'token', 'tokens')}?`,
+      explanation: `${spec.explain} Either all ${plural(count, 'selected token', 'selected tokens')} change, or none does.`,
+      button: `${spec.button} ${plural(count, 'token', 'tokens')}`,
+      busy: spec.busy,
+      danger: Boolean(spec.danger),
+      gone: 'One of the selected tokens no longer exists: another admin may have retired it. Nothing was changed.',
+      returnFocus: () => button,
+      send: () => api('POST', `sites/${enc(state.siteKey)}/tokens/bulk`, { action, ids }),
+      done: async () => {
+        state.selected.clear();
+        await refreshTokens();
+        flash(spec.done(count), 'success');
+        fallbackFocus().focus();
+      },
+    });
   });
 
   $('back-to-sites').addEventListener('click', (event) => {
@@ -1067,8 +1191,41 @@
     for (const field of ['description', 'expires', 'scope', 'audience']) fieldError('create', field, '');
   }
 
+  // A datetime-local value (local time, minutes) for `date`.
+  function localInputValue(date) {
+    const pad = (number) => String(number).padStart(2, '0');
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`
+      + `T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  }
+
+  // Limits an expiry input to the server's terms: from now to the furthest expiry it accepts.
+  function applyExpiryTerms(input, required) {
+    const terms = me && me.token_terms;
+    const now = new Date();
+    input.min = localInputValue(now);
+    if (terms) {
+      input.max = localInputValue(new Date(now.getTime() + terms.max_lifetime_days * 86400000));
+    }
+    input.required = Boolean(required);
+  }
+
+  // What the create form says about expiry: what an empty field means here, and the furthest.
+  function describeExpiryTerms() {
+    const terms = me && me.token_terms;
+    if (!terms) return;
+    let text = 'Leave empty for a token that does not expire.';
+    if (terms.default_lifetime_days !== null) {
+      text = `Left empty, it expires in ${plural(terms.default_lifetime_days, 'day', 'days')}.`;
+    } else if (terms.expiry_required) {
+      text = 'Required by this server.';
+    }
+    $('create-expires-terms').textContent = `${text} At most ${plural(terms.max_lifetime_days, 'day', 'days')} ahead.`;
+  }
+
   $('create-token').addEventListener('click', () => {
     resetCreateForm();
+    applyExpiryTerms($('create-expires'), me && me.token_terms && me.token_terms.expiry_required);
+    describeExpiryTerms();
     openDialog($('create-dialog'), { focus: $('create-description'), returnFocus: fallbackFocus });
   });
 
@@ -1148,7 +1305,8 @@
       busy: 'Regenerating…',
       explain: (token) => 'A new value replaces the current one. The current value stops working at once: '
         + 'whoever uses it is cut off until they get the new value.'
-        + (token.active ? '' : ' The token stays inactive until you validate it.'),
+        + (token.active ? '' : ' The token stays inactive until you validate it.')
+        + (isExpired(token) ? ' The token has expired: give it a new expiry.' : ''),
       done: (token) => `Token “${token.description}” regenerated.`,
     },
     invalidate: {
@@ -1161,7 +1319,7 @@
       button: 'Validate',
       busy: 'Validating…',
       explain: (token) => (isExpired(token)
-        ? 'The token is marked active again, but it has expired, so it stays refused.'
+        ? 'The token has expired: give it a new expiry to make it work again.'
         : 'The token works again at once.'),
       done: (token) => `Token “${token.description}” validated. It works again.`,
     },
@@ -1175,6 +1333,12 @@
     $('action-form').reset();
     formError('action-error', '');
     fieldError('action', 'description', '');
+    fieldError('action', 'expires', '');
+    // Regenerate and validate may set a new expiry; an expired token needs one.
+    const setsExpiry = action !== 'invalidate';
+    show($('action-expires-field'), setsExpiry);
+    $('action-expires-optional').textContent = isExpired(token) ? '(required: the token has expired)' : '(optional)';
+    applyExpiryTerms($('action-expires'), isExpired(token));
     $('action-title').textContent = `${spec.button} “${token.description}”?`;
     $('action-explanation').textContent = spec.explain(token);
     $('action-submit').textContent = spec.button;
@@ -1192,7 +1356,17 @@
     const spec = ACTIONS[action];
     formError('action-error', '');
     fieldError('action', 'description', '');
+    fieldError('action', 'expires', '');
     const description = $('action-description').value.trim();
+    const expiresInput = $('action-expires');
+    const body = {};
+    if (description) body.description = description;
+    if (action !== 'invalidate' && expiresInput.validity.badInput) {
+      fieldError('action', 'expires', 'Enter a complete date and time, or leave the field empty.');
+      expiresInput.focus();
+      return;
+    }
+    if (action !== 'invalidate' && expiresInput.value) body.expires_at = localToUtc(expiresInput.value);
     const button = $('action-submit');
     setBusy(button, true, spec.busy);
     let answer;
@@ -1200,13 +1374,14 @@
       answer = await api(
         'POST',
         `sites/${enc(state.siteKey)}/tokens/${token.id}/${action}`,
-        description ? { description } : undefined,
+        Object.keys(body).length ? body : undefined,
       );
     } catch (error) {
       if (error.handled) return;
-      if (error.status === 422 && error.field === 'description') {
-        fieldError('action', 'description', fieldMessage(error));
-        $('action-description').focus();
+      const input = { description: 'description', expires_at: 'expires' }[error.field];
+      if (error.status === 422 && input) {
+        fieldError('action', input, fieldMessage(error));
+        $(`action-${input}`).focus();
       } else {
         formError('action-error', describe(error));
       }
@@ -1285,40 +1460,95 @@
     invalidated: () => 'Invalidated',
     regenerated: () => 'Regenerated (new value)',
     description_changed: (detail) => `Description changed to “${detail || ''}”`,
+    retired: () => 'Retired',
   };
 
-  async function openHistory(token) {
-    $('history-title').textContent = `History of “${token.description}”`;
-    formError('history-error', '');
-    const body = $('history-body');
-    body.replaceChildren(el('tr', {}, el('td', { colspan: 3 }, 'Loading…')));
-    openDialog($('history-dialog'), {
-      focus: $('history-dialog').querySelector('[data-close]'),
+  // The history dialog's current listing: where its next page comes from.
+  let historyListing = null;
+
+  function openHistory(token) {
+    showHistory({
+      title: `History of “${token.description}”`,
+      path: `sites/${enc(state.siteKey)}/tokens/${token.id}/history`,
+      siteWide: false,
       returnFocus: () => actionButton(token.id, 'history') || fallbackFocus(),
     });
+  }
+
+  function openSiteHistory() {
+    showHistory({
+      title: `History of ${state.site ? state.site.name : 'this site'}: every token, newest first`,
+      path: `sites/${enc(state.siteKey)}/history`,
+      siteWide: true,
+      returnFocus: () => $('site-history'),
+    });
+  }
+
+  $('site-history').addEventListener('click', openSiteHistory);
+
+  async function showHistory({ title, path, siteWide, returnFocus }) {
+    const listing = { path, siteWide };
+    historyListing = listing;
+    $('history-title').textContent = title;
+    formError('history-error', '');
+    for (const cell of document.querySelectorAll('#history-head [data-site-only]')) show(cell, siteWide);
+    const columns = siteWide ? 4 : 3;
+    $('history-body').replaceChildren(el('tr', {}, el('td', { colspan: columns }, 'Loading…')));
+    show($('history-more'), false);
+    openDialog($('history-dialog'), { focus: $('history-dialog').querySelector('[data-close]'), returnFocus });
+    await loadHistoryPage(listing, null);
+  }
+
+  // Appends one page of `listing` (the first when `cursor` is null).
+  async function loadHistoryPage(listing, cursor) {
+    const body = $('history-body');
+    const more = $('history-more');
     let answer;
     try {
-      answer = await api('GET', `sites/${enc(state.siteKey)}/tokens/${token.id}/history`);
+      answer = await api('GET', cursor ? `${listing.path}?cursor=${enc(cursor)}` : listing.path);
     } catch (error) {
-      if (error.handled) return;
-      body.replaceChildren();
+      if (error.handled || historyListing !== listing) return;
+      if (!cursor) body.replaceChildren();
       formError('history-error', describe(error));
       return;
     }
-    if (answer.events.length === 0) {
-      body.replaceChildren(el('tr', {}, el('td', { colspan: 3 }, 'No events yet.')));
-      return;
+    if (historyListing !== listing) return;
+    const rows = answer.events.map((entry) => historyRow(entry, listing.siteWide));
+    if (!cursor) {
+      body.replaceChildren(...(rows.length
+        ? rows
+        : [el('tr', {}, el('td', { colspan: listing.siteWide ? 4 : 3 }, 'No events yet.'))]));
+    } else {
+      body.append(...rows);
     }
-    body.replaceChildren(...answer.events.map((entry) => {
-      const by = entry.actor.kind === 'admin'
-        ? [entry.actor.name, ' ', el('span', { class: 'tag' }, 'admin')]
-        : ['The site’s integration ', el('span', { class: 'tag' }, 'site')];
-      const words = (EVENTS[entry.event] || (() => entry.event))(entry.detail);
-      return el('tr', { 'data-event': entry.event },
-        el('td', { 'data-label': 'Time' }, timeElement(entry.occurred_at)),
-        el('td', { 'data-label': 'By' }, ...by),
-        el('td', { 'data-label': 'Event' }, words));
-    }));
+    listing.next = answer.next || null;
+    show(more, Boolean(listing.next));
+  }
+
+  $('history-more').addEventListener('click', async () => {
+    const listing = historyListing;
+    if (!listing || !listing.next) return;
+    const button = $('history-more');
+    setBusy(button, true, 'Loading…');
+    try {
+      await loadHistoryPage(listing, listing.next);
+    } finally {
+      setBusy(button, false);
+    }
+  });
+
+  function historyRow(entry, siteWide) {
+    const by = entry.actor.kind === 'admin'
+      ? [entry.actor.name, ' ', el('span', { class: 'tag' }, 'admin')]
+      : ['The site’s integration ', el('span', { class: 'tag' }, 'site')];
+    const words = (EVENTS[entry.event] || (() => entry.event))(entry.detail);
+    const cells = [el('td', { 'data-label': 'Time' }, timeElement(entry.occurred_at))];
+    if (siteWide) {
+      cells.push(el('td', { 'data-label': 'Token' },
+        entry.description === null ? `Token ${entry.token_id}` : `“${entry.description}”`));
+    }
+    cells.push(el('td', { 'data-label': 'By' }, ...by), el('td', { 'data-label': 'Event' }, words));
+    return el('tr', { 'data-event': entry.event, 'data-token-id': entry.token_id ?? null }, ...cells);
   }
 
   // ---------------------------------------------------------------------------------------------
