@@ -87,6 +87,7 @@ impl Store {
                 actor.kind().into_sql::<Text>(),
                 actor.name().into_sql::<Text>(),
                 Some(detail).into_sql::<Nullable<Text>>(),
+                tokens::description.nullable(),
             ));
             diesel::insert_into(token_events::table)
                 .values(history)
@@ -97,6 +98,7 @@ impl Store {
                     token_events::actor_kind,
                     token_events::actor_name,
                     token_events::detail,
+                    token_events::description,
                 ))
                 .execute(conn)?;
             let tokens = diesel::update(tokens::table.filter(tokens::active.eq(true)))

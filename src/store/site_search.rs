@@ -446,8 +446,10 @@ macro_rules! impl_listing_queries {
                     .into_iter()
                     .map(|row| (row.id, row))
                     .collect();
+                // Retired tokens hold no slot and are not counted.
                 let counts: HashMap<i64, i64> = tokens::table
                     .filter(tokens::site_id.eq_any(ids))
+                    .filter(tokens::slot.is_not_null())
                     .group_by(tokens::site_id)
                     .select((tokens::site_id, diesel::dsl::count_star()))
                     .load::<(i64, i64)>(self)?

@@ -163,6 +163,11 @@ fn retiring_frees_the_slot_refuses_the_value_and_keeps_the_history(app: TestApp)
         )["token_count"],
         9
     );
+    let in_listing = app.admin_get_ok(
+        &scene.token,
+        &format!("/admin/v1/sites?q={}", scene.site.site_key),
+    );
+    assert_eq!(in_listing["sites"][0]["token_count"], 9, "{in_listing}");
     assert_admin_error(
         app.admin_get(&scene.token, &token_path(&scene.site, retired_id)),
         404,
