@@ -12,8 +12,10 @@
 //!   (SQLite's FTS5 `sites_search`, PostgreSQL's trigram indexes) or the assignments, and when that
 //!   is all of them they are sorted here and paged. Beyond, the matches are common: the page walks
 //!   [`WALK_WINDOW`] sites of the listing order from its start and checks each, which fills it
-//!   unless the matches lie far apart in that order (a word every tenth name starts with); only
-//!   then are all matches after the start sorted by the database.
+//!   unless the matches lie elsewhere in that order (a word that starts the names of 1% of the
+//!   sites, all sorted together). Then, or when the candidates already show no match in that
+//!   window, all matches after the start are sorted by the database: the one cost that grows
+//!   with the number of matches (about 30 ms for 14,000 of them).
 //! - **The total** is counted up to [`CANDIDATES`], so exact up to [`EXACT_TOTAL_LIMIT`];
 //!   beyond, it is estimated from a sample ([`estimate`]).
 //!
@@ -157,17 +159,27 @@ impl Filter {
     fn push_candidates(&self, statement: &mut Statement) {
         statement.sql("SELECT sites.id, sites.name, sites.site_key");
         match (self.scope, &self.matching, statement.dialect) {
-            (Scope::Assigned(admin_id), ..) => {
-                // SQLite's CROSS JOIN keeps the assignments as the outer loop.
-                let join = match statement.dialect {
-                    Dialect::Sqlite => "CROSS JOIN",
-                    Dialect::Postgres => "JOIN",
-                };
+            // Each assigned site looked up by id. (A join left to PostgreSQL's planner read every
+            // site for a manager of 5,000 of them, to hash-join them with the assignments.)
+            (Scope::Assigned(admin_id), _, Dialect::Sqlite) => {
+                // The CROSS JOIN keeps the assignments as the outer loop.
                 statement
-                    .sql(" FROM admin_sites ")
-                    .sql(join)
-                    .sql(" sites ON sites.id = admin_sites.site_id WHERE admin_sites.admin_id = ")
+                    .sql(
+                        " FROM admin_sites CROSS JOIN sites ON sites.id = admin_sites.site_id \
+                         WHERE admin_sites.admin_id = ",
+                    )
                     .bind(admin_id);
+                self.push_enabled(statement);
+                self.push_matching(statement, Check::Row);
+            }
+            (Scope::Assigned(admin_id), _, Dialect::Postgres) => {
+                statement
+                    .sql(
+                        " FROM sites WHERE sites.id = ANY (ARRAY (SELECT site_id FROM admin_sites \
+                         WHERE admin_id = ",
+                    )
+                    .bind(admin_id)
+                    .sql("))");
                 self.push_enabled(statement);
                 self.push_matching(statement, Check::Row);
             }
