@@ -29,6 +29,18 @@
 //! in practice): `audience_tokens.txt` holds their values and
 //! `limited_resource_server_authorization.txt` its `Basic …` header. Both are empty when every
 //! non-primary token is in the active sample.
+//!
+//! For `scripts/bench-site-search`, `seed-sites` writes `--sites` sites without tokens (one in ten
+//! disabled), named like a real platform's ("Nordic Coffee Roasters 48213", from fixed word lists
+//! and a fixed-seed generator, so every run seeds the same sites), with proper auth-key digests,
+//! in the same batched inserts. It then creates a platform admin and a site manager of `--managed`
+//! sites spread over the table (default 5,000) through the service, and writes their credentials
+//! to `platform_admin.txt` and `site_manager.txt` in `--out` (client id, then secret, one a line):
+//!
+//! ```text
+//! TOKENWARDEN_SECRET=… cargo run --release --example bench_seed -- seed-sites \
+//!     --database URL --out DIR [--sites 10000] [--managed 5000]
+//! ```
 
 use std::collections::HashMap;
 use std::fs;
@@ -45,11 +57,12 @@ use diesel::sql_types::BigInt;
 use diesel::{PgConnection, SqliteConnection};
 use tokenwarden::config::{Config, SecretSource};
 use tokenwarden::crypto;
+use tokenwarden::domain::admin::Role;
 use tokenwarden::domain::audit::Requester;
 use tokenwarden::domain::secret::Secret;
 use tokenwarden::domain::site::{site_key_from_random, Site};
 use tokenwarden::domain::token::{self, SecretKind};
-use tokenwarden::service::{primary_token, resource_servers, Context};
+use tokenwarden::service::{admins, primary_token, resource_servers, Context};
 use tokenwarden::store::schema::{self, sites, token_audiences, tokens};
 use tokenwarden::store::DatabaseUrl;
 
@@ -72,6 +85,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("seed") => Options::parse(&args[1..]).and_then(|options| seed(&options)),
+        Some("seed-sites") => Options::parse(&args[1..]).and_then(|options| seed_sites(&options)),
         Some("create-postgres-db") if args.len() == 2 => {
             create_postgres_db(&args[1], DATABASE_PREFIXES[0])
         }
@@ -79,7 +93,8 @@ fn main() -> ExitCode {
         Some("drop-postgres-db") if args.len() == 3 => drop_postgres_db(&args[1], &args[2]),
         _ => Err(
             "usage: bench_seed seed --database URL --out DIR [--sites N] [--tokens N] \
-                  [--primaries N] [--sample N] [--unknown N] | create-postgres-db ADMIN_URL \
+                  [--primaries N] [--sample N] [--unknown N] | seed-sites --database URL \
+                  --out DIR [--sites N] [--managed N] | create-postgres-db ADMIN_URL \
                   [tw_soak] | \
                   drop-postgres-db ADMIN_URL NAME"
                 .into(),
@@ -102,6 +117,8 @@ struct Options {
     primaries: usize,
     sample: usize,
     unknown: usize,
+    /// `seed-sites`: how many sites the site manager manages.
+    managed: usize,
 }
 
 impl Options {
@@ -114,6 +131,7 @@ impl Options {
             primaries: 1_000,
             sample: 1_000,
             unknown: 1_000,
+            managed: 5_000,
         };
         for pair in args.chunks(2) {
             let [flag, value] = pair else {
@@ -133,6 +151,7 @@ impl Options {
                 "--primaries" => options.primaries = number()?,
                 "--sample" => options.sample = number()?,
                 "--unknown" => options.unknown = number()?,
+                "--managed" => options.managed = number()?,
                 _ => return Err(format!("unknown flag {flag}").into()),
             }
         }
@@ -159,6 +178,27 @@ struct NewSite {
     auth_key_digest: Vec<u8>,
     enabled: bool,
     created_at: NaiveDateTime,
+}
+
+impl NewSite {
+    /// A site with a new site key and auth key, as `site create` makes them; the auth key is
+    /// returned, its digest stored.
+    fn generate(
+        context: &Context,
+        name: String,
+        enabled: bool,
+        now: NaiveDateTime,
+    ) -> Result<(Self, Secret), Failure> {
+        let auth_key = token::mint(SecretKind::AuthKey, &crypto::random_bytes()?);
+        let site = NewSite {
+            site_key: site_key_from_random(&crypto::random_bytes()?),
+            name,
+            auth_key_digest: context.keys.client_secret_digest(auth_key.expose()),
+            enabled,
+            created_at: now,
+        };
+        Ok((site, auth_key))
+    }
 }
 
 /// The columns `src/store/tokens.rs` writes for a token; `sealed_value`, `last_used_at`,
@@ -302,16 +342,22 @@ struct Collected {
     audience_sites: Vec<String>,
 }
 
-fn seed(options: &Options) -> Result<(), Failure> {
-    let started = Instant::now();
+/// The database `options` names, and a context on it with the server secret from
+/// `TOKENWARDEN_SECRET`. Opening the context runs the migrations, as `serve` would.
+fn open(options: &Options) -> Result<(DatabaseUrl, Context), Failure> {
     let secret = std::env::var("TOKENWARDEN_SECRET")
         .map_err(|_| "set TOKENWARDEN_SECRET (`tokenwarden secret generate` makes one)")?;
     let url = DatabaseUrl::parse(&options.database)?;
     let mut config = Config::for_tests(url.clone());
     config.secret = SecretSource::Value(Secret::new(secret));
     config.introspection_cache = false;
-    // Opening the context runs the migrations, as `serve` would on the same database.
     let context = tokenwarden::server::open_context(&config)?;
+    Ok((url, context))
+}
+
+fn seed(options: &Options) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (url, context) = open(options)?;
     let now = tokenwarden::clock::now();
     let (resource_server, rs_secret) = resource_servers::create(
         &context,
@@ -352,14 +398,9 @@ fn seed(options: &Options) -> Result<(), Failure> {
         let mut new_sites = Vec::with_capacity(last - first);
         let mut auth_keys = Vec::with_capacity(last - first);
         for number in first..last {
-            let auth_key = token::mint(SecretKind::AuthKey, &crypto::random_bytes()?);
-            new_sites.push(NewSite {
-                site_key: site_key_from_random(&crypto::random_bytes()?),
-                name: format!("Bench site {number:06}"),
-                auth_key_digest: context.keys.client_secret_digest(auth_key.expose()),
-                enabled: true,
-                created_at: now,
-            });
+            let (site, auth_key) =
+                NewSite::generate(&context, format!("Bench site {number:06}"), true, now)?;
+            new_sites.push(site);
             auth_keys.push(auth_key);
         }
         let ids = connection.insert_sites(&new_sites)?;
@@ -455,6 +496,142 @@ fn seed(options: &Options) -> Result<(), Failure> {
         options.out.display()
     );
     Ok(())
+}
+
+/// `seed-sites`: sites only, with names to search, and the two admins who list them.
+fn seed_sites(options: &Options) -> Result<(), Failure> {
+    if options.managed == 0 || options.managed > options.sites {
+        return Err("--managed must be from 1 to --sites".into());
+    }
+    let started = Instant::now();
+    let (url, context) = open(options)?;
+    let now = tokenwarden::clock::now();
+    let mut mix = SiteMix::new();
+    // Every `stride`-th site is the site manager's, so its sites spread over the whole table.
+    let stride = options.sites / options.managed;
+    let mut managed = Vec::with_capacity(options.managed);
+    let mut connection = BulkConnection::open(&url)?;
+    for (step, first) in (0..options.sites).step_by(SITES_PER_STEP).enumerate() {
+        if step % STEPS_PER_TRANSACTION == 0 {
+            if step > 0 {
+                connection.commit()?;
+            }
+            connection.begin()?;
+        }
+        let last = (first + SITES_PER_STEP).min(options.sites);
+        let mut new_sites = Vec::with_capacity(last - first);
+        for number in first..last {
+            let enabled = !mix.disabled();
+            let (site, _) = NewSite::generate(&context, mix.name(), enabled, now)?;
+            if number % stride == 0 && managed.len() < options.managed {
+                managed.push(site.site_key.clone());
+            }
+            new_sites.push(site);
+        }
+        connection.insert_sites(&new_sites)?;
+    }
+    connection.commit()?;
+    let bulk_seconds = started.elapsed().as_secs_f64();
+    let by = Requester::operator(Some("bench"), None);
+    let (platform_admin, platform_secret) = admins::create(
+        &context,
+        &by,
+        "Bench platform admin",
+        Role::PlatformAdmin,
+        &[],
+        now,
+    )?;
+    let (site_manager, manager_secret) = admins::create(
+        &context,
+        &by,
+        "Bench site manager",
+        Role::SiteManager,
+        &managed,
+        now,
+    )?;
+    connection.settle()?;
+    fs::create_dir_all(&options.out)?;
+    for (file, admin, secret) in [
+        ("platform_admin.txt", &platform_admin, &platform_secret),
+        ("site_manager.txt", &site_manager, &manager_secret),
+    ] {
+        let path = Path::new(&options.out).join(file);
+        let text = format!("{}\n{}\n", admin.admin.client_id, secret.expose());
+        fs::write(&path, text).map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    eprintln!(
+        "bench_seed: {} sites ({} managed) in {:.1} s ({:.1} s bulk insert); files in {}",
+        options.sites,
+        managed.len(),
+        started.elapsed().as_secs_f64(),
+        bulk_seconds,
+        options.out.display()
+    );
+    Ok(())
+}
+
+/// Sites as a real platform has them: names like "Nordic Coffee Roasters 48213" (a place or
+/// quality, a trade, a kind of business and a number) and one in ten disabled, drawn from a
+/// fixed-seed generator (SplitMix64), so every run seeds the same sites. With a million of them, a
+/// trade is in about 12,500 names, a kind of business in about 33,000, and a first word in about
+/// 12,500 that sort next to each other.
+struct SiteMix {
+    state: u64,
+    words: [Vec<&'static str>; 3],
+}
+
+/// The first word of a seeded name: a place or a quality.
+const FIRST_WORDS: &str = "\
+    Nordic Alpine Golden Urban Coastal Royal Little Silver Green Blue Red Happy Sunny Wild Old New \
+    Northern Southern Eastern Western Crystal Velvet Iron Copper Maple Cedar Oak Pine Willow River \
+    Lake Mountain Valley Prairie Harbor Bay Island Desert Forest Meadow Stone Amber Ivory Scarlet \
+    Cobalt Emerald Jade Ruby Sapphire Onyx Pearl Coral Misty Rustic Modern Classic Vintage Bright \
+    Clever Swift Brave Noble Lucky Cosmic Lunar Polar Tropical Zen Pacific Atlantic Baltic \
+    Highland Kyoto Lisbon Oslo Dublin Zürich Ångström Éclair Café";
+/// The second: a trade.
+const TRADES: &str = "\
+    Coffee Tea Bakery Books Garden Bikes Shoes Toys Games Music Art Wine Beer Cheese Flowers Pets \
+    Sports Outdoor Camping Fishing Tools Hardware Kitchen Home Decor Fashion Jewelry Watches \
+    Records Comics Candles Soap Spices Chocolate Candy Noodles Pizza Burgers Tacos Sushi Ramen \
+    Bagels Donuts Juice Smoothie Yoga Fitness Dental Optics Pharmacy Print Photo Studio Design \
+    Media Robotics Software Cloud Data Security Travel Tours Hotels Rentals Motors Auto Marine \
+    Aviation Energy Solar Farm Organics Crafts Pottery Textiles Leather Glass Lighting Furniture \
+    Vinyl";
+/// The third: a kind of business.
+const KINDS: &str = "\
+    Roasters Shop Store Co Company Collective Supply Traders Emporium Outlet Market Boutique Works \
+    Gallery House Club Lab Depot Warehouse Hub Corner Place Express Direct Online Partners Group \
+    Goods Mart Exchange";
+
+impl SiteMix {
+    fn new() -> Self {
+        Self {
+            state: 0,
+            words: [FIRST_WORDS, TRADES, KINDS].map(|words| words.split(' ').collect()),
+        }
+    }
+
+    fn disabled(&mut self) -> bool {
+        self.below(10) == 0
+    }
+
+    fn name(&mut self) -> String {
+        let [first, trade, kind] = [0, 1, 2].map(|part| {
+            let choice = self.below(self.words[part].len());
+            self.words[part][choice]
+        });
+        let number = 1 + self.below(99_999);
+        format!("{first} {trade} {kind} {number}")
+    }
+
+    /// A number below `bound`.
+    fn below(&mut self, bound: usize) -> usize {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % bound as u64) as usize
+    }
 }
 
 /// Mints each site's primary token through the service, as `/oauth2/token` would: one write
