@@ -15,7 +15,7 @@
 //!   unless the matches lie elsewhere in that order (a word that starts the names of 1% of the
 //!   sites, all sorted together). Then, or when the candidates already show no match in that
 //!   window, all matches after the start are sorted by the database: the one cost that grows
-//!   with the number of matches (about 30 ms for 14,000 of them).
+//!   with the number of matches (docs/performance.md, "Site listing at a million sites").
 //! - **The total** is counted up to [`CANDIDATES`], so exact up to [`EXACT_TOTAL_LIMIT`];
 //!   beyond, it is estimated from a sample ([`estimate`]).
 //!
