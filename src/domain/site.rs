@@ -88,17 +88,6 @@ pub struct SiteSummary {
     pub token_count: i64,
 }
 
-/// Which sites of the admin scope a listing covers.
-#[derive(Debug)]
-pub struct SiteQuery<'a> {
-    /// Case-insensitive substring of the name or site key.
-    pub search: Option<&'a str>,
-    /// Only enabled (`true`) or disabled (`false`) sites.
-    pub enabled: Option<bool>,
-    pub limit: i64,
-    pub offset: i64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,13 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use super::audit::insert_audit;
-use super::schema::{admin_sites, admin_tokens, admins, sites, tokens};
+use super::schema::{admin_sites, admin_tokens, admins, sites};
 use super::sites::{SiteLookups, SiteRow};
 use super::{secret_rotation, with_connection, write_transaction, Store, StoreError};
 use crate::domain::admin::{Admin, AdminWithSites, Role};
 use crate::domain::audit::{Action, Requester};
 use crate::domain::rotation::{Overlap, SecretDigests};
 use crate::domain::site::Site;
-use crate::domain::site::{SiteQuery, SiteSummary};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = admins)]
@@ -447,64 +446,6 @@ impl Store {
         })
     }
 
-    /// The sites `admin` may manage that match `query`, by name, and how many match in all.
-    pub fn sites_for_admin(
-        &self,
-        admin: &Admin,
-        query: &SiteQuery,
-    ) -> Result<(Vec<SiteSummary>, i64), StoreError> {
-        let pattern = query.search.map(like_pattern);
-        let every_site = admin.manages_every_site();
-        with_connection!(self, |conn| {
-            // Boxed queries are per backend, so the filter is built inside the per-backend body.
-            let visible = || {
-                let mut filtered = sites::table.into_boxed();
-                if !every_site {
-                    let assigned = admin_sites::table
-                        .filter(admin_sites::admin_id.eq(admin.id))
-                        .select(admin_sites::site_id);
-                    filtered = filtered.filter(sites::id.eq_any(assigned));
-                }
-                if let Some(enabled) = query.enabled {
-                    filtered = filtered.filter(sites::enabled.eq(enabled));
-                }
-                if let Some(pattern) = &pattern {
-                    filtered = filtered.filter(
-                        lower(sites::name)
-                            .like(pattern.clone())
-                            .escape('\\')
-                            .or(lower(sites::site_key).like(pattern.clone()).escape('\\')),
-                    );
-                }
-                filtered
-            };
-            let total = visible().count().get_result::<i64>(conn)?;
-            let rows = visible()
-                .order((sites::name, sites::site_key))
-                .limit(query.limit)
-                .offset(query.offset)
-                .select(SiteRow::as_select())
-                .load(conn)?;
-            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-            let counts: std::collections::HashMap<i64, i64> = tokens::table
-                .filter(tokens::slot.is_not_null())
-                .filter(tokens::site_id.eq_any(&ids))
-                .group_by(tokens::site_id)
-                .select((tokens::site_id, diesel::dsl::count_star()))
-                .load::<(i64, i64)>(conn)?
-                .into_iter()
-                .collect();
-            let summaries = rows
-                .into_iter()
-                .map(|row| SiteSummary {
-                    token_count: counts.get(&row.id).copied().unwrap_or(0),
-                    site: row.into(),
-                })
-                .collect();
-            Ok((summaries, total))
-        })
-    }
-
     /// The site with this key if `admin` may manage it.
     pub fn site_for_admin(
         &self,
@@ -529,27 +470,6 @@ impl Store {
                 .map(Site::from))
         })
     }
-}
-
-diesel::define_sql_function! {
-    /// SQL `lower()`. SQLite's built-in folds ASCII letters only, PostgreSQL's every letter, so
-    /// SQLite connections replace it with Rust's `to_lowercase` (`SqlitePragmas`): site search
-    /// then matches the same sites on both backends.
-    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
-}
-
-/// `%search%` in lower case, with LIKE's wildcards escaped so they match themselves.
-fn like_pattern(search: &str) -> String {
-    let mut pattern = String::with_capacity(search.len() + 2);
-    pattern.push('%');
-    for c in search.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 /// Lookups that run inside the transactions above, written once and compiled per backend.

@@ -337,9 +337,9 @@ pub(crate) fn run_body<C, T>(
 
 /// Sets the pragmas every SQLite connection needs: a busy timeout so writers queue instead of
 /// failing, full fsync at commit (relaxed only by the usage flush, for its own commit:
-/// `UnnoticedWrite`) and foreign keys (off by default in SQLite); and replaces
-/// `lower()` with a Unicode-aware one, as PostgreSQL's is (see `admins::lower`). WAL mode belongs
-/// to the file, not the connection: [`enter_wal_mode`] sets it once before the pool opens.
+/// `UnnoticedWrite`) and foreign keys (off by default in SQLite); and replaces `lower()` with a
+/// Unicode-aware one, as PostgreSQL's is (see `site_search::lower`). WAL mode belongs to the
+/// file, not the connection: [`enter_wal_mode`] sets it once before the pool opens.
 #[derive(Debug)]
 struct SqlitePragmas {
     busy_timeout: Duration,
@@ -352,7 +352,7 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
             self.busy_timeout.as_millis()
         ))
         .map_err(diesel::r2d2::Error::QueryError)?;
-        admins::lower_utils::register_impl(conn, |text: String| text.to_lowercase())
+        site_search::lower_utils::register_impl(conn, |text: String| text.to_lowercase())
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }

@@ -840,6 +840,13 @@ fn estimate<C: ListingQueries>(conn: &mut C, filter: &Filter) -> Result<i64, Sto
     Ok(i64::try_from(scaled).unwrap_or(i64::MAX).max(CANDIDATES))
 }
 
+diesel::define_sql_function! {
+    /// SQL `lower()`. SQLite's built-in folds ASCII letters only, PostgreSQL's every letter, so
+    /// SQLite connections replace it with Rust's `to_lowercase` (`SqlitePragmas`): the site
+    /// search then matches the same sites on both backends.
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
