@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
-use super::client_auth::{secret_matches, UNKNOWN_CLIENT_DIGEST};
+use super::client_auth::{new_client_secret, secret_matches, UNKNOWN_CLIENT_DIGEST};
 use super::sites::{
     check_requested_sites, platform_admin_only, refused_name, requested_overlap, unknown_site,
 };
@@ -48,8 +48,7 @@ pub fn create(
         "{ADMIN_CLIENT_ID_PREFIX}{}",
         encode_identifier(&crypto::random_bytes()?)
     );
-    let secret = token::mint(SecretKind::AdminSecret, &crypto::random_bytes()?);
-    let digest = context.keys.client_secret_digest(secret.expose());
+    let (secret, digest) = new_client_secret(context, SecretKind::AdminSecret)?;
     let change = context.store.insert_admin(
         &NewAdmin {
             client_id: &client_id,
@@ -128,8 +127,7 @@ pub fn rotate_secret(
     overlap: Overlap,
     now: NaiveDateTime,
 ) -> Result<(AdminWithSites, Secret), ServiceError> {
-    let secret = token::mint(SecretKind::AdminSecret, &crypto::random_bytes()?);
-    let digest = context.keys.client_secret_digest(secret.expose());
+    let (secret, digest) = new_client_secret(context, SecretKind::AdminSecret)?;
     let change = context
         .store
         .rotate_admin_secret(client_id, &digest, overlap, by, now)?;

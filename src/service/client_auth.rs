@@ -17,6 +17,7 @@ use crate::domain::rotation::SecretDigests;
 use crate::domain::secret::Secret;
 use crate::domain::site::Site;
 use crate::domain::throttle::{Origin, SharedKey, SharedWindow};
+use crate::domain::token::{self, SecretKind};
 use crate::store::{ChangeTag, FailureCount, SiteAuthentication, StoreError};
 
 /// Checks a site key and auth key at `now`: the current key, or while an overlap runs the key the
@@ -106,6 +107,17 @@ pub(super) fn secret_matches(
             .verify_client_secret(presented.expose(), digest)
     };
     matches(&digests.current) || digests.previous_at(now).is_some_and(matches)
+}
+
+/// A new client secret of `kind` (a site's auth key, a resource server's or an admin's secret),
+/// in clear only in the return value, and the keyed digest that is all the store keeps of it.
+pub(super) fn new_client_secret(
+    context: &Context,
+    kind: SecretKind,
+) -> Result<(Secret, Vec<u8>), ServiceError> {
+    let secret = token::mint(kind, &crate::crypto::random_bytes()?);
+    let digest = context.keys.client_secret_digest(secret.expose());
+    Ok((secret, digest))
 }
 
 /// A digest no secret matches, checked against when the client id is unknown.

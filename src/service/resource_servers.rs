@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
+use super::client_auth::new_client_secret;
 use super::sites::{
     check_requested_sites, platform_admin_only, refused_name, requested_overlap, unknown_site,
 };
@@ -16,7 +17,7 @@ use crate::domain::audit::Requester;
 use crate::domain::rotation::{Overlap, RequestedOverlap};
 use crate::domain::secret::Secret;
 use crate::domain::site::validate_name;
-use crate::domain::token::{self, SecretKind};
+use crate::domain::token::SecretKind;
 use crate::store::ResourceServerChange;
 
 /// Creates a resource server; the secret exists in clear only in the return value. With
@@ -34,8 +35,7 @@ pub fn create(
         "{RESOURCE_SERVER_ID_PREFIX}{}",
         crate::domain::site::encode_identifier(&random)
     );
-    let secret = token::mint(SecretKind::ResourceServerSecret, &crypto::random_bytes()?);
-    let digest = context.keys.client_secret_digest(secret.expose());
+    let (secret, digest) = new_client_secret(context, SecretKind::ResourceServerSecret)?;
     let limit = (!site_keys.is_empty()).then_some(site_keys);
     let change = context
         .store
@@ -86,8 +86,7 @@ pub fn rotate_secret(
     overlap: Overlap,
     now: NaiveDateTime,
 ) -> Result<(ResourceServer, Secret), ServiceError> {
-    let secret = token::mint(SecretKind::ResourceServerSecret, &crypto::random_bytes()?);
-    let digest = context.keys.client_secret_digest(secret.expose());
+    let (secret, digest) = new_client_secret(context, SecretKind::ResourceServerSecret)?;
     let rotated = context
         .store
         .rotate_resource_server_secret(client_id, &digest, overlap, by, now)?

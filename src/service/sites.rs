@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use chrono::NaiveDateTime;
 
+use super::client_auth::new_client_secret;
 use super::site_tokens::managed_site;
 use super::{Context, ServiceError};
 use crate::crypto;
@@ -18,7 +19,7 @@ use crate::domain::site::SiteSummary;
 use crate::domain::site::{
     is_site_key, site_key_from_random, validate_name, NameError, Site, SiteCredentials,
 };
-use crate::domain::token::{self, SecretKind};
+use crate::domain::token::SecretKind;
 
 /// Creates a site with fresh credentials; the auth key exists in clear only in the return value.
 pub fn create(
@@ -29,8 +30,7 @@ pub fn create(
 ) -> Result<(Site, SiteCredentials), ServiceError> {
     let name = validate_name(name)?;
     let site_key = site_key_from_random(&crypto::random_bytes()?);
-    let auth_key = new_auth_key()?;
-    let digest = context.keys.client_secret_digest(auth_key.expose());
+    let (auth_key, digest) = new_client_secret(context, SecretKind::AuthKey)?;
     let site = context
         .store
         .insert_site(&site_key, &name, &digest, by, now)?;
@@ -64,8 +64,7 @@ pub fn rotate_auth_key(
     overlap: Overlap,
     now: NaiveDateTime,
 ) -> Result<RotatedAuthKey, ServiceError> {
-    let auth_key = new_auth_key()?;
-    let digest = context.keys.client_secret_digest(auth_key.expose());
+    let (auth_key, digest) = new_client_secret(context, SecretKind::AuthKey)?;
     let site = context
         .store
         .rotate_auth_key_digest(site_key, &digest, overlap, by, now)?
@@ -93,10 +92,6 @@ pub fn set_enabled(
         if enabled { "enabled" } else { "disabled" }
     );
     Ok(())
-}
-
-fn new_auth_key() -> Result<Secret, ServiceError> {
-    Ok(token::mint(SecretKind::AuthKey, &crypto::random_bytes()?))
 }
 
 /// `POST /admin/v1/sites`: a platform admin provisions a site (as [`create`], recorded as theirs).

@@ -7,8 +7,8 @@ use reqwest::blocking::Response;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_admin_error, assert_oauth_error, race, wait_for_live_change_feed, SiteKeys, TestApp,
-    TestNode,
+    assert_admin_error, assert_oauth_error, race, seconds_from_now, wait_for_live_change_feed,
+    SiteKeys, TestApp, TestNode,
 };
 
 crate::on_both_backends!(
@@ -82,12 +82,6 @@ fn authenticates(node: &TestNode, site: &SiteKeys) -> bool {
         }
         other => panic!("token request: {other} {}", response.text().unwrap()),
     }
-}
-
-fn seconds_from_now(rfc3339: &str) -> i64 {
-    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
-    at.signed_duration_since(tokenwarden::clock::now().and_utc())
-        .num_seconds()
 }
 
 /// The site as the admin API shows it, in the listing and on its own.

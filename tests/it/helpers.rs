@@ -789,3 +789,10 @@ pub fn race<T: Send + 'static>(
         .map(|h| h.join().expect("a racer panicked"))
         .collect()
 }
+
+/// Whole seconds from now until an RFC 3339 instant an answer gave (negative once past).
+pub fn seconds_from_now(rfc3339: &str) -> i64 {
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    at.signed_duration_since(tokenwarden::clock::now().and_utc())
+        .num_seconds()
+}

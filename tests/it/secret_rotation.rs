@@ -8,8 +8,8 @@ use reqwest::blocking::Response;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_admin_error, assert_oauth_error, race, wait_for_live_change_feed, AdminKeys,
-    ResourceServerKeys, TestApp, TestNode,
+    assert_admin_error, assert_oauth_error, race, seconds_from_now, wait_for_live_change_feed,
+    AdminKeys, ResourceServerKeys, TestApp, TestNode,
 };
 
 crate::on_both_backends!(
@@ -157,12 +157,6 @@ fn shown_previous_end(node: &TestNode, token: &str, client: &Client) -> Value {
         .cloned();
     assert_eq!(entry, Some(one.clone()), "{listed}");
     one["previous_secret_valid_until"].clone()
-}
-
-fn seconds_from_now(rfc3339: &str) -> i64 {
-    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
-    at.signed_duration_since(tokenwarden::clock::now().and_utc())
-        .num_seconds()
 }
 
 fn audited(app: &TestApp, client: &Client, detail: &str) -> i64 {
